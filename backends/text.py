@@ -1,0 +1,178 @@
+"""AST → `.space` text in the canonical layout (used by `fmt` and `derive`).
+
+Comments are kept: a comment on its own line stays before the item or
+statement that follows it, a trailing comment stays at the end of its line.
+A single blank line between statements is kept where the source had one.
+"""
+
+from __future__ import annotations
+
+from spacelang import ast
+
+INDENT = "    "
+LINE_WIDTH = 100
+
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2}
+
+
+def format_expr(expr, parent: int = 0, right_side: bool = False) -> str:
+    """One expression, with only the parentheses its meaning needs."""
+    if isinstance(expr, ast.Name):
+        return expr.name
+    if isinstance(expr, ast.Int):
+        return str(expr.value)
+    if isinstance(expr, ast.Float):
+        return expr.text or repr(expr.value)
+    if isinstance(expr, ast.Bool):
+        return "true" if expr.value else "false"
+    if isinstance(expr, ast.Neg):
+        return "-" + format_expr(expr.operand, 3)
+    if isinstance(expr, ast.BinOp):
+        level = _PRECEDENCE[expr.op]
+        text = (f"{format_expr(expr.left, level)} {expr.op} "
+                f"{format_expr(expr.right, level, right_side=True)}")
+        if level < parent or (level == parent and right_side):
+            return f"({text})"
+        return text
+    if isinstance(expr, ast.Index):
+        return f"{expr.name}[{format_expr(expr.index)}]"
+    if isinstance(expr, ast.Slice):
+        return f"{expr.name}[{format_expr(expr.lo)}..{format_expr(expr.hi)}]"
+    if isinstance(expr, ast.Keyword):
+        return f"{expr.name}={format_expr(expr.value)}"
+    if isinstance(expr, ast.Call):
+        parts = [format_expr(a) for a in expr.args] + [format_expr(k) for k in expr.keywords]
+        return f"{expr.func}({', '.join(parts)})"
+    if isinstance(expr, ast.Pick):
+        source = _pick_source(expr.candidates)
+        return f"pick {format_expr(expr.k, 3)} of {source}"
+    raise TypeError(f"not an expression: {expr!r}")
+
+
+def _pick_source(candidates) -> str:
+    if len(candidates) == 1 and isinstance(candidates[0], ast.Slice):
+        return format_expr(candidates[0])
+    return "[" + ", ".join(format_expr(c) for c in candidates) + "]"
+
+
+def _param(param: ast.Param) -> str:
+    if isinstance(param, ast.TensorParam):
+        return f"{param.name}: {format_expr(param.channels)}"
+    if param.default is None:
+        return param.name
+    return f"{param.name} = {format_expr(param.default)}"
+
+
+def _target(target: ast.Target) -> str:
+    if target.index is None:
+        return target.name
+    return f"{target.name}[{format_expr(target.index)}]"
+
+
+class _Writer:
+    def __init__(self, comments: tuple[ast.Comment, ...]):
+        self.lines: list[str] = []
+        self.comments = sorted(comments, key=lambda c: c.line)
+        self.next_comment = 0
+        self.last_source_line = 0
+
+    def own_line_comments(self, before_line: int, indent: str) -> None:
+        while (self.next_comment < len(self.comments)
+               and self.comments[self.next_comment].line < before_line):
+            comment = self.comments[self.next_comment]
+            if self.lines and comment.line > self.last_source_line + 1 and self.lines[-1] != "" \
+                    and self.last_source_line:
+                self.lines.append("")
+            self.lines.append(indent + comment.text)
+            self.last_source_line = comment.line
+            self.next_comment += 1
+
+    def trailing_comment(self, line: int) -> str:
+        if (self.next_comment < len(self.comments)
+                and self.comments[self.next_comment].line == line):
+            comment = self.comments[self.next_comment]
+            self.next_comment += 1
+            return "  " + comment.text
+        return ""
+
+    def emit(self, text: str, span: ast.Span, indent: str, end_line: int | None = None) -> None:
+        self.own_line_comments(span.line, indent)
+        last = end_line if end_line is not None else span.end_line
+        # comments inside a multi-line construct move after it
+        inner = []
+        while (self.next_comment < len(self.comments)
+               and span.line <= self.comments[self.next_comment].line < last):
+            inner.append(self.comments[self.next_comment].text)
+            self.next_comment += 1
+        self.lines.append(indent + text + self.trailing_comment(last))
+        self.lines.extend(indent + c for c in inner)
+        self.last_source_line = last
+
+
+def format_module(module: ast.Module) -> str:
+    """The whole file in canonical layout, ending with one newline."""
+    writer = _Writer(module.comments)
+    previous: ast.Definition | None = None
+    for item in module.items:
+        if previous is not None and not (isinstance(item, ast.Import)
+                                         and isinstance(previous, ast.Import)):
+            writer.own_line_comments(item.span.line, "")
+            if writer.lines and writer.lines[-1] != "":
+                writer.lines.append("")
+        _item(writer, item)
+        previous = item
+    writer.own_line_comments(10**9, "")
+    return "\n".join(writer.lines).rstrip("\n") + "\n" if writer.lines else ""
+
+
+def _item(writer: _Writer, item: ast.Definition) -> None:
+    if isinstance(item, ast.Import):
+        writer.emit(f'import "{item.path}"', item.span, "")
+    elif isinstance(item, ast.ChoiceDef):
+        candidates = [format_expr(c) for c in item.candidates]
+        one_line = f"choice {item.name} = [{', '.join(candidates)}]"
+        if len(one_line) <= LINE_WIDTH:
+            writer.emit(one_line, item.span, "")
+        else:
+            writer.emit(f"choice {item.name} = [", item.span, "", end_line=item.span.line)
+            for candidate, text in zip(item.candidates, candidates, strict=True):
+                writer.emit(text + ",", candidate.span, INDENT)
+            writer.lines.append("]")
+            writer.last_source_line = item.span.end_line
+    else:
+        keyword = {ast.OpDef: "op", ast.CellDef: "cell", ast.NetworkDef: "network"}[type(item)]
+        params = ", ".join(_param(p) for p in item.params)
+        header = f"{keyword} {item.name}({params})"
+        if isinstance(item, ast.CellDef) and item.shares:
+            header += " shares " + ", ".join(item.shares)
+        writer.emit(header + " {", item.span, "", end_line=item.body.span.line)
+        _statements(writer, item.body.statements, INDENT)
+        writer.emit("return " + format_expr(item.body.result), item.body.return_span, INDENT)
+        writer.own_line_comments(item.span.end_line, INDENT)
+        writer.lines.append("}" + writer.trailing_comment(item.span.end_line))
+        writer.last_source_line = item.span.end_line
+
+
+def _statements(writer: _Writer, statements, indent: str) -> None:
+    for i, statement in enumerate(statements):
+        if i > 0 and statement.span.line > writer.last_source_line + 1 and not _comment_between(
+                writer, statement.span.line):
+            writer.lines.append("")
+        if isinstance(statement, ast.ForLoop):
+            head = (f"for {statement.var} in {format_expr(statement.lo)}.."
+                    f"{format_expr(statement.hi)} {{")
+            first_line = statement.body[0].span.line if statement.body else statement.span.line
+            writer.emit(head, statement.span, indent, end_line=min(first_line,
+                                                                    statement.span.line))
+            _statements(writer, statement.body, indent + INDENT)
+            writer.own_line_comments(statement.span.end_line, indent + INDENT)
+            writer.lines.append(indent + "}" + writer.trailing_comment(statement.span.end_line))
+            writer.last_source_line = statement.span.end_line
+        else:
+            targets = ", ".join(_target(t) for t in statement.targets)
+            writer.emit(f"{targets} = {format_expr(statement.value)}", statement.span, indent)
+
+
+def _comment_between(writer: _Writer, line: int) -> bool:
+    index = writer.next_comment
+    return index < len(writer.comments) and writer.comments[index].line < line

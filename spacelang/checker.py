@@ -1,0 +1,1112 @@
+"""Checking and elaboration: a `Program` → one IR `Network` per network.
+
+Two passes. `resolve` checks each definition on its own (names, duplicates,
+use before definition, cycles, arity, unused values). `elaborate` instantiates
+a network with concrete parameters, inlines its ops and cells, and infers the
+channel count and spatial size of every value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+from attrs import define, field, frozen
+
+from spacelang import ast
+from spacelang.diagnostics import Diagnostic, SpecError, did_you_mean, error, warning
+from spacelang.ir import (
+    INPUT,
+    CellInstance,
+    ChoiceSite,
+    Graph,
+    Network,
+    Node,
+    PickSite,
+)
+from spacelang.primitives import BINARY_OPERATORS, PRIMITIVES, Primitive, ShapeError, TensorInfo
+from spacelang.program import Program
+
+RESERVED = {"input"}
+RGB_RANGE = "rgb_range"
+DEFAULT_IN_CHANNELS = 3
+
+
+class _Failed(Exception):
+    def __init__(self, diagnostic: Diagnostic):
+        self.diagnostic = diagnostic
+
+
+def _fail(message: str, span: ast.Span, hint: str | None = None):
+    raise _Failed(error(message, span, hint))
+
+
+@frozen
+class CheckResult:
+    networks: tuple[Network, ...]
+    warnings: tuple[Diagnostic, ...]
+
+
+def check(program: Program, overrides: dict[str, str] | None = None) -> CheckResult:
+    """Resolve and elaborate every network of `program.root`; raises `SpecError`."""
+    problems, warnings = resolve(program)
+    if problems:
+        raise SpecError(problems + warnings, program.sources)
+    networks = []
+    overrides = dict(overrides or {})
+    problems.extend(_check_overrides(program, overrides))
+    if problems:
+        raise SpecError(problems, program.sources)
+    for network in program.networks:
+        try:
+            networks.append(_Elaborator(program).network(network, overrides))
+        except _Failed as failure:
+            problems.append(failure.diagnostic)
+    if problems:
+        raise SpecError(problems + warnings, program.sources)
+    return CheckResult(tuple(networks), tuple(warnings))
+
+
+def _check_overrides(program: Program, overrides: dict[str, str]) -> list[Diagnostic]:
+    problems = []
+    known = {p.name for n in program.networks for p in n.params if isinstance(p, ast.IntParam)}
+    for name, value in overrides.items():
+        if name not in known:
+            where = ", ".join(f"`{n.name}`" for n in program.networks) or "this file"
+            problems.append(error(f"--set {name}: no network in {where} has a parameter "
+                                  f"`{name}`", None, did_you_mean(name, known)))
+            continue
+        try:
+            int(str(value).strip())
+        except ValueError:
+            problems.append(error(f"--set {name}={value}: the value must be an integer", None))
+    return problems
+
+
+# --------------------------------------------------------------------- pass 1
+
+
+def resolve(program: Program) -> tuple[list[Diagnostic], list[Diagnostic]]:
+    """Check every definition on its own; returns (errors, warnings)."""
+    resolver = _Resolver(program)
+    for module in program.modules:
+        for item in module.items:
+            if isinstance(item, ast.ChoiceDef):
+                resolver.choice(item)
+            elif isinstance(item, (ast.OpDef, ast.CellDef, ast.NetworkDef)):
+                resolver.definition(item)
+    resolver.recursion()
+    return _dedupe(resolver.errors), _dedupe(resolver.warnings)
+
+
+def _dedupe(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    seen, out = set(), []
+    for d in diagnostics:
+        key = (d.message, d.span)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def _callables(program: Program) -> set[str]:
+    return set(PRIMITIVES) | {
+        name for name, d in program.definitions.items() if not isinstance(d, ast.NetworkDef)
+    }
+
+
+def _signature(program: Program, name: str) -> list[tuple[str, str, bool]] | None:
+    """(name, kind, required) per parameter of a callable, or None if variadic."""
+    if name in PRIMITIVES:
+        prim = PRIMITIVES[name]
+        if any(p.kind in ("tensors", "ints") for p in prim.params):
+            return None
+        return [(p.name, p.kind, p.required) for p in prim.params]
+    definition = program.definitions.get(name)
+    if isinstance(definition, (ast.OpDef, ast.CellDef)):
+        return [
+            (p.name, "tensor" if isinstance(p, ast.TensorParam) else "int",
+             isinstance(p, ast.TensorParam) or p.default is None)
+            for p in definition.params
+        ]
+    return None
+
+
+@define
+class _Resolver:
+    program: Program
+    errors: list[Diagnostic] = field(factory=list)
+    warnings: list[Diagnostic] = field(factory=list)
+    calls: dict[str, list[tuple[str, ast.Span]]] = field(factory=dict)
+
+    def choice(self, item: ast.ChoiceDef) -> None:
+        if not item.candidates:
+            self.errors.append(error(f"choice `{item.name}` has no candidates", item.span))
+        labels = set()
+        for candidate in item.candidates:
+            self._callee(candidate, {}, set(), in_choice=True)
+            definition = self.program.definitions.get(candidate.func)
+            if isinstance(definition, (ast.CellDef, ast.ChoiceDef, ast.NetworkDef)):
+                self.errors.append(error(
+                    f"candidate `{candidate.func}` of choice `{item.name}` is not an op",
+                    candidate.func_span))
+            label = candidate_label(candidate)
+            if label in labels:
+                self.errors.append(error(f"candidate `{label}` appears twice in choice "
+                                         f"`{item.name}`", candidate.span))
+            labels.add(label)
+
+    def definition(self, item: ast.OpDef | ast.CellDef | ast.NetworkDef) -> None:
+        self.calls[item.name] = []
+        scope: dict[str, str] = {}  # name -> "int" | "tensor" | "family"
+        defined_at: dict[str, ast.Span] = {}
+        for param in item.params:
+            if param.name in scope:
+                self.errors.append(error(f"duplicate parameter `{param.name}`", param.span))
+            if param.name in RESERVED:
+                self.errors.append(error(f"`{param.name}` is reserved", param.span))
+            if isinstance(param, ast.TensorParam):
+                scope[param.name] = "tensor"
+                channels = param.channels
+                if isinstance(channels, ast.Name) and channels.name not in scope:
+                    scope[channels.name] = "int"
+                else:
+                    self._expr(channels, scope, set(), item, want="int")
+            else:
+                if param.default is not None:
+                    self._expr(param.default, scope, set(), item, want="int")
+                scope[param.name] = "int"
+        if isinstance(item, ast.NetworkDef):
+            if not any(isinstance(p, ast.TensorParam) for p in item.params):
+                scope["input"] = "tensor"
+                defined_at["input"] = item.name_span
+        if isinstance(item, ast.CellDef):
+            for name, span in zip(item.shares, item.shares_spans, strict=False):
+                if not isinstance(self.program.definitions.get(name), ast.ChoiceDef):
+                    choices = [n for n, d in self.program.definitions.items()
+                               if isinstance(d, ast.ChoiceDef)]
+                    self.errors.append(error(f"`shares {name}`: no choice named `{name}`", span,
+                                             did_you_mean(name, choices)))
+        statements = list(_flatten(item.body.statements))
+        later = self._later_definitions(statements)
+        used: set[str] = set()
+        for index, (statement, loop_vars) in enumerate(statements):
+            local = dict(scope)
+            for var in loop_vars:
+                local[var] = "int"
+            self._expr(statement.value, local, used, item, later=later, index=index)
+            is_number = _is_number_expr(statement.value, local)
+            for target in statement.targets:
+                if target.index is not None:
+                    self._expr(target.index, local, used, item, want="int")
+                    kind = "family"
+                else:
+                    kind = "int" if is_number else "tensor"
+                previous = scope.get(target.name)
+                if target.name in RESERVED:
+                    self.errors.append(error(f"`{target.name}` is reserved", target.span))
+                elif previous == "family" and kind == "family":
+                    pass
+                elif previous is not None:
+                    first = defined_at.get(target.name)
+                    hint = (f"`{target.name}` was first defined at line {first.line}; values "
+                            "are assigned once (use b[i] for a family of values)"
+                            if first else None)
+                    self.errors.append(error(f"duplicate definition of `{target.name}`",
+                                             target.span, hint))
+                    continue
+                scope[target.name] = kind
+                defined_at.setdefault(target.name, target.span)
+        self._expr(item.body.result, scope, used, item)
+        for name, span in defined_at.items():
+            if name not in used and name != "input":
+                self.warnings.append(warning(f"`{name}` is never used", span))
+        if isinstance(item, ast.CellDef):
+            for name, span in zip(item.shares, item.shares_spans, strict=False):
+                if not any(callee == name for callee, _ in self.calls[item.name]):
+                    self.warnings.append(warning(f"cell `{item.name}` shares `{name}` but never "
+                                                 "uses it", span))
+
+    @staticmethod
+    def _later_definitions(statements) -> dict[str, int]:
+        first: dict[str, int] = {}
+        for index, (statement, _) in enumerate(statements):
+            for target in statement.targets:
+                first.setdefault(target.name, index)
+        return first
+
+    def _expr(self, expr, scope, used, item, *, want: str | None = None, later=None,
+              index: int = 0, in_pick_arg: bool = False) -> None:
+        if isinstance(expr, ast.Name):
+            kind = scope.get(expr.name)
+            if kind is None:
+                self._undefined(expr.name, expr.span, scope, item, later, index)
+                return
+            used.add(expr.name)
+            if kind == "family":
+                self.errors.append(error(f"`{expr.name}` is a family of values; index it, "
+                                         f"as in {expr.name}[1]", expr.span))
+            elif want == "int" and kind == "tensor":
+                self.errors.append(error(f"expected an integer, but `{expr.name}` is a tensor",
+                                         expr.span))
+        elif isinstance(expr, (ast.Index, ast.Slice)):
+            kind = scope.get(expr.name)
+            if kind is None:
+                self._undefined(expr.name, expr.span, scope, item, later, index)
+            elif kind != "family":
+                self.errors.append(error(f"`{expr.name}` is not a family of values and cannot "
+                                         "be indexed", expr.span))
+            else:
+                used.add(expr.name)
+            bounds = (expr.index,) if isinstance(expr, ast.Index) else (expr.lo, expr.hi)
+            for bound in bounds:
+                self._expr(bound, scope, used, item, want="int")
+        elif isinstance(expr, ast.BinOp):
+            self._expr(expr.left, scope, used, item, want=want, later=later, index=index)
+            self._expr(expr.right, scope, used, item, want=want, later=later, index=index)
+        elif isinstance(expr, ast.Neg):
+            self._expr(expr.operand, scope, used, item, want="int", later=later, index=index)
+        elif isinstance(expr, ast.Pick):
+            if not in_pick_arg:
+                self.errors.append(error("`pick` must be the only argument of `concat(...)` or "
+                                         "`sum(...)`", expr.span))
+            if isinstance(item, ast.OpDef):
+                self.errors.append(error("`pick` is a network-level choice; it cannot appear "
+                                         "in an op", expr.span))
+            self._expr(expr.k, scope, used, item, want="int")
+            for candidate in expr.candidates:
+                self._expr(candidate, scope, used, item, later=later, index=index)
+        elif isinstance(expr, ast.Call):
+            if want == "int":
+                self.errors.append(error(f"expected an integer, but `{expr.func}(...)` is a "
+                                         "tensor", expr.span))
+            self._callee(expr, scope, used, item=item, later=later, index=index)
+
+    def _undefined(self, name, span, scope, item, later, index) -> None:
+        if later and name in later and later[name] >= index:
+            if later[name] == index:
+                self.errors.append(error(f"`{name}` is defined in terms of itself", span))
+            else:
+                self.errors.append(error(
+                    f"`{name}` is used before it is defined (a cycle or a misordered "
+                    "statement)", span, "values are defined in order; move the definition up"))
+            return
+        known = [n for n in scope if n not in RESERVED or scope.get(n)]
+        known += list(_callables(self.program))
+        self.errors.append(error(f"undefined name `{name}`", span, did_you_mean(name, known)))
+
+    def _callee(self, call: ast.Call, scope, used, *, item=None, later=None, index: int = 0,
+                in_choice: bool = False) -> None:
+        definition = self.program.definitions.get(call.func)
+        if call.func not in PRIMITIVES and definition is None:
+            known = _callables(self.program)
+            self.errors.append(error(f"unknown op `{call.func}`", call.func_span,
+                                     did_you_mean(call.func, known)))
+        elif isinstance(definition, ast.NetworkDef):
+            self.errors.append(error(f"`{call.func}` is a network and cannot be called",
+                                     call.func_span))
+        elif isinstance(definition, ast.ChoiceDef):
+            if isinstance(item, ast.OpDef):
+                self.errors.append(error(f"choice `{call.func}` used in op `{item.name}`; "
+                                         "choices belong in cells and networks", call.func_span))
+        elif isinstance(definition, ast.CellDef) and isinstance(item, ast.OpDef):
+            self.errors.append(error(f"cell `{call.func}` used in op `{item.name}`; ops are "
+                                     "built from primitives and other ops", call.func_span))
+        if item is not None and item.name in self.calls:
+            self.calls[item.name].append((call.func, call.func_span))
+        signature = _signature(self.program, call.func)
+        if signature is not None:
+            self._arity(call, signature, partial=in_choice)
+        for arg in call.args:
+            self._expr(arg, scope, used, item, later=later, index=index,
+                       in_pick_arg=call.func in ("concat", "sum") and len(call.args) == 1
+                       and isinstance(arg, ast.Pick))
+        for keyword in call.keywords:
+            self._expr(keyword.value, scope, used, item, later=later, index=index)
+
+    def _arity(self, call: ast.Call, signature, *, partial: bool) -> None:
+        names = [name for name, _, _ in signature]
+        given = len(call.args)
+        if partial:
+            tensors = sum(1 for _, kind, _ in signature if kind == "tensor")
+            given += tensors
+        if given > len(signature):
+            shown = ", ".join(names)
+            self.errors.append(error(
+                f"`{call.func}` takes at most {len(signature)} arguments ({shown}), got {given}",
+                call.span))
+            return
+        bound = set(names[:given])
+        for keyword in call.keywords:
+            if keyword.name not in names:
+                self.errors.append(error(f"`{call.func}` has no parameter `{keyword.name}`",
+                                         keyword.span, did_you_mean(keyword.name, names)))
+            elif keyword.name in bound:
+                self.errors.append(error(f"`{keyword.name}` given twice in call to "
+                                         f"`{call.func}`", keyword.span))
+            bound.add(keyword.name)
+        missing = [name for name, _, required in signature if required and name not in bound]
+        if missing and not partial:
+            self.errors.append(error(f"`{call.func}` is missing argument `{missing[0]}`",
+                                     call.span))
+
+    def recursion(self) -> None:
+        graph = {name: [c for c, _ in calls if c in self.calls] for name, calls in
+                 self.calls.items()}
+        for name, calls in self.calls.items():
+            for callee, span in calls:
+                path = _find_path(graph, callee, name)
+                if path is not None:
+                    cycle = " → ".join([name, *path])
+                    self.errors.append(error(f"`{name}` is recursive: {cycle}", span))
+                    break
+
+
+def _is_number_expr(expr, scope: dict[str, str]) -> bool:
+    """Whether an expression is integer arithmetic (a `let` of a number, as `d = C // 4`)."""
+    if isinstance(expr, (ast.Int, ast.Float, ast.Bool)):
+        return True
+    if isinstance(expr, ast.Name):
+        return scope.get(expr.name) == "int"
+    if isinstance(expr, ast.Neg):
+        return _is_number_expr(expr.operand, scope)
+    if isinstance(expr, ast.BinOp):
+        return _is_number_expr(expr.left, scope) and _is_number_expr(expr.right, scope)
+    return False
+
+
+def _find_path(graph: dict[str, list[str]], start: str, goal: str) -> list[str] | None:
+    stack, seen = [(start, [start])], set()
+    while stack:
+        node, path = stack.pop()
+        if node == goal:
+            return path
+        if node in seen:
+            continue
+        seen.add(node)
+        stack.extend((n, [*path, n]) for n in graph.get(node, []))
+    return None
+
+
+def _flatten(statements, loop_vars: tuple[str, ...] = ()) -> Iterator[tuple[ast.Assign, tuple]]:
+    for statement in statements:
+        if isinstance(statement, ast.ForLoop):
+            yield from _flatten(statement.body, (*loop_vars, statement.var))
+        else:
+            yield statement, loop_vars
+
+
+def candidate_label(call: ast.Call) -> str:
+    """The display name of a choice candidate: `sep_conv_7x7`, or `sep_conv(7)`."""
+    from spacelang.backends.text import format_expr
+
+    return format_expr(call) if call.args or call.keywords else call.func
+
+
+# --------------------------------------------------------------------- pass 2
+
+
+@define
+class _Tensor:
+    id: int
+
+
+@define
+class _Many:
+    ids: list[int]
+    span: ast.Span
+
+
+@define
+class _PickValue:
+    k: int
+    ids: list[int]
+    names: list[str]
+    base: str
+    span: ast.Span
+
+
+@define
+class _Builder:
+    nodes: list[Node] = field(factory=list)
+    inputs: list[int] = field(factory=list)
+
+    def add(self, **kwargs: Any) -> int:
+        node = Node(id=len(self.nodes), **kwargs)
+        self.nodes.append(node)
+        return node.id
+
+    def info(self, id: int) -> TensorInfo:
+        node = self.nodes[id]
+        return TensorInfo(node.channels, node.spatial)
+
+    def graph(self, output: int) -> Graph:
+        return Graph(tuple(self.nodes), tuple(self.inputs), output)
+
+
+@define
+class _Frame:
+    """Where elaboration is: which definition, under which module path."""
+
+    definition: ast.OpDef | ast.CellDef | ast.NetworkDef
+    prefix: str
+    scope: str
+    cell: str = ""
+    ints: dict[str, Any] = field(factory=dict)
+    values: dict[str, _Tensor] = field(factory=dict)
+    families: dict[str, dict[int, _Tensor]] = field(factory=dict)
+    value_names: dict[int, str] = field(factory=dict)
+
+
+def _join(*parts: str) -> str:
+    return ".".join(p for p in parts if p)
+
+
+def _has_weights(program: Program, name: str, memo: dict[str, bool]) -> bool:
+    if name in memo:
+        return memo[name]
+    if name in PRIMITIVES:
+        return PRIMITIVES[name].has_weights
+    definition = program.definitions.get(name)
+    memo[name] = False
+    result = False
+    if isinstance(definition, ast.ChoiceDef):
+        result = True
+    elif isinstance(definition, (ast.OpDef, ast.CellDef)):
+        result = any(_has_weights(program, c.func, memo) for c in _calls_in(definition))
+    memo[name] = result
+    return result
+
+
+def _calls_in(definition) -> Iterator[ast.Call]:
+    def visit(expr):
+        if isinstance(expr, ast.Call):
+            yield expr
+            for arg in expr.args:
+                yield from visit(arg)
+            for keyword in expr.keywords:
+                yield from visit(keyword.value)
+        elif isinstance(expr, ast.BinOp):
+            yield from visit(expr.left)
+            yield from visit(expr.right)
+        elif isinstance(expr, ast.Neg):
+            yield from visit(expr.operand)
+        elif isinstance(expr, ast.Pick):
+            for candidate in expr.candidates:
+                yield from visit(candidate)
+
+    for statement, _ in _flatten(definition.body.statements):
+        yield from visit(statement.value)
+    yield from visit(definition.body.result)
+
+
+def entity_calls(program: Program, expr, memo: dict[str, bool]) -> list[ast.Call]:
+    """The calls in one statement that own weights, in evaluation order."""
+
+    def visit(e):
+        if isinstance(e, ast.Call):
+            for arg in e.args:
+                yield from visit(arg)
+            for keyword in e.keywords:
+                yield from visit(keyword.value)
+            if _has_weights(program, e.func, memo):
+                yield e
+        elif isinstance(e, ast.BinOp):
+            yield from visit(e.left)
+            yield from visit(e.right)
+        elif isinstance(e, ast.Neg):
+            yield from visit(e.operand)
+
+    return list(visit(expr))
+
+
+def entity_paths(calls: list[ast.Call], value: str) -> dict[int, str]:
+    """Module names for the weight-owning calls of one statement, keyed by id(call).
+
+    A statement `d1 = lrelu(conv(x, 24, k=1))` with one such call names it `d1`;
+    with several, each is named `d1.conv`, `d1.esa`, `d1.conv_2`, ...; a `return`
+    statement (no value name) names them after their ops.
+    """
+    if len(calls) == 1 and value:
+        return {id(calls[0]): value}
+    seen: dict[str, int] = {}
+    names = {}
+    for call in calls:
+        seen[call.func] = seen.get(call.func, 0) + 1
+        suffix = f"_{seen[call.func]}" if seen[call.func] > 1 else ""
+        names[id(call)] = _join(value, call.func + suffix)
+    return names
+
+
+def target_path(target_name: str, index: int | None) -> str:
+    return target_name if index is None else f"{target_name}.{index}"
+
+
+def site_key(base: str, ordinal: int) -> str:
+    return base if ordinal == 0 else f"{base}_{ordinal + 1}"
+
+
+class _Elaborator:
+    def __init__(self, program: Program):
+        self.program = program
+        self.memo: dict[str, bool] = {}
+        self.builder = _Builder()
+        self.choice_sites: dict[str, ChoiceSite] = {}
+        self.pick_sites: list[PickSite] = []
+        self.cells: list[CellInstance] = []
+        self.stack: list[str] = []
+        self.counters: dict[str, int] = {}  # choice and pick sites seen in this statement
+
+    # -- network
+    def network(self, definition: ast.NetworkDef, overrides: dict[str, str]) -> Network:
+        frame = _Frame(definition, prefix="", scope="")
+        params: dict[str, int] = {}
+        tensor_params = [p for p in definition.params if isinstance(p, ast.TensorParam)]
+        for param in definition.params:
+            if isinstance(param, ast.TensorParam):
+                continue
+            if param.name in overrides:
+                value = int(str(overrides[param.name]).strip())
+            elif param.default is None:
+                _fail(f"parameter `{param.name}` of network `{definition.name}` has no "
+                      "default", param.span, f"give one with --set {param.name}=...")
+            else:
+                value = self._int(param.default, frame, f"parameter `{param.name}`")
+            frame.ints[param.name] = value
+            params[param.name] = value
+        rgb_range = params.get(RGB_RANGE, 1)
+        if rgb_range not in (1, 255):
+            span = next(p.span for p in definition.params if p.name == RGB_RANGE)
+            _fail(f"rgb_range must be 1 or 255, got {rgb_range}", span)
+        if not tensor_params:
+            tensor_params = [ast.TensorParam("input", ast.Int(DEFAULT_IN_CHANNELS),
+                                             definition.name_span)]
+        if len(tensor_params) != 1:
+            _fail("a network takes exactly one image input", tensor_params[1].span)
+        (image,) = tensor_params
+        in_channels = self._int(image.channels, frame, "input channels")
+        self._positive(in_channels, image.span, "input channels")
+        input_id = self.builder.add(op="input", inputs=(), channels=in_channels, spatial=INPUT,
+                                    path=image.name, span=image.span)
+        self.builder.inputs.append(input_id)
+        frame.values[image.name] = _Tensor(input_id)
+        output = self._body(frame)
+        out = self.builder.nodes[output.id]
+        scale = out.spatial.scale
+        if scale is None:
+            _fail(f"the network's output ({out.spatial.describe()}) is not an integer "
+                  "upscaling of its input", definition.body.result.span)
+        if "scale" in params and params["scale"] != scale:
+            _fail(f"network `{definition.name}` has scale = {params['scale']} but its output "
+                  f"is {scale}× its input", definition.body.result.span)
+        return Network(
+            name=definition.name,
+            params=params,
+            graph=self.builder.graph(output.id),
+            choice_sites=tuple(self.choice_sites.values()),
+            pick_sites=tuple(self.pick_sites),
+            cells=tuple(self.cells),
+            scale=scale,
+            in_channels=in_channels,
+            out_channels=out.channels,
+            rgb_range=rgb_range,
+            source=definition.span.path,
+        )
+
+    # -- bodies
+    def _body(self, frame: _Frame) -> _Tensor:
+        self._statements(frame.definition.body.statements, frame)
+        result = frame.definition.body.result
+        paths = entity_paths(entity_calls(self.program, result, self.memo), "")
+        saved, self.counters = self.counters, {}
+        value = self._expr(result, frame, paths, value_path="", statement_span=result.span)
+        self.counters = saved
+        if not isinstance(value, _Tensor):
+            _fail("a body must return a tensor", result.span)
+        return value
+
+    def _statements(self, statements, frame: _Frame) -> None:
+        for statement in statements:
+            if isinstance(statement, ast.ForLoop):
+                lo = self._int(statement.lo, frame, "loop bound")
+                hi = self._int(statement.hi, frame, "loop bound")
+                for i in range(lo, hi + 1):
+                    frame.ints[statement.var] = i
+                    self._statements(statement.body, frame)
+                frame.ints.pop(statement.var, None)
+            else:
+                self._assign(statement, frame)
+
+    def _assign(self, statement: ast.Assign, frame: _Frame) -> None:
+        first = statement.targets[0]
+        index = None if first.index is None else self._int(first.index, frame, "index")
+        value_path = target_path(first.name, index)
+        calls = entity_calls(self.program, statement.value, self.memo)
+        paths = entity_paths(calls, value_path)
+        saved, self.counters = self.counters, {}
+        value = self._expr(statement.value, frame, paths, value_path=value_path,
+                           statement_span=statement.span)
+        self.counters = saved
+        if isinstance(value, _Many):
+            if len(value.ids) != len(statement.targets):
+                _fail(f"{len(statement.targets)} names on the left but "
+                      f"the right gives {len(value.ids)} values", statement.span)
+            results = [_Tensor(i) for i in value.ids]
+        elif isinstance(value, (int, float)) and len(statement.targets) == 1 \
+                and first.index is None:
+            frame.ints[first.name] = value
+            return
+        elif isinstance(value, _Tensor):
+            if len(statement.targets) != 1:
+                _fail(f"{len(statement.targets)} names on the left but the right gives one "
+                      "value", statement.span)
+            results = [value]
+        else:
+            _fail("a statement must define a tensor; use a parameter for integers",
+                  statement.value.span)
+        for target, result in zip(statement.targets, results, strict=True):
+            if target.index is None:
+                frame.values[target.name] = result
+                frame.value_names[result.id] = target.name
+            else:
+                i = self._int(target.index, frame, "index")
+                family = frame.families.setdefault(target.name, {})
+                if i in family:
+                    _fail(f"`{target.name}[{i}]` is defined twice", target.span)
+                family[i] = result
+                frame.value_names[result.id] = f"{target.name}[{i}]"
+
+    # -- expressions
+    def _int(self, expr, frame: _Frame, what: str) -> int:
+        value = self._number(expr, frame)
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(f"{what} must be an integer, got {value!r}", expr.span)
+        return value
+
+    def _number(self, expr, frame: _Frame):
+        if isinstance(expr, ast.Int):
+            return expr.value
+        if isinstance(expr, ast.Float):
+            return expr.value
+        if isinstance(expr, ast.Bool):
+            return expr.value
+        if isinstance(expr, ast.Name):
+            if expr.name in frame.ints:
+                return frame.ints[expr.name]
+            if expr.name in frame.values or expr.name in frame.families:
+                _fail(f"expected an integer, but `{expr.name}` is a tensor", expr.span)
+            _fail(f"undefined name `{expr.name}`", expr.span,
+                  did_you_mean(expr.name, list(frame.ints)))
+        if isinstance(expr, ast.Neg):
+            return -self._number(expr.operand, frame)
+        if isinstance(expr, ast.BinOp):
+            left = self._number(expr.left, frame)
+            right = self._number(expr.right, frame)
+            return self._arith(expr, left, right)
+        _fail("expected an integer expression", expr.span)
+
+    @staticmethod
+    def _arith(expr: ast.BinOp, left, right):
+        if expr.op == "+":
+            return left + right
+        if expr.op == "-":
+            return left - right
+        if expr.op == "*":
+            return left * right
+        if right == 0:
+            _fail(f"division by zero in `{_show(expr)}`", expr.span)
+        if expr.op == "//":
+            if isinstance(left, float) or isinstance(right, float):
+                return math.floor(left / right)
+            return left // right
+        if isinstance(left, int) and isinstance(right, int) and not isinstance(left, bool):
+            if left % right:
+                _fail(f"`{_show(expr)}` does not divide exactly: {left} / {right} = "
+                      f"{left / right:g}", expr.span, "use // for floor division")
+            return left // right
+        return left / right
+
+    def _expr(self, expr, frame: _Frame, paths: dict[int, str], *, value_path: str,
+              statement_span: ast.Span):
+        if isinstance(expr, (ast.Int, ast.Float, ast.Bool)):
+            return expr.value
+        if isinstance(expr, ast.Name):
+            if expr.name in frame.values:
+                return frame.values[expr.name]
+            return self._number(expr, frame)
+        if isinstance(expr, ast.Index):
+            return self._member(expr.name, self._int(expr.index, frame, "index"), expr.span,
+                                frame)
+        if isinstance(expr, ast.Neg):
+            return self._number(expr, frame)
+        if isinstance(expr, ast.BinOp):
+            left = self._expr(expr.left, frame, paths, value_path=value_path,
+                              statement_span=statement_span)
+            right = self._expr(expr.right, frame, paths, value_path=value_path,
+                               statement_span=statement_span)
+            left_tensor, right_tensor = isinstance(left, _Tensor), isinstance(right, _Tensor)
+            if not left_tensor and not right_tensor:
+                if isinstance(left, (_Many, _PickValue)) or isinstance(right, (_Many,
+                                                                               _PickValue)):
+                    _fail("this value cannot be used in arithmetic", expr.span)
+                return self._arith(expr, left, right)
+            if left_tensor != right_tensor:
+                _fail(f"cannot combine a tensor and a number with `{expr.op}`", expr.span)
+            if expr.op not in BINARY_OPERATORS:
+                _fail(f"`{expr.op}` is not defined on tensors; tensors support + and *",
+                      expr.span)
+            prim = PRIMITIVES[BINARY_OPERATORS[expr.op]]
+            spans = [expr.left.span, expr.right.span]
+            return self._primitive(prim, [left, right], {}, spans, expr.span, frame, "")
+        if isinstance(expr, ast.Pick):
+            _fail("`pick` must be the only argument of `concat(...)` or `sum(...)`", expr.span)
+        if isinstance(expr, ast.Call):
+            return self._call(expr, frame, paths, value_path=value_path,
+                              statement_span=statement_span)
+        _fail("unexpected expression", expr.span)
+
+    def _member(self, name: str, index: int, span: ast.Span, frame: _Frame) -> _Tensor:
+        family = frame.families.get(name)
+        if family is None:
+            _fail(f"undefined name `{name}`", span)
+        if index not in family:
+            defined = sorted(family)
+            shown = f"{name}[{defined[0]}]..{name}[{defined[-1]}]" if defined else "none"
+            _fail(f"`{name}[{index}]` is not defined (defined so far: {shown})", span)
+        return family[index]
+
+    def _values(self, exprs, frame: _Frame, paths, *, value_path, statement_span):
+        """Evaluate arguments, expanding slices `b[1..3]` into several values."""
+        out: list[tuple[Any, ast.Span]] = []
+        for expr in exprs:
+            if isinstance(expr, ast.Slice):
+                lo = self._int(expr.lo, frame, "slice bound")
+                hi = self._int(expr.hi, frame, "slice bound")
+                if hi < lo:
+                    _fail(f"empty slice {expr.name}[{lo}..{hi}]", expr.span)
+                out.extend((self._member(expr.name, i, expr.span, frame), expr.span)
+                           for i in range(lo, hi + 1))
+            elif isinstance(expr, ast.Pick):
+                out.append((self._pick(expr, frame, value_path), expr.span))
+            else:
+                out.append((self._expr(expr, frame, paths, value_path=value_path,
+                                       statement_span=statement_span), expr.span))
+        return out
+
+    def _call(self, call: ast.Call, frame: _Frame, paths, *, value_path, statement_span):
+        args = self._values(call.args, frame, paths, value_path=value_path,
+                            statement_span=statement_span)
+        keywords = {
+            k.name: (self._expr(k.value, frame, paths, value_path=value_path,
+                                statement_span=statement_span), k.value.span)
+            for k in call.keywords
+        }
+        path = _join(frame.prefix, paths.get(id(call), ""))
+        if call.func in PRIMITIVES:
+            prim = PRIMITIVES[call.func]
+            if len(args) == 1 and isinstance(args[0][0], _PickValue):
+                return self._pick_node(prim, args[0][0], frame)
+            bound, spans = self._bind_primitive(prim, call, args, keywords)
+            tensors = bound.pop("__tensors__")
+            return self._primitive(prim, tensors, bound, spans, call.span, frame, path)
+        definition = self.program.definitions[call.func]
+        if isinstance(definition, ast.ChoiceDef):
+            return self._choice(call, definition, args, keywords, frame, path, value_path)
+        return self._inline(call, definition, args, keywords, frame, path)
+
+    def _bind_primitive(self, prim: Primitive, call: ast.Call, args, keywords):
+        tensors: list[Any] = []
+        spans: list[ast.Span] = []
+        bound: dict[str, Any] = {}
+        positional = list(args)
+        for spec in prim.params:
+            if spec.kind == "tensors":
+                for value, span in positional:
+                    if isinstance(value, _PickValue):
+                        _fail("`pick` must be the only argument", span)
+                    tensors.append(self._tensor(value, span, call.func))
+                    spans.append(span)
+                positional = []
+                continue
+            if spec.kind == "ints":
+                values = [self._typed(v, s, "int", call.func, spec.name) for v, s in positional]
+                bound[spec.name] = values
+                positional = []
+                continue
+            if positional:
+                value, span = positional.pop(0)
+            elif spec.name in keywords:
+                value, span = keywords[spec.name]
+            elif spec.required:
+                _fail(f"`{call.func}` is missing argument `{spec.name}`", call.span)
+            else:
+                bound[spec.name] = spec.default
+                continue
+            if spec.kind == "tensor":
+                tensors.append(self._tensor(value, span, call.func))
+                spans.append(span)
+            else:
+                bound[spec.name] = self._typed(value, span, spec.kind, call.func, spec.name)
+        if positional:
+            _fail(f"`{call.func}` takes {len(prim.params)} arguments, got {len(args)}",
+                  call.span)
+        bound["__tensors__"] = tensors
+        return bound, spans
+
+    @staticmethod
+    def _tensor(value, span: ast.Span, func: str) -> _Tensor:
+        if not isinstance(value, _Tensor):
+            _fail(f"`{func}` expects a tensor here, got {_describe(value)}", span)
+        return value
+
+    @staticmethod
+    def _typed(value, span: ast.Span, kind: str, func: str, name: str):
+        if isinstance(value, (_Tensor, _Many, _PickValue)):
+            _fail(f"`{name}` of `{func}` must be a number, got a tensor", span)
+        if kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                _fail(f"`{name}` of `{func}` must be an integer, got {value!r}", span)
+            return value
+        if kind == "bool":
+            if value not in (0, 1):
+                _fail(f"`{name}` of `{func}` must be true or false, got {value!r}", span)
+            return bool(value)
+        return float(value)
+
+    def _primitive(self, prim: Primitive, tensors: list[_Tensor], args: dict[str, Any],
+                   spans: list[ast.Span], span: ast.Span, frame: _Frame, path: str):
+        infos = [self.builder.info(t.id) for t in tensors]
+        try:
+            outputs = prim.infer(infos, args)
+        except ShapeError as exc:
+            culprit = spans[exc.argument] if exc.argument is not None and spans else span
+            message = str(exc)
+            if prim.name in ("add", "mul") and exc.argument == 1:
+                names = [self._value_name(frame, t.id) for t in tensors]
+                message += f" (`{names[0]}` and `{names[1]}`)"
+                culprit = span
+            _fail(message, culprit)
+        ids = [
+            self.builder.add(op=prim.name, inputs=tuple(t.id for t in tensors),
+                             channels=out.channels, spatial=out.spatial, args=dict(args),
+                             path=path if prim.has_weights else "", scope=frame.scope,
+                             span=span, output_index=i)
+            for i, out in enumerate(outputs)
+        ]
+        if prim.outputs_many:
+            return _Many(ids, span)
+        return _Tensor(ids[0])
+
+    def _value_name(self, frame: _Frame, id: int) -> str:
+        name = frame.value_names.get(id)
+        if name:
+            return name
+        node = self.builder.nodes[id]
+        return f"{node.op}(...)" if node.op != "input" else node.path
+
+    # -- calls of composite ops and cells
+    def _inline(self, call: ast.Call, definition, args, keywords, frame: _Frame, path: str):
+        if definition.name in self.stack:
+            _fail(f"`{definition.name}` is recursive", call.func_span)
+        callee = _Frame(definition, prefix=path, scope=frame.scope, cell=frame.cell)
+        if isinstance(definition, ast.CellDef):
+            callee.scope = path
+            callee.cell = definition.name
+            self.cells.append(CellInstance(path, definition.name))
+        params = list(definition.params)
+        positional = list(args)
+        bindings: dict[str, tuple[Any, ast.Span]] = {}
+        for param in params:
+            if positional:
+                bindings[param.name] = positional.pop(0)
+            elif param.name in keywords:
+                bindings[param.name] = keywords[param.name]
+        if positional:
+            _fail(f"`{definition.name}` takes {len(params)} arguments, got {len(args)}",
+                  call.span)
+        for name in keywords:
+            if name not in {p.name for p in params}:
+                _fail(f"`{definition.name}` has no parameter `{name}`", keywords[name][1],
+                      did_you_mean(name, [p.name for p in params]))
+        int_params = [p for p in params if isinstance(p, ast.IntParam)]
+        tensor_params = [p for p in params if isinstance(p, ast.TensorParam)]
+        for param in int_params:
+            if param.name in bindings:
+                value, span = bindings[param.name]
+                callee.ints[param.name] = self._typed(value, span, "int", definition.name,
+                                                      param.name)
+        deferred = []
+        for param in tensor_params:
+            if param.name not in bindings:
+                _fail(f"`{definition.name}` is missing argument `{param.name}`", call.span)
+            value, span = bindings[param.name]
+            tensor = self._tensor(value, span, definition.name)
+            channels = self.builder.nodes[tensor.id].channels
+            declared = param.channels
+            if isinstance(declared, ast.Name) and declared.name not in callee.ints \
+                    and declared.name not in {p.name for p in int_params}:
+                callee.ints[declared.name] = channels
+            else:
+                deferred.append((param, channels, span))
+            callee.values[param.name] = tensor
+            callee.value_names[tensor.id] = param.name
+        for param in int_params:
+            if param.name in callee.ints:
+                continue
+            if param.default is None:
+                _fail(f"`{definition.name}` is missing argument `{param.name}`", call.span)
+            callee.ints[param.name] = self._int(param.default, callee,
+                                                f"default of `{param.name}`")
+        for param, channels, span in deferred:
+            expected = self._int(param.channels, callee, f"channels of `{param.name}`")
+            if expected != channels:
+                _fail(f"`{definition.name}` expects `{param.name}` with {expected} "
+                      f"channels, got {channels}", span)
+        self.stack.append(definition.name)
+        try:
+            return self._body(callee)
+        finally:
+            self.stack.pop()
+
+    # -- choice sites
+    def _choice(self, call: ast.Call, choice: ast.ChoiceDef, args, keywords, frame: _Frame,
+                path: str, value_path: str):
+        if keywords:
+            _fail(f"choice `{choice.name}` takes tensors only, no keywords",
+                  call.keywords[0].span)
+        tensors = [self._tensor(v, s, choice.name) for v, s in args
+                   if isinstance(v, _Tensor) or not isinstance(v, (int, float))]
+        extra = args[len(tensors):]
+        if not tensors:
+            _fail(f"choice `{choice.name}` needs at least one input", call.span)
+        shared = (isinstance(frame.definition, ast.CellDef)
+                  and choice.name in frame.definition.shares)
+        if shared:
+            base = _join(frame.cell, frame.prefix[len(frame.scope):].lstrip("."), value_path)
+        else:
+            base = _join(frame.prefix, value_path) or choice.name
+        ordinal = self.counters.get("choice", 0)
+        self.counters["choice"] = ordinal + 1
+        key = site_key(base, ordinal)
+        labels = tuple(candidate_label(c) for c in choice.candidates)
+        graphs = []
+        reference: tuple[int, Any, str] | None = None
+        for candidate, label in zip(choice.candidates, labels, strict=True):
+            graph = self._candidate_graph(candidate, tensors, extra, call)
+            out = graph.output_node
+            if reference is None:
+                reference = (out.channels, out.spatial, label)
+            elif (out.channels, out.spatial) != reference[:2]:
+                _fail(f"candidates of choice `{choice.name}` disagree: `{reference[2]}` gives "
+                      f"{reference[0]} channels ({reference[1].describe()}), `{label}` gives "
+                      f"{out.channels} ({out.spatial.describe()})", call.span)
+            graphs.append(graph)
+        assert reference is not None
+        node = self.builder.add(op="choice", inputs=tuple(t.id for t in tensors),
+                                channels=reference[0], spatial=reference[1], path=path,
+                                scope=frame.scope, span=call.span, site=key,
+                                candidates=tuple(graphs), labels=labels)
+        site = self.choice_sites.get(key)
+        instances = (*site.instances, path) if site else (path,)
+        self.choice_sites[key] = ChoiceSite(key, choice.name, labels, shared, instances,
+                                            call.span)
+        return _Tensor(node)
+
+    def _candidate_graph(self, candidate: ast.Call, tensors: list[_Tensor], extra: list,
+                         site_call: ast.Call) -> Graph:
+        outer = self.builder
+        self.builder = _Builder()
+        try:
+            inner = _Frame(ast.OpDef(candidate.func, (), ast.Body((), candidate)), prefix="",
+                           scope="")
+            names = []
+            for i, tensor in enumerate(tensors):
+                node = outer.nodes[tensor.id]
+                new = self.builder.add(op="input", inputs=(), channels=node.channels,
+                                       spatial=node.spatial, path=f"x{i}", span=site_call.span)
+                self.builder.inputs.append(new)
+                names.append(_Tensor(new))
+            call = ast.Call(candidate.func, candidate.args, candidate.keywords,
+                            span=candidate.span, func_span=candidate.func_span)
+            args = [(t, site_call.span) for t in names] + list(extra)
+            args += self._values(call.args, inner, {}, value_path="",
+                                 statement_span=candidate.span)
+            keywords = {k.name: (self._expr(k.value, inner, {}, value_path="",
+                                            statement_span=candidate.span), k.value.span)
+                        for k in call.keywords}
+            definition = self.program.definitions.get(call.func)
+            if call.func in PRIMITIVES:
+                prim = PRIMITIVES[call.func]
+                bound, spans = self._bind_primitive(prim, call, args, keywords)
+                tensors_in = bound.pop("__tensors__")
+                result = self._primitive(prim, tensors_in, bound, spans, call.span, inner, "")
+            else:
+                result = self._inline(call, definition, args, keywords, inner, "")
+            if not isinstance(result, _Tensor):
+                _fail(f"candidate `{candidate.func}` must give one tensor", candidate.span)
+            return self.builder.graph(result.id)
+        finally:
+            self.builder = outer
+
+    # -- pick sites
+    def _pick(self, pick: ast.Pick, frame: _Frame, value_path: str) -> _PickValue:
+        k = self._int(pick.k, frame, "pick count")
+        values = self._values(pick.candidates, frame, {}, value_path=value_path,
+                              statement_span=pick.span)
+        tensors = [self._tensor(v, s, "pick") for v, s in values]
+        if k <= 0:
+            _fail(f"pick count must be positive, got {k}", pick.k.span)
+        if k > len(tensors):
+            _fail(f"cannot pick {k} of {len(tensors)} candidate"
+                  f"{'s' if len(tensors) != 1 else ''}", pick.span)
+        if len({t.id for t in tensors}) != len(tensors):
+            _fail("a candidate appears twice in this pick", pick.span)
+        names = [self._value_name(frame, t.id) for t in tensors]
+        infos = [self.builder.info(t.id) for t in tensors]
+        for name, info in zip(names[1:], infos[1:], strict=True):
+            if (info.channels, info.spatial) != (infos[0].channels, infos[0].spatial):
+                _fail(f"pick candidates differ: `{names[0]}` has {infos[0].channels} channels "
+                      f"({infos[0].spatial.describe()}), `{name}` has {info.channels} "
+                      f"({info.spatial.describe()})", pick.span)
+        return _PickValue(k, [t.id for t in tensors], names, _join(frame.prefix, value_path),
+                          pick.span)
+
+    def _pick_node(self, prim: Primitive, pick: _PickValue, frame: _Frame) -> _Tensor:
+        infos = [self.builder.info(i) for i in pick.ids]
+        if pick.k == len(pick.ids):
+            outputs = prim.infer(infos, {})
+            node = self.builder.add(op=prim.name, inputs=tuple(pick.ids),
+                                    channels=outputs[0].channels, spatial=outputs[0].spatial,
+                                    scope=frame.scope, span=pick.span)
+            return _Tensor(node)
+        ordinal = self.counters.get("pick", 0)
+        self.counters["pick"] = ordinal + 1
+        key = site_key(pick.base or "pick", ordinal)
+        channels = infos[0].channels * (pick.k if prim.name == "concat" else 1)
+        node = self.builder.add(op="pick", inputs=tuple(pick.ids), channels=channels,
+                                spatial=infos[0].spatial, scope=frame.scope, span=pick.span,
+                                site=key, k=pick.k, aggregate=prim.name)
+        self.pick_sites.append(PickSite(key, pick.k, tuple(pick.names), prim.name, pick.span))
+        return _Tensor(node)
+
+    @staticmethod
+    def _positive(value: int, span: ast.Span, what: str) -> None:
+        if value <= 0:
+            _fail(f"{what} must be positive, got {value}", span)
+
+
+def _describe(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, _Many):
+        return "several values (assign them with a, b = ...)"
+    return "a pick"
+
+
+def _show(expr) -> str:
+    from spacelang.backends.text import format_expr
+
+    return format_expr(expr)

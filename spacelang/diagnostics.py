@@ -1,0 +1,70 @@
+"""Diagnostics: `file:line:col: error: message`, the source line and a caret."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+from attrs import frozen
+
+from spacelang.ast import Span
+
+
+@frozen
+class Diagnostic:
+    severity: str  # "error" or "warning"
+    message: str
+    span: Span | None
+    hint: str | None = None
+
+    def render(self, sources: dict[str, str] | None = None) -> str:
+        """The diagnostic as a compiler would print it."""
+        if self.span is None:
+            head = f"{self.severity}: {self.message}"
+            return head if self.hint is None else f"{head}\n  hint: {self.hint}"
+        span = self.span
+        lines = [f"{span.path}:{span.line}:{span.column}: {self.severity}: {self.message}"]
+        text = (sources or {}).get(span.path)
+        if text is not None:
+            source_lines = text.splitlines()
+            if 1 <= span.line <= len(source_lines):
+                line = source_lines[span.line - 1].replace("\t", " ")
+                width = 1
+                if span.end_line == span.line and span.end_column > span.column:
+                    width = span.end_column - span.column
+                width = max(1, min(width, len(line) - span.column + 1))
+                lines.append(f"  {line}")
+                lines.append("  " + " " * (span.column - 1) + "^" + "~" * (width - 1))
+        if self.hint:
+            lines.append(f"  hint: {self.hint}")
+        return "\n".join(lines)
+
+
+class SpecError(Exception):
+    """One or more errors in a spec; `str()` renders them all."""
+
+    def __init__(self, diagnostics: Iterable[Diagnostic], sources: dict[str, str] | None = None):
+        self.diagnostics = tuple(diagnostics)
+        self.sources = dict(sources or {})
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        return "\n".join(d.render(self.sources) for d in self.diagnostics)
+
+    @property
+    def first(self) -> Diagnostic:
+        return self.diagnostics[0]
+
+
+def error(message: str, span: Span | None, hint: str | None = None) -> Diagnostic:
+    return Diagnostic("error", message, span, hint)
+
+
+def warning(message: str, span: Span | None, hint: str | None = None) -> Diagnostic:
+    return Diagnostic("warning", message, span, hint)
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str | None:
+    """A hint naming the closest known spelling, if any is close."""
+    matches = difflib.get_close_matches(name, sorted(set(known)), n=1, cutoff=0.6)
+    return f"did you mean `{matches[0]}`?" if matches else None

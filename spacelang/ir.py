@@ -1,0 +1,197 @@
+"""The intermediate representation: an immutable, typed dataflow graph.
+
+A `Network` holds one flat `Graph` of `Node`s in topological order. Composite
+ops and cells are inlined; each parameterised node has a dotted `path` that
+names it (`b.3.d1`), which becomes its module name when lowered. A choice node
+holds one sub-`Graph` per candidate; a pick node selects `k` of its inputs.
+Every node knows its channel count and its `Spatial` size relative to the
+network input.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from attrs import field, frozen
+
+from spacelang.ast import NO_SPAN, Span
+
+
+@frozen
+class Spatial:
+    """A spatial size as a function of the input's: a canonical chain of steps.
+
+    Steps are `("up", r)` (pixel shuffle), `("win", k, stride, dilation, padding)`
+    (a conv or pool window that changes the size) and `("global",)` (pooled to 1×1).
+    Size-preserving windows are dropped, so equal sizes compare equal.
+    """
+
+    steps: tuple[tuple[Any, ...], ...] = ()
+
+    def window(self, kernel: int, stride: int, dilation: int, padding: int) -> Spatial:
+        if stride == 1 and 2 * padding == dilation * (kernel - 1):
+            return self
+        return Spatial((*self.steps, ("win", kernel, stride, dilation, padding)))
+
+    def upscale(self, r: int) -> Spatial:
+        if r == 1:
+            return self
+        if self.steps and self.steps[-1][0] == "up":
+            return Spatial((*self.steps[:-1], ("up", self.steps[-1][1] * r)))
+        return Spatial((*self.steps, ("up", r)))
+
+    def size(self, height: int, width: int) -> tuple[int, int]:
+        """The concrete (height, width) for an input of the given size."""
+        for step in self.steps:
+            if step[0] == "up":
+                height, width = height * step[1], width * step[1]
+            elif step[0] == "global":
+                height, width = 1, 1
+            else:
+                _, k, s, d, p = step
+                height = (height + 2 * p - d * (k - 1) - 1) // s + 1
+                width = (width + 2 * p - d * (k - 1) - 1) // s + 1
+        return height, width
+
+    @property
+    def scale(self) -> int | None:
+        """The integer upscaling factor if this is a pure upscaling of the input."""
+        if not self.steps:
+            return 1
+        if len(self.steps) == 1 and self.steps[0][0] == "up":
+            return self.steps[0][1]
+        return None
+
+    def describe(self) -> str:
+        if self == GLOBAL:
+            return "1×1 (pooled)"
+        if self.scale is not None:
+            return "H×W" if self.scale == 1 else f"{self.scale}H×{self.scale}W"
+        h = "H"
+        for step in self.steps:
+            if step[0] == "up":
+                h = f"{step[1]}·{h}"
+            else:
+                _, k, s, d, p = step
+                reach = d * (k - 1) - 2 * p
+                inner = f"{h}-{reach}" if reach > 0 else f"{h}+{-reach}" if reach < 0 else h
+                h = f"({inner}-1)//{s}+1" if s > 1 else f"{inner}"
+        return f"{h} (rows)"
+
+
+GLOBAL = Spatial((("global",),))
+INPUT = Spatial()
+
+
+@frozen
+class Node:
+    """One operation. `op` is a primitive name, or `input`, `choice` or `pick`."""
+
+    id: int
+    op: str
+    inputs: tuple[int, ...]
+    channels: int
+    spatial: Spatial
+    args: dict[str, Any] = field(factory=dict, hash=False)
+    path: str = ""
+    scope: str = ""
+    span: Span = field(default=NO_SPAN, eq=False, repr=False)
+    output_index: int = 0
+    # choice nodes
+    site: str = ""
+    candidates: tuple[Graph, ...] = ()
+    labels: tuple[str, ...] = ()
+    # pick nodes
+    k: int = 0
+    aggregate: str = ""
+
+
+@frozen
+class Graph:
+    nodes: tuple[Node, ...]
+    inputs: tuple[int, ...]
+    output: int
+
+    @property
+    def output_node(self) -> Node:
+        return self.nodes[self.output]
+
+    def walk(self):
+        """All nodes, including those inside choice candidates (depth first)."""
+        for node in self.nodes:
+            yield node
+            for candidate in node.candidates:
+                yield from candidate.walk()
+
+
+@frozen
+class ChoiceSite:
+    """A cell-level choice; `shared` sites have one α for all `instances`."""
+
+    key: str
+    choice: str
+    labels: tuple[str, ...]
+    shared: bool
+    instances: tuple[str, ...]
+    span: Span = field(default=NO_SPAN, eq=False, repr=False)
+
+
+@frozen
+class PickSite:
+    """A network-level choice of `k` out of `candidates` (value names)."""
+
+    key: str
+    k: int
+    candidates: tuple[str, ...]
+    aggregate: str
+    span: Span = field(default=NO_SPAN, eq=False, repr=False)
+
+    @property
+    def combinations(self) -> int:
+        return math.comb(len(self.candidates), self.k)
+
+
+@frozen
+class CellInstance:
+    path: str
+    cell: str
+
+
+@frozen
+class Network:
+    """A checked network with every parameter resolved."""
+
+    name: str
+    params: dict[str, int] = field(hash=False)
+    graph: Graph
+    choice_sites: tuple[ChoiceSite, ...]
+    pick_sites: tuple[PickSite, ...]
+    cells: tuple[CellInstance, ...]
+    scale: int
+    in_channels: int
+    out_channels: int
+    rgb_range: int
+    source: str = ""
+
+    @property
+    def is_fixed(self) -> bool:
+        return not self.choice_sites and not self.pick_sites
+
+    @property
+    def alpha_count(self) -> int:
+        return sum(len(site.labels) for site in self.choice_sites)
+
+    @property
+    def beta_count(self) -> int:
+        return sum(len(site.candidates) for site in self.pick_sites)
+
+    @property
+    def architecture_count(self) -> int:
+        """The exact number of distinct architectures in the space."""
+        total = 1
+        for site in self.choice_sites:
+            total *= len(site.labels)
+        for site in self.pick_sites:
+            total *= site.combinations
+        return total
