@@ -38,7 +38,7 @@ def _lark() -> Lark:
 def _describe_expected(expected: set[str]) -> str:
     names = sorted({_TOKEN_NAMES.get(name, f"`{name.lower()}`") for name in expected})
     if len(names) > 6:
-        names = names[:6] + ["..."]
+        names = [*names[:6], "..."]
     return ", ".join(names)
 
 
@@ -155,7 +155,7 @@ class _ToAst(Transformer):
                            var_span=self._tok(var))
 
     # expressions
-    def _binop(op):  # noqa: N805
+    def _binop(op):
         @v_args(meta=True)
         def build(self, meta, children):
             left, right = children

@@ -10,7 +10,8 @@ import contextlib
 import os
 import pickle
 import random
-import tempfile
+import secrets
+import stat
 import warnings
 from pathlib import Path
 from typing import Any
@@ -53,9 +54,17 @@ def _atomic_write(path: str | Path, write: Any) -> None:
     """Call ``write(fileobj)`` on a temp file next to ``path``, then move it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
+    # Unlike mkstemp's 0600, honour the umask (and keep the mode of the file being replaced).
+    while True:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

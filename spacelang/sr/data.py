@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import numbers
 import os
 import re
 import tempfile
@@ -329,7 +330,7 @@ def _size_mismatch(
 
 
 def _check_args(scale: int, on_error: str) -> None:
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
     if on_error not in ("fail", "skip"):
         raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")

@@ -102,7 +102,9 @@ def test_ssim_constant_images_closed_form() -> None:
     # Constant images: all variances are 0, so SSIM = (2ab + C1) / (a^2 + b^2 + C1).
     a, b = 100.0, 120.0
     expected = (2 * a * b + C1) / (a * a + b * b + C1)
-    got = ssim(_rgb((100, 100, 100), 11, 11), _rgb((120, 120, 120), 11, 11), crop=0, y_channel=False)
+    got = ssim(
+        _rgb((100, 100, 100), 11, 11), _rgb((120, 120, 120), 11, 11), crop=0, y_channel=False
+    )
     assert got == pytest.approx(expected, rel=1e-9)
 
 

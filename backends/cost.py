@@ -1,0 +1,165 @@
+"""Analytic parameters and multiply-adds, from the IR alone.
+
+Conventions: one multiply-add is one MAC; a conv's bias is a parameter but
+not a MAC. `macs` follows thop (conv MACs plus, for every `avgpool`, one op per
+input element and one per output element); `conv_macs` counts convolutions only,
+as `torch.utils.flop_counter.FlopCounterMode` does (its FLOPs ÷ 2). Sizes are
+for an HR output of `hr` (width, height); the LR input is `hr // scale`.
+
+The expected cost of a search space under architecture weights is a plain
+sum of products, so it is differentiable when the weights are torch tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from attrs import evolve, frozen
+
+from spacelang.ir import Graph, Network, Node
+
+DEFAULT_HR = (1280, 720)
+
+
+@frozen
+class Cost:
+    params: int = 0
+    macs: int = 0
+    conv_macs: int = 0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.params + other.params, self.macs + other.macs,
+                    self.conv_macs + other.conv_macs)
+
+    def __mul__(self, n: int) -> Cost:
+        return Cost(self.params * n, self.macs * n, self.conv_macs * n)
+
+
+def _conv(node: Node, in_channels: int, h: int, w: int) -> Cost:
+    a = node.args
+    groups = a.get("groups", in_channels if node.op == "dwconv" else 1)
+    if node.op == "dwconv":
+        groups = in_channels
+    out = node.channels
+    per_output = (in_channels // groups) * a["k"] * a["k"]
+    params = out * per_output + (out if a["bias"] else 0)
+    oh, ow = node.spatial.size(h, w)
+    macs = oh * ow * out * per_output
+    return Cost(params, macs, macs)
+
+
+def node_cost(node: Node, graph: Graph, h: int, w: int) -> Cost:
+    """The cost of one primitive node for an LR input of h×w."""
+    if node.op in ("conv", "dwconv"):
+        return _conv(node, graph.nodes[node.inputs[0]].channels, h, w)
+    if node.op == "prelu":
+        return Cost(node.channels if node.args["per_channel"] else 1)
+    if node.op == "avgpool":
+        source = graph.nodes[node.inputs[0]]
+        ih, iw = source.spatial.size(h, w)
+        return Cost(0, node.channels * (ih * iw + 1), 0)
+    return Cost()
+
+
+def graph_cost(graph: Graph, h: int, w: int,
+               decisions: Mapping[str, Any] | None = None) -> Cost:
+    """Total cost of a graph; choice nodes need a decision (candidate index)."""
+    total = Cost()
+    for node in graph.nodes:
+        if node.op == "choice":
+            if decisions is None or node.site not in decisions:
+                raise KeyError(f"no decision for choice site {node.site!r}")
+            total += graph_cost(node.candidates[decisions[node.site]], h, w, decisions)
+        else:
+            total += node_cost(node, graph, h, w)
+    return total
+
+
+@frozen
+class SiteTable:
+    """Per-candidate cost of a choice site, summed over all its instances."""
+
+    key: str
+    labels: tuple[str, ...]
+    costs: tuple[Cost, ...]
+
+
+@frozen
+class CostReport:
+    """Cost of a network: fixed part, per-site tables, per-cell breakdown."""
+
+    network: str
+    hr: tuple[int, int]
+    lr: tuple[int, int]
+    base: Cost
+    sites: tuple[SiteTable, ...]
+    cells: tuple[tuple[str, Cost], ...]
+
+    @property
+    def fixed(self) -> Cost:
+        if self.sites:
+            raise ValueError("the network has choices; use minimum/maximum/expected")
+        return self.base
+
+    def architecture(self, decisions: Mapping[str, Any]) -> Cost:
+        total = self.base
+        for site in self.sites:
+            total += site.costs[decisions[site.key]]
+        return total
+
+    def extreme(self, field: str, pick=min) -> int:
+        return getattr(self.base, field) + sum(
+            pick(getattr(c, field) for c in site.costs) for site in self.sites)
+
+    def expected(self, probabilities: Mapping[str, Sequence[Any]], field: str = "macs"):
+        """Σ over sites of Σ_i p_i · cost_i, plus the fixed part.
+
+        `probabilities[key]` is a sequence (or 1-d torch tensor) of candidate
+        probabilities, e.g. softmax(α); the result is differentiable in them.
+        """
+        total: Any = getattr(self.base, field)
+        for site in self.sites:
+            p = probabilities[site.key]
+            for i, cost in enumerate(site.costs):
+                total = total + p[i] * getattr(cost, field)
+        return total
+
+    def uniform(self, field: str = "macs") -> float:
+        return self.expected({s.key: [1 / len(s.costs)] * len(s.costs) for s in self.sites},
+                             field)
+
+
+def lr_size(network: Network, hr: tuple[int, int] = DEFAULT_HR) -> tuple[int, int]:
+    """(width, height) of the LR input for an HR output of `hr`, rounded down."""
+    return hr[0] // network.scale, hr[1] // network.scale
+
+
+def cost_report(network: Network, hr: tuple[int, int] = DEFAULT_HR) -> CostReport:
+    """Analytic cost of every part of `network` for an HR output of `hr` (w, h)."""
+    lw, lh = lr_size(network, hr)
+    base = Cost()
+    per_cell: dict[str, Cost] = {}
+    per_site: dict[str, list[Cost]] = {}
+    labels: dict[str, tuple[str, ...]] = {}
+    graph = network.graph
+    for node in graph.nodes:
+        if node.op == "choice":
+            costs = [graph_cost(candidate, lh, lw) for candidate in node.candidates]
+            if node.site in per_site:
+                per_site[node.site] = [a + b for a, b in zip(per_site[node.site], costs,
+                                                               strict=True)]
+            else:
+                per_site[node.site] = costs
+                labels[node.site] = node.labels
+            continue
+        cost = node_cost(node, graph, lh, lw)
+        base += cost
+        per_cell[node.scope] = per_cell.get(node.scope, Cost()) + cost
+    sites = tuple(SiteTable(key, labels[key], tuple(costs)) for key, costs in per_site.items())
+    cells = tuple((scope or "(network)", cost) for scope, cost in per_cell.items())
+    return CostReport(network.name, hr, (lw, lh), base, sites, cells)
+
+
+def with_hr(report: CostReport, hr: tuple[int, int]) -> CostReport:
+    return evolve(report, hr=hr)

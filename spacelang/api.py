@@ -1,0 +1,137 @@
+"""The public Python API: load a spec, then build, count or derive from it.
+
+    space = spacelang.load("spaces/dlsr.space", C=16)
+    net = space.supernet()            # torch module with α/β
+    fixed = space.fixed(decisions)    # one architecture, plain module
+    cost = space.cost()               # analytic params and MACs
+    text = space.derive(decisions)    # a fixed `.space` file
+
+Everything here but `supernet()` and `fixed()` runs without importing torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from attrs import frozen
+
+from spacelang import ast
+from spacelang.checker import CheckResult, check
+from spacelang.diagnostics import Diagnostic, SpecError, error
+from spacelang.ir import Network
+from spacelang.parser import parse
+from spacelang.program import Program, load_program
+
+if TYPE_CHECKING:
+    from spacelang.backends.cost import CostReport
+    from spacelang.derive import Decisions
+
+
+def format_source(text: str, path: str = "<string>") -> str:
+    """The canonical layout of `.space` source text; raises `SpecError`."""
+    from spacelang.backends.text import format_module
+
+    return format_module(parse(text, path))
+
+
+@frozen
+class Space:
+    """A checked spec with one network, ready to lower, count and derive."""
+
+    program: Program
+    network: Network
+    overrides: dict[str, str]
+    warnings: tuple[Diagnostic, ...] = ()
+
+    @property
+    def path(self) -> str:
+        return self.program.root.path
+
+    @property
+    def is_fixed(self) -> bool:
+        return self.network.is_fixed
+
+    def supernet(self, *, mode: str = "darts", tau: float = 1.0, hard: bool = True):
+        """The network as a torch supernet; choices relaxed by softmax over α/β."""
+        from spacelang.backends.torch import build_supernet
+
+        return build_supernet(self.network, mode=mode, tau=tau, hard=hard)
+
+    def fixed(self, decisions: Decisions | None = None):
+        """A plain torch module: this spec if fixed, else the architecture `decisions` picks."""
+        from spacelang.backends.torch import build_fixed
+
+        if decisions is None:
+            if not self.is_fixed:
+                raise SpecError([error(
+                    f"network `{self.network.name}` has {len(self.network.choice_sites)} "
+                    f"choice and {len(self.network.pick_sites)} pick sites; give decisions "
+                    "or derive it first", None)])
+            return build_fixed(self.network)
+        return build_fixed(self.derived(decisions).network)
+
+    def cost(self, hr: tuple[int, int] = (1280, 720)) -> CostReport:
+        from spacelang.backends.cost import cost_report
+
+        return cost_report(self.network, hr)
+
+    def derive(self, decisions: Decisions, header: str = "") -> str:
+        """A fixed `.space` text with every choice resolved by `decisions`."""
+        from spacelang.derive import derive_text
+
+        return derive_text(self, decisions, header=header)
+
+    def derived(self, decisions: Decisions) -> Space:
+        """The fixed Space that `decisions` picks (checked like any spec)."""
+        text = self.derive(decisions)
+        return loads(text, path=self.path)
+
+
+def _single(result: CheckResult, program: Program, network: str | None) -> Network:
+    networks = result.networks
+    if network is not None:
+        chosen = [n for n in networks if n.name == network]
+        if not chosen:
+            names = ", ".join(n.name for n in networks) or "none"
+            raise SpecError([error(f"no network named `{network}` (networks: {names})", None)])
+        return chosen[0]
+    if not networks:
+        raise SpecError([error(f"{program.root.path} defines no network", None)])
+    if len(networks) > 1:
+        names = ", ".join(n.name for n in networks)
+        raise SpecError([error(f"{program.root.path} defines several networks ({names}); "
+                               "choose one", None)])
+    return networks[0]
+
+
+def _overrides(values: Mapping[str, Any]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in values.items()}
+
+
+def load(path: str | Path, network: str | None = None, **overrides: Any) -> Space:
+    """Parse, check and elaborate a `.space` file; keyword arguments override parameters."""
+    program = load_program(path)
+    result = check(program, _overrides(overrides))
+    return Space(program, _single(result, program, network), _overrides(overrides),
+                 result.warnings)
+
+
+def loads(text: str, path: str = "<string>", network: str | None = None,
+          **overrides: Any) -> Space:
+    """Like `load`, from source text; imports resolve relative to `path`'s folder."""
+    program = load_program(path, text)
+    result = check(program, _overrides(overrides))
+    return Space(program, _single(result, program, network), _overrides(overrides),
+                 result.warnings)
+
+
+def check_file(path: str | Path, overrides: Mapping[str, Any] | None = None,
+               text: str | None = None) -> tuple[Program, CheckResult]:
+    """Check every network of a file; raises `SpecError`."""
+    program = load_program(path, text)
+    return program, check(program, _overrides(overrides or {}))
+
+
+__all__ = ["Space", "ast", "check_file", "format_source", "load", "loads", "parse"]
