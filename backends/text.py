@@ -116,9 +116,9 @@ def format_module(module: ast.Module) -> str:
     for item in module.items:
         if previous is not None and not (isinstance(item, ast.Import)
                                          and isinstance(previous, ast.Import)):
-            writer.own_line_comments(item.span.line, "")
             if writer.lines and writer.lines[-1] != "":
                 writer.lines.append("")
+            writer.own_line_comments(item.span.line, "")
         _item(writer, item)
         previous = item
     writer.own_line_comments(10**9, "")
@@ -129,7 +129,8 @@ def _item(writer: _Writer, item: ast.Definition) -> None:
     if isinstance(item, ast.Import):
         writer.emit(f'import "{item.path}"', item.span, "")
     elif isinstance(item, ast.ChoiceDef):
-        candidates = [format_expr(c) for c in item.candidates]
+        candidates = [format_expr(c) if c.args or c.keywords else c.func
+                      for c in item.candidates]
         one_line = f"choice {item.name} = [{', '.join(candidates)}]"
         if len(one_line) <= LINE_WIDTH:
             writer.emit(one_line, item.span, "")

@@ -1,2 +1,68 @@
-def main() -> None:
-    raise SystemExit(0)
+"""The `spacelang` command line: argument parsing, output and exit codes.
+
+Exit codes: 0 success, 1 `fmt --check` found changes, 2 a user error (bad
+spec, flag, file, data or checkpoint), 130 interrupted, 70 an internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from spacelang.cli import common
+
+COMMANDS = ("check", "fmt", "flops", "compile", "derive", "search", "train", "eval")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.Parser(
+        prog="spacelang",
+        description="A language and toolchain for neural architecture search spaces.",
+    )
+    parser.add_argument("--version", action="version", version=f"spacelang {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=common.Parser)
+    sub.required = True
+    from spacelang.cli import build, language, run
+
+    language.register(sub)
+    build.register(sub)
+    run.register(sub)
+    return parser
+
+
+def _version() -> str:
+    from spacelang import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `spacelang` console script."""
+    sys.exit(run_cli(argv))
+
+
+def run_cli(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return int(args.handler(args) or 0)
+    except common.UsageError as exc:
+        common.print_error(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        common.print_error("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+        message = common.user_error_message(exc)
+        if message is not None:
+            common.print_error(message)
+            return 2
+        if os.environ.get("SPACELANG_DEBUG"):
+            raise
+        common.print_error(f"internal error: {type(exc).__name__}: {exc}\n"
+                           "  (set SPACELANG_DEBUG=1 for a traceback, and please report it)")
+        return 70

@@ -50,12 +50,14 @@ class ConfigError(Exception):
         source: str | None = None,
         line: int | None = None,
         key: str | None = None,
+        related: tuple[str, ...] = (),
     ) -> None:
         super().__init__(message)
         self.message = message
         self.source = source
         self.line = line
-        self.key = key
+        self.key = key  # the option at fault, used to locate the error
+        self.related = related  # other options involved (cross-field checks)
 
     def __str__(self) -> str:
         where = self.source or "config"
@@ -84,11 +86,11 @@ def _seed(value: int) -> str | None:
 def _betas(value: tuple[float, float]) -> str | None:
     if all(0.0 <= b < 1.0 for b in value):
         return None
-    return f"each beta must be in [0, 1), got {list(value)!r}"
+    return f"must hold values in [0, 1), got {list(value)!r}"
 
 
 def _all_positive(value: tuple[int, ...]) -> str | None:
-    return None if all(v > 0 for v in value) else f"all values must be > 0, got {list(value)!r}"
+    return None if all(v > 0 for v in value) else f"must hold values > 0, got {list(value)!r}"
 
 
 def _validate_field(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -109,22 +111,22 @@ def _with_validation(cls: type, fields: list[attrs.Attribute]) -> list[attrs.Att
     return [f.evolve(validator=_validate_field) for f in fields]
 
 
-def _first_problem(checks: Iterable[tuple[bool, str, str]]) -> None:
-    for failed, key, message in checks:
+def _first_problem(checks: Iterable[tuple[bool, tuple[str, ...], str]]) -> None:
+    for failed, keys, message in checks:
         if failed:
-            raise ConfigError(message, key=key)
+            raise ConfigError(message, key=keys[0], related=keys[1:])
 
 
-def _common_problems(cfg: Any) -> list[tuple[bool, str, str]]:
+def _common_problems(cfg: Any) -> list[tuple[bool, tuple[str, ...], str]]:
     return [
         (
             cfg.patch_size % cfg.scale != 0,
-            "patch_size",
+            ("patch_size", "scale"),
             f"'patch_size' ({cfg.patch_size}) must be a multiple of 'scale' ({cfg.scale})",
         ),
         (
             cfg.warmup >= cfg.iterations,
-            "warmup",
+            ("warmup", "iterations"),
             f"'warmup' ({cfg.warmup}) must be less than 'iterations' ({cfg.iterations})",
         ),
     ]
@@ -253,7 +255,7 @@ class SearchConfig:
         problems.append(
             (
                 self.gdas_tau_min > self.gdas_tau_max,
-                "gdas_tau_min",
+                ("gdas_tau_min", "gdas_tau_max"),
                 f"'gdas_tau_min' ({self.gdas_tau_min}) must not exceed "
                 f"'gdas_tau_max' ({self.gdas_tau_max})",
             )
@@ -506,8 +508,8 @@ def _read_entries(text: str, source: str) -> list[_Entry]:
             ) from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"invalid YAML: {exc}", source=source) from None
-        if root is None:
-            return []
+        if root is None or (isinstance(root, yaml.ScalarNode) and root.tag.endswith(":null")):
+            return []  # empty document
         if not isinstance(root, yaml.MappingNode):
             kind = "a list" if isinstance(root, yaml.SequenceNode) else "a single value"
             raise ConfigError(
@@ -634,8 +636,12 @@ def parse_config(
     try:
         return cls(**values)
     except ConfigError as exc:
-        exc_source, exc_line = where.get(exc.key or "", (source, None))
-        raise ConfigError(exc.message, source=exc_source, line=exc_line, key=exc.key) from None
+        # Point at the option at fault, or else at a related option the user did set.
+        candidates = [k for k in (exc.key, *exc.related) if k in where]
+        exc_source, exc_line = where[candidates[0]] if candidates else (source, None)
+        raise ConfigError(
+            exc.message, source=exc_source, line=exc_line, key=exc.key, related=exc.related
+        ) from None
 
 
 def _defaults(cls: type[C]) -> C:

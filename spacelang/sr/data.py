@@ -141,7 +141,8 @@ class ImageSet(Sequence[ImagePair]):
     """A sequence of :class:`ImagePair`, loaded lazily on indexing.
 
     The most recently used ``memory_cache`` pairs are kept decoded in memory (the cache is not
-    pickled, so DataLoader workers start empty). Loading errors raise :class:`DataError`.
+    pickled, so DataLoader workers start empty); since pairs may be shared this way, their
+    arrays are read-only. Loading errors raise :class:`DataError`.
     """
 
     def __init__(
@@ -258,6 +259,14 @@ def _read(path: Path) -> np.ndarray:
         raise DataError(f"cannot load image {path}: {e.reason}") from e
 
 
+def _frozen_pair(name: str, lr: np.ndarray, hr: np.ndarray) -> ImagePair:
+    """An ImagePair over contiguous, read-only copies-or-views of freshly loaded arrays."""
+    lr, hr = np.ascontiguousarray(lr), np.ascontiguousarray(hr)
+    lr.setflags(write=False)
+    hr.setflags(write=False)
+    return ImagePair(name, lr, hr)
+
+
 @attrs.frozen
 class _GeneratedPair:
     """HR from a file, LR by bicubic downscaling (through the disk cache if any)."""
@@ -283,7 +292,7 @@ class _GeneratedPair:
             hr, lr = bicubic_downscale(hr, s)
             if self.cache is not None and key:
                 self.cache.store(key, self.hr_path.name, lr)
-        return ImagePair(self.name, lr, np.ascontiguousarray(hr))
+        return _frozen_pair(self.name, lr, hr)
 
 
 @attrs.frozen
@@ -302,7 +311,7 @@ class _FilePair:
         s = self.scale
         if hr.shape[0] // s != lh or hr.shape[1] // s != lw:
             raise DataError(_size_mismatch(self.hr_path, hr.shape[:2], self.lr_path, (lh, lw), s))
-        return ImagePair(self.name, lr, np.ascontiguousarray(hr[: lh * s, : lw * s]))
+        return _frozen_pair(self.name, lr, hr[: lh * s, : lw * s])
 
 
 @attrs.frozen
@@ -661,8 +670,8 @@ def open_dataset(
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 [0, 255] -> 3xHxW float32 [0, 1]."""
-    chw = np.ascontiguousarray(image.transpose(2, 0, 1))
-    return torch.from_numpy(chw).to(torch.float32).div_(255.0)
+    chw = image.transpose(2, 0, 1).astype(np.float32, order="C")  # always a fresh copy
+    return torch.from_numpy(chw).div_(255.0)
 
 
 def full_image_tensors(pair: ImagePair) -> tuple[torch.Tensor, torch.Tensor]:

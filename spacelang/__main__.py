@@ -1,0 +1,3 @@
+from spacelang.cli import main
+
+main()

@@ -1,0 +1,84 @@
+"""Pieces shared by the commands: flags, errors, consoles."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, NoReturn
+
+
+class UsageError(Exception):
+    """A bad flag or argument; printed without a traceback, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def print_error(message: str) -> None:
+    text = message if message.startswith(("error", "warning")) or ": error:" in message \
+        else f"error: {message}"
+    print(text, file=sys.stderr)
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """The message to show for an exception that is the user's to fix, else None."""
+    from spacelang.diagnostics import SpecError
+
+    if isinstance(exc, SpecError):
+        return exc.render()
+    names = {"DataError", "ConfigError", "CheckpointError", "TrainError", "WeightsError",
+             "ImageError", "SearchError"}
+    if type(exc).__name__ in names:
+        return str(exc)
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
+        return f"{exc.strerror}: {exc.filename}"
+    return None
+
+
+def add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="NAME=VALUE",
+                        help="override a network parameter, e.g. --set C=16 (repeatable)")
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise UsageError(f"--set expects NAME=VALUE, got {item!r}")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """`1280x720` → (1280, 720)."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        width, height = (int(p) for p in parts)
+    except ValueError:
+        raise UsageError(f"expected a size like 1280x720, got {text!r}") from None
+    if width <= 0 or height <= 0:
+        raise UsageError(f"size must be positive, got {text!r}")
+    return width, height
+
+
+def console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def print_warnings(warnings, sources: dict[str, str]) -> None:
+    for w in warnings:
+        print(w.render(sources), file=sys.stderr)
+
+
+def group(n: int) -> str:
+    return f"{n:,}"
+
+
+def giga(n: float) -> str:
+    return f"{n / 1e9:.2f} G"
