@@ -241,7 +241,7 @@ class _Resolver:
         if isinstance(expr, ast.Name):
             kind = scope.get(expr.name)
             if kind is None:
-                self._undefined(expr.name, expr.span, scope, item, later, index)
+                self._undefined(expr.name, expr.span, scope, item, later, index, used)
                 return
             used.add(expr.name)
             if kind == "family":
@@ -253,7 +253,7 @@ class _Resolver:
         elif isinstance(expr, (ast.Index, ast.Slice)):
             kind = scope.get(expr.name)
             if kind is None:
-                self._undefined(expr.name, expr.span, scope, item, later, index)
+                self._undefined(expr.name, expr.span, scope, item, later, index, used)
             elif kind != "family":
                 self.errors.append(error(f"`{expr.name}` is not a family of values and cannot "
                                          "be indexed", expr.span))
@@ -283,8 +283,9 @@ class _Resolver:
                                          "tensor", expr.span))
             self._callee(expr, scope, used, item=item, later=later, index=index)
 
-    def _undefined(self, name, span, scope, item, later, index) -> None:
+    def _undefined(self, name, span, scope, item, later, index, used) -> None:
         if later and name in later and later[name] >= index:
+            used.add(name)  # it is used, only too early: no "never used" warning as well
             if later[name] == index:
                 self.errors.append(error(f"`{name}` is defined in terms of itself", span))
             else:

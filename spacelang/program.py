@@ -52,7 +52,7 @@ def load_program(path: str | Path, text: str | None = None) -> Program:
                 continue
             target = _resolve_import(item, file, sources)
             key = _key(target)
-            if key in chain or key == _key(file):
+            if key in {_key(p) for p in chain} or key == _key(file):
                 cycle = " → ".join(Path(p).name for p in (*chain, file, target))
                 raise SpecError([error(f"cyclic import: {cycle}", item.span)], sources)
             if key in seen:

@@ -56,7 +56,7 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+    except Exception as exc:
         message = common.user_error_message(exc)
         if message is not None:
             common.print_error(message)

@@ -47,7 +47,7 @@ def _noise(h: int, w: int, seed: int = 0) -> np.ndarray:
     """Smooth-ish random RGB image (uint8), so bicubic LR has structure."""
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 256, size=(h // 4 + 2, w // 4 + 2, 3)).astype(np.uint8)
-    big = np.asarray(Image.fromarray(base).resize((w, h), Image.BILINEAR))
+    big = np.asarray(Image.fromarray(base).resize((w, h), Image.Resampling.BILINEAR))
     return np.clip(big.astype(np.int16) + rng.integers(-20, 21, size=big.shape), 0, 255).astype(
         np.uint8
     )

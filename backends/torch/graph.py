@@ -1,0 +1,102 @@
+"""Running an IR graph as an `nn.Module`.
+
+Modules are registered under their node paths (`b.3.d1` → `self.b[3].d1`), so
+`state_dict` keys read like the spec. Values are freed after their last use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from spacelang.backends.torch.ops import FUNCTIONS, MODULE_OPS, make_module
+from torch import nn
+
+from spacelang.ir import Graph, Node
+
+
+class Container(nn.Module):
+    """A named level of the module tree that only holds children."""
+
+
+def register(root: nn.Module, path: str, module: nn.Module) -> None:
+    """Add `module` under a dotted `path`, creating container levels as needed.
+
+    Names go straight into `_modules`, so a value may be called `half` or
+    `train` without clashing with `nn.Module` methods; modules are reached
+    through `state_dict`, `get_submodule` and the graph, never as attributes.
+    """
+    *parents, leaf = path.split(".")
+    parent = root
+    for name in parents:
+        child = parent._modules.get(name)
+        if child is None:
+            child = Container()
+            parent._modules[name] = child
+        parent = child
+    if leaf in parent._modules:
+        raise ValueError(f"two modules would be named {path!r}")
+    parent._modules[leaf] = module
+
+
+def input_channels(graph: Graph, node: Node) -> int:
+    """Channels entering `node`; a conv after a concatenating pick sees every candidate."""
+    source = graph.nodes[node.inputs[0]]
+    if source.op == "pick" and source.aggregate == "concat" and node.op == "conv":
+        width = graph.nodes[source.inputs[0]].channels
+        return width * len(source.inputs)
+    return source.channels
+
+
+class GraphModule(nn.Module):
+    """Executes a `Graph`; `special` builds modules for choice and pick nodes."""
+
+    def __init__(self, graph: Graph,
+                 special: Callable[[nn.Module, Node], Callable] | None = None):
+        super().__init__()
+        self.graph = graph
+        steps = []
+        last_use: dict[int, int] = {}
+        for node in graph.nodes:
+            for source in node.inputs:
+                last_use[source] = node.id
+        last_use[graph.output] = len(graph.nodes)
+        for node in graph.nodes:
+            if node.op == "input":
+                continue
+            if node.op in ("choice", "pick"):
+                if special is None:
+                    raise ValueError(f"a fixed network cannot hold the {node.op} site "
+                                     f"{node.site!r}")
+                run = special(self, node)
+            elif node.op in MODULE_OPS:
+                module = make_module(node, input_channels(graph, node))
+                if node.path:
+                    register(self, node.path, module)
+                else:
+                    self.add_module(f"_{node.op}{node.id}", module)
+                run = _module_step(module)
+            else:
+                run = _function_step(FUNCTIONS[node.op], node.args, node.output_index,
+                                     node.op == "split")
+            frees = tuple(s for s in set(node.inputs) if last_use.get(s) == node.id)
+            steps.append((node.id, run, node.inputs, frees))
+        self._steps = steps
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        values: dict[int, torch.Tensor] = dict(zip(self.graph.inputs, inputs, strict=True))
+        for node_id, run, sources, frees in self._steps:
+            values[node_id] = run(*(values[s] for s in sources))
+            for source in frees:
+                del values[source]
+        return values[self.graph.output]
+
+
+def _module_step(module: nn.Module) -> Callable:
+    return lambda x: module(x)
+
+
+def _function_step(function, args, index: int, many: bool) -> Callable:
+    if many:
+        return lambda *xs: function(args, *xs)[index]
+    return lambda *xs: function(args, *xs)

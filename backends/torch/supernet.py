@@ -1,0 +1,161 @@
+"""The supernet: choice sites as mixed ops over softmax(α), pick sites over softmax(β).
+
+α and β are `nn.Parameter`s of the network itself, in two `ParameterDict`s
+(`alphas`, `betas`) keyed by site (dots written as `/`), so they are saved in
+`state_dict`, moved by `.to()` and seen by DDP, yet kept apart from the weights
+by `arch_parameters()` and `weight_parameters()`.
+
+Modes: `darts` weighs every candidate by softmax(α); `gdas` samples one
+candidate with Gumbel-softmax at temperature `tau` (straight-through when
+`hard`, a soft relaxation otherwise) and runs only the sampled one when hard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from spacelang.backends.torch.graph import GraphModule
+from torch import nn
+
+from spacelang.ir import Network, Node
+
+MODES = ("darts", "gdas")
+
+
+def param_key(site: str) -> str:
+    return site.replace(".", "/")
+
+
+def module_name(label: str) -> str:
+    """A candidate label as a module name: `sep_conv(7)` → `sep_conv_7`."""
+    out = "".join(c if c.isalnum() or c == "_" else "_" for c in label)
+    return "_".join(part for part in out.split("_") if part) or "candidate"
+
+
+class MixedOp(nn.Module):
+    """One choice site instance: candidates weighted by the site's architecture weights."""
+
+    def __init__(self, node: Node, owner: SuperNet):
+        super().__init__()
+        self.site = node.site
+        self.owner = [owner]  # a list, so the owner is not registered as a child
+        self.candidates = nn.ModuleDict(
+            {module_name(label): GraphModule(graph)
+             for label, graph in zip(node.labels, node.candidates, strict=True)})
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        weights = self.owner[0].site_weights(self.site)
+        modules = list(self.candidates.values())
+        if self.owner[0].mode == "gdas" and self.owner[0].hard:
+            index = int(weights.argmax())
+            return weights[index] * modules[index](*inputs)
+        return sum(w * m(*inputs) for w, m in zip(weights, modules, strict=True))
+
+
+class PickOp(nn.Module):
+    """One pick site: candidates scaled by their weights, concatenated or summed."""
+
+    def __init__(self, node: Node, owner: SuperNet):
+        super().__init__()
+        self.site = node.site
+        self.k = node.k
+        self.aggregate = node.aggregate
+        self.owner = [owner]
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        weights = self.owner[0].site_weights(self.site, pick=True)
+        if self.aggregate == "concat":
+            return torch.cat([w * x for w, x in zip(weights, inputs, strict=True)], dim=1)
+        return self.k * sum(w * x for w, x in zip(weights, inputs, strict=True))
+
+
+class SuperNet(nn.Module):
+    """A search space as one module with architecture parameters."""
+
+    def __init__(self, network: Network, *, mode: str = "darts", tau: float = 1.0,
+                 hard: bool = True, init_scale: float = 1e-3):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.network = network
+        self.mode = mode
+        self.tau = tau
+        self.hard = hard
+        self.rgb_range = network.rgb_range
+        self.scale = network.scale
+        self.alphas = nn.ParameterDict({
+            param_key(s.key): nn.Parameter(init_scale * torch.randn(len(s.labels)))
+            for s in network.choice_sites})
+        self.betas = nn.ParameterDict({
+            param_key(s.key): nn.Parameter(init_scale * torch.randn(len(s.candidates)))
+            for s in network.pick_sites})
+        self._sampled: dict[str, torch.Tensor] = {}
+        self.body = GraphModule(network.graph, special=self._special)
+
+    def _special(self, graph_module: nn.Module, node: Node):
+        from spacelang.backends.torch.graph import register
+
+        module = MixedOp(node, self) if node.op == "choice" else PickOp(node, self)
+        register(graph_module, node.path or f"_{node.op}{node.id}", module)
+        return module
+
+    # -- architecture weights
+    def site_weights(self, site: str, pick: bool = False) -> torch.Tensor:
+        """The weights a site's candidates get in this forward pass."""
+        logits = (self.betas if pick else self.alphas)[param_key(site)]
+        if self.mode == "darts" or pick:
+            return F.softmax(logits, dim=-1)
+        if site not in self._sampled:
+            self._sampled[site] = F.gumbel_softmax(logits, tau=self.tau, hard=self.hard)
+        return self._sampled[site]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._sampled = {}  # GDAS: one sample per site per forward, shared by its instances
+        return self.body(x)
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [*self.alphas.values(), *self.betas.values()]
+
+    def named_arch_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        for key, p in self.alphas.items():
+            yield f"alphas.{key}", p
+        for key, p in self.betas.items():
+            yield f"betas.{key}", p
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def probabilities(self) -> dict[str, torch.Tensor]:
+        """softmax(α) per choice site and softmax(β) per pick site, by site key."""
+        out = {s.key: F.softmax(self.alphas[param_key(s.key)], -1)
+               for s in self.network.choice_sites}
+        out.update({s.key: F.softmax(self.betas[param_key(s.key)], -1)
+                    for s in self.network.pick_sites})
+        return out
+
+    def decisions(self) -> dict[str, Any]:
+        """The current architecture: argmax α per choice site, top-k β per pick site."""
+        out: dict[str, Any] = {}
+        for site in self.network.choice_sites:
+            out[site.key] = int(self.alphas[param_key(site.key)].argmax())
+        for site in self.network.pick_sites:
+            top = torch.topk(self.betas[param_key(site.key)], site.k).indices
+            out[site.key] = tuple(sorted(int(i) for i in top))
+        return out
+
+    def arch_state(self) -> dict[str, list[float]]:
+        """α and β as plain lists, by site key (for logs and derived headers)."""
+        out = {s.key: self.alphas[param_key(s.key)].detach().cpu().tolist()
+               for s in self.network.choice_sites}
+        out.update({s.key: self.betas[param_key(s.key)].detach().cpu().tolist()
+                    for s in self.network.pick_sites})
+        return out
+
+
+def build_supernet(network: Network, *, mode: str = "darts", tau: float = 1.0,
+                   hard: bool = True) -> SuperNet:
+    return SuperNet(network, mode=mode, tau=tau, hard=hard)
