@@ -192,9 +192,11 @@ class _Resolver:
         later = self._later_definitions(statements)
         used: set[str] = set()
         for index, (statement, loop_vars) in enumerate(statements):
-            local = dict(scope)
-            for var in loop_vars:
-                local[var] = "int"
+            local = scope
+            if loop_vars:  # copy only then: a copy per statement is quadratic in the body
+                local = dict(scope)
+                for var in loop_vars:
+                    local[var] = "int"
             self._expr(statement.value, local, used, item, later=later, index=index)
             is_number = _is_number_expr(statement.value, local)
             for target in statement.targets:
@@ -558,6 +560,7 @@ class _Elaborator:
         self.cells: list[CellInstance] = []
         self.stack: list[str] = []
         self.counters: dict[str, int] = {}  # choice and pick sites seen in this statement
+        self.candidate_graphs: dict[tuple, Graph] = {}
 
     # -- network
     def network(self, definition: ast.NetworkDef, overrides: dict[str, str]) -> Network:
@@ -994,7 +997,7 @@ class _Elaborator:
         graphs = []
         reference: tuple[int, Any, str] | None = None
         for candidate, label in zip(choice.candidates, labels, strict=True):
-            graph = self._candidate_graph(candidate, tensors, extra, call)
+            graph = self._cached_candidate_graph(candidate, tensors, extra, call)
             out = graph.output_node
             if reference is None:
                 reference = (out.channels, out.spatial, label)
@@ -1013,6 +1016,24 @@ class _Elaborator:
         self.choice_sites[key] = ChoiceSite(key, choice.name, labels, shared, instances,
                                             call.span)
         return _Tensor(node)
+
+    def _cached_candidate_graph(self, candidate: ast.Call, tensors: list[_Tensor], extra: list,
+                                site_call: ast.Call) -> Graph:
+        """A candidate's graph depends only on its input shapes and extra numbers.
+
+        The same choice in every cell would otherwise re-elaborate each candidate
+        once per cell; graphs are immutable, so the sites share them.
+        """
+        numbers = tuple(value for value, _ in extra)
+        if not all(isinstance(v, (int, float)) for v in numbers):
+            return self._candidate_graph(candidate, tensors, extra, site_call)
+        key = (id(candidate), tuple(self.builder.info(t.id) for t in tensors),
+               tuple((type(v), v) for v in numbers))
+        graph = self.candidate_graphs.get(key)
+        if graph is None:
+            graph = self._candidate_graph(candidate, tensors, extra, site_call)
+            self.candidate_graphs[key] = graph
+        return graph
 
     def _candidate_graph(self, candidate: ast.Call, tensors: list[_Tensor], extra: list,
                          site_call: ast.Call) -> Graph:

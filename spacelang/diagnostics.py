@@ -26,9 +26,10 @@ class Diagnostic:
         lines = [f"{span.path}:{span.line}:{span.column}: {self.severity}: {self.message}"]
         text = (sources or {}).get(span.path)
         if text is not None:
-            source_lines = text.splitlines()
+            source_lines = text.split("\n")  # as the parser counts lines
             if 1 <= span.line <= len(source_lines):
-                line = source_lines[span.line - 1].replace("\t", " ")
+                line = source_lines[span.line - 1].rstrip("\r")
+                line = line.replace("\t", " ").replace("\r", " ")
                 width = 1
                 if span.end_line == span.line and span.end_column > span.column:
                     width = span.end_column - span.column

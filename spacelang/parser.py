@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from spacelang import ast
@@ -27,11 +28,19 @@ _TOKEN_NAMES = {
 
 @functools.cache
 def _lark() -> Lark:
+    # The AST is built while parsing (an inline transformer): no parse tree and no
+    # position propagation, which together cost two thirds of the parse time.
+    # `cache=True` keeps the analysed grammar in the temp folder, for a fast start.
     return Lark(
         GRAMMAR_PATH.read_text(),
         parser="lalr",
-        propagate_positions=True,
+        # not the contextual lexer: with it a keyword where no keyword fits lexes as a
+        # name, so `true = relu(x)` or `in = x` were accepted; keywords are reserved
+        lexer="basic",
         maybe_placeholders=True,
+        keep_all_tokens=True,
+        transformer=_ToAst(),
+        cache=True,
     )
 
 
@@ -42,124 +51,191 @@ def _describe_expected(expected: set[str]) -> str:
     return ", ".join(names)
 
 
-class _ToAst(Transformer):
-    def __init__(self, path: str):
-        super().__init__()
-        self.path = path
+class _BadLiteral(Exception):
+    def __init__(self, diagnostic):
+        super().__init__(diagnostic.message)
+        self.diagnostic = diagnostic
 
-    def _span(self, meta) -> ast.Span:
-        if getattr(meta, "empty", True):
+
+_VALUE_TOKENS = frozenset({"NAME", "INT", "FLOAT", "STRING"})
+
+
+class _Group:
+    """An intermediate result (a list of arguments, ...) and the text it covers."""
+
+    __slots__ = ("end", "start", "value")
+
+    def __init__(self, value, start, end):
+        self.value = value
+        self.start = start
+        self.end = end
+
+
+class _ToAst(Transformer):
+    """Builds the AST during the LALR parse.
+
+    The grammar is compiled with `keep_all_tokens`, so every callback sees the
+    punctuation and keywords too: a node's span runs from the start of its first
+    token to the end of its last one, and a parenthesised expression keeps its own
+    span while its parent's span takes in the parentheses.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._local = threading.local()
+
+    def begin(self, path: str) -> None:
+        self._local.path = path
+        self._local.parens = {}
+
+    @property
+    def path(self) -> str:
+        return self._local.path
+
+    # positions
+    def _start(self, child):
+        if isinstance(child, Token):
+            return child.line, child.column
+        paren = self._local.parens.get(id(child))
+        if paren is not None:
+            return paren[1]
+        if isinstance(child, _Group):
+            return child.start
+        span = child.span
+        return span.line, span.column
+
+    def _end(self, child):
+        if isinstance(child, Token):
+            return child.end_line, child.end_column
+        paren = self._local.parens.get(id(child))
+        if paren is not None:
+            return paren[2]
+        if isinstance(child, _Group):
+            return child.end
+        span = child.span
+        return span.end_line, span.end_column
+
+    def _span(self, children) -> ast.Span:
+        present = [c for c in children if c is not None and not (isinstance(c, _Group)
+                                                                  and c.start is None)]
+        if not present:
             return ast.Span(self.path, 1, 1, 1, 1)
-        return ast.Span(self.path, meta.line, meta.column, meta.end_line, meta.end_column)
+        line, column = self._start(present[0])
+        end_line, end_column = self._end(present[-1])
+        return ast.Span(self.path, line, column, end_line, end_column)
 
     def _tok(self, token: Token) -> ast.Span:
         return ast.Span(self.path, token.line, token.column, token.end_line, token.end_column)
 
+    @staticmethod
+    def _values(children) -> list:
+        """The children that carry meaning: no punctuation, no keywords."""
+        return [c for c in children
+                if not isinstance(c, Token) or c.type in _VALUE_TOKENS]
+
     # definitions
-    @v_args(meta=True)
-    def start(self, meta, items):
-        return tuple(items)
-
-    @v_args(meta=True)
-    def import_def(self, meta, children):
-        (string,) = children
-        return ast.Import(str(string)[1:-1], span=self._span(meta))
-
-    @v_args(meta=True)
-    def choice_def(self, meta, children):
-        name, *candidates = children
-        return ast.ChoiceDef(str(name), tuple(candidates), span=self._span(meta),
-                             name_span=self._tok(name))
-
-    @v_args(meta=True)
-    def candidate(self, meta, children):
-        (name,) = children
-        return ast.Call(str(name), span=self._span(meta), func_span=self._tok(name))
-
-    @v_args(meta=True)
-    def candidate_call(self, meta, children):
-        name, arguments = children
-        args, keywords = arguments or ((), ())
-        return ast.Call(str(name), args, keywords, span=self._span(meta), func_span=self._tok(name))
-
-    @v_args(meta=True)
-    def op_def(self, meta, children):
-        name, params, body = children
-        return ast.OpDef(str(name), params or (), body, span=self._span(meta),
-                         name_span=self._tok(name))
-
-    @v_args(meta=True)
-    def cell_def(self, meta, children):
-        name, params, shares, body = children
-        names, spans = shares or ((), ())
-        return ast.CellDef(str(name), params or (), names, body, span=self._span(meta),
-                           name_span=self._tok(name), shares_spans=spans)
-
-    @v_args(meta=True)
-    def network_def(self, meta, children):
-        name, params, body = children
-        return ast.NetworkDef(str(name), params or (), body, span=self._span(meta),
-                              name_span=self._tok(name))
-
-    def shares(self, children):
-        return tuple(str(c) for c in children), tuple(self._tok(c) for c in children)
-
-    def parameters(self, children):
+    def start(self, children):
         return tuple(children)
 
-    @v_args(meta=True)
-    def tensor_parameter(self, meta, children):
-        name, channels = children
-        return ast.TensorParam(str(name), channels, span=self._span(meta))
+    def import_def(self, children):
+        (string,) = self._values(children)
+        return ast.Import(str(string)[1:-1], span=self._span(children))
 
-    @v_args(meta=True)
-    def int_parameter(self, meta, children):
-        name, default = children
-        return ast.IntParam(str(name), default, span=self._span(meta))
+    def choice_def(self, children):
+        name, *candidates = self._values(children)
+        return ast.ChoiceDef(str(name), tuple(candidates), span=self._span(children),
+                             name_span=self._tok(name))
 
-    @v_args(meta=True)
-    def required_parameter(self, meta, children):
-        (name,) = children
-        return ast.IntParam(str(name), None, span=self._span(meta))
+    def candidate(self, children):
+        (name,) = self._values(children)
+        return ast.Call(str(name), span=self._span(children), func_span=self._tok(name))
+
+    def candidate_call(self, children):
+        name, arguments = self._values(children)
+        args, keywords = arguments.value if arguments is not None else ((), ())
+        return ast.Call(str(name), args, keywords, span=self._span(children),
+                        func_span=self._tok(name))
+
+    def op_def(self, children):
+        name, params, body = self._values(children)
+        return ast.OpDef(str(name), params.value if params else (), body,
+                         span=self._span(children), name_span=self._tok(name))
+
+    def cell_def(self, children):
+        name, params, shares, body = self._values(children)
+        names, spans = shares.value if shares else ((), ())
+        return ast.CellDef(str(name), params.value if params else (), names, body,
+                           span=self._span(children), name_span=self._tok(name),
+                           shares_spans=spans)
+
+    def network_def(self, children):
+        name, params, body = self._values(children)
+        return ast.NetworkDef(str(name), params.value if params else (), body,
+                              span=self._span(children), name_span=self._tok(name))
+
+    def shares(self, children):
+        names = self._values(children)
+        value = tuple(str(c) for c in names), tuple(self._tok(c) for c in names)
+        return _Group(value, self._start(children[0]), self._end(children[-1]))
+
+    def parameters(self, children):
+        return _Group(tuple(self._values(children)), self._start(children[0]),
+                      self._end(children[-1]))
+
+    def tensor_parameter(self, children):
+        name, channels = self._values(children)
+        return ast.TensorParam(str(name), channels, span=self._span(children))
+
+    def int_parameter(self, children):
+        name, default = self._values(children)
+        return ast.IntParam(str(name), default, span=self._span(children))
+
+    def required_parameter(self, children):
+        (name,) = self._values(children)
+        return ast.IntParam(str(name), None, span=self._span(children))
 
     # statements
-    @v_args(meta=True)
-    def body(self, meta, children):
-        *statements, (result, return_span) = children
-        return ast.Body(tuple(statements), result, span=self._span(meta), return_span=return_span)
+    def body(self, children):
+        *statements, returned = self._values(children)
+        result, return_span = returned.value
+        return ast.Body(tuple(statements), result, span=self._span(children),
+                        return_span=return_span)
 
-    @v_args(meta=True)
-    def return_statement(self, meta, children):
-        (value,) = children
-        return value, self._span(meta)
+    def return_statement(self, children):
+        (value,) = self._values(children)
+        span = self._span(children)
+        return _Group((value, span), (span.line, span.column), (span.end_line, span.end_column))
 
-    @v_args(meta=True)
-    def assign(self, meta, children):
-        *targets, value = children
-        return ast.Assign(tuple(targets), value, span=self._span(meta))
+    def assign(self, children):
+        *targets, value = self._values(children)
+        return ast.Assign(tuple(targets), value, span=self._span(children))
 
-    @v_args(meta=True)
-    def target(self, meta, children):
-        (name,) = children
-        return ast.Target(str(name), None, span=self._span(meta))
+    def target(self, children):
+        (name,) = self._values(children)
+        return ast.Target(str(name), None, span=self._span(children))
 
-    @v_args(meta=True)
-    def indexed_target(self, meta, children):
-        name, index = children
-        return ast.Target(str(name), index, span=self._span(meta))
+    def indexed_target(self, children):
+        name, index = self._values(children)
+        return ast.Target(str(name), index, span=self._span(children))
 
-    @v_args(meta=True)
-    def for_loop(self, meta, children):
-        var, lo, hi, *body = children
-        return ast.ForLoop(str(var), lo, hi, tuple(body), span=self._span(meta),
+    def for_loop(self, children):
+        var, lo, hi, *body = self._values(children)
+        return ast.ForLoop(str(var), lo, hi, tuple(body), span=self._span(children),
                            var_span=self._tok(var))
 
     # expressions
+    def atom(self, children):
+        """`( expr )`: the expression itself; its parent's span takes in the parentheses."""
+        (inner,) = self._values(children)
+        # the node is kept in the table too, so that its id is not reused during the parse
+        self._local.parens[id(inner)] = (inner, self._start(children[0]),
+                                         self._end(children[-1]))
+        return inner
+
     def _binop(op):
-        @v_args(meta=True)
-        def build(self, meta, children):
-            left, right = children
-            return ast.BinOp(op, left, right, span=self._span(meta))
+        def build(self, children):
+            left, right = self._values(children)
+            return ast.BinOp(op, left, right, span=self._span(children))
 
         return build
 
@@ -169,69 +245,66 @@ class _ToAst(Transformer):
     div = _binop("/")
     floordiv = _binop("//")
 
-    @v_args(meta=True)
-    def neg(self, meta, children):
-        (operand,) = children
+    def neg(self, children):
+        (operand,) = self._values(children)
         if isinstance(operand, ast.Int):
-            return ast.Int(-operand.value, span=self._span(meta))
-        return ast.Neg(operand, span=self._span(meta))
+            return ast.Int(-operand.value, span=self._span(children))
+        return ast.Neg(operand, span=self._span(children))
 
-    @v_args(meta=True)
-    def name(self, meta, children):
+    def name(self, children):
         (token,) = children
-        return ast.Name(str(token), span=self._span(meta))
+        return ast.Name(str(token), span=self._tok(token))
 
-    @v_args(meta=True)
-    def int(self, meta, children):
+    def int(self, children):
         (token,) = children
-        return ast.Int(int(token), span=self._span(meta))
+        try:
+            value = int(token)
+        except ValueError:  # longer than Python converts (4300 digits)
+            raise _BadLiteral(error(f"integer literal of {len(token)} digits is too long",
+                                    self._tok(token))) from None
+        return ast.Int(value, span=self._tok(token))
 
-    @v_args(meta=True)
-    def float(self, meta, children):
+    def float(self, children):
         (token,) = children
-        return ast.Float(float(token), str(token), span=self._span(meta))
+        return ast.Float(float(token), str(token), span=self._tok(token))
 
-    @v_args(meta=True)
-    def true(self, meta, children):
-        return ast.Bool(True, span=self._span(meta))
+    def true(self, children):
+        return ast.Bool(True, span=self._span(children))
 
-    @v_args(meta=True)
-    def false(self, meta, children):
-        return ast.Bool(False, span=self._span(meta))
+    def false(self, children):
+        return ast.Bool(False, span=self._span(children))
 
-    @v_args(meta=True)
-    def call(self, meta, children):
-        name, arguments = children
-        args, keywords = arguments or ((), ())
-        return ast.Call(str(name), args, keywords, span=self._span(meta), func_span=self._tok(name))
+    def call(self, children):
+        name, arguments = self._values(children)
+        args, keywords = arguments.value if arguments is not None else ((), ())
+        return ast.Call(str(name), args, keywords, span=self._span(children),
+                        func_span=self._tok(name))
 
     def arguments(self, children):
-        args = tuple(c for c in children if not isinstance(c, ast.Keyword))
-        keywords = tuple(c for c in children if isinstance(c, ast.Keyword))
-        return args, keywords
+        values = self._values(children)
+        args = tuple(c for c in values if not isinstance(c, ast.Keyword))
+        keywords = tuple(c for c in values if isinstance(c, ast.Keyword))
+        return _Group((args, keywords), self._start(children[0]), self._end(children[-1]))
 
-    @v_args(meta=True)
-    def keyword(self, meta, children):
-        name, value = children
-        return ast.Keyword(str(name), value, span=self._span(meta))
+    def keyword(self, children):
+        name, value = self._values(children)
+        return ast.Keyword(str(name), value, span=self._span(children))
 
-    @v_args(meta=True)
-    def index(self, meta, children):
-        name, index = children
-        return ast.Index(str(name), index, span=self._span(meta))
+    def index(self, children):
+        name, index = self._values(children)
+        return ast.Index(str(name), index, span=self._span(children))
 
-    @v_args(meta=True)
-    def slice(self, meta, children):
-        name, lo, hi = children
-        return ast.Slice(str(name), lo, hi, span=self._span(meta))
+    def slice(self, children):
+        name, lo, hi = self._values(children)
+        return ast.Slice(str(name), lo, hi, span=self._span(children))
 
-    @v_args(meta=True)
-    def pick(self, meta, children):
-        k, source = children
-        return ast.Pick(k, source, span=self._span(meta))
+    def pick(self, children):
+        k, source = self._values(children)
+        return ast.Pick(k, source.value, span=self._span(children))
 
     def pick_source(self, children):
-        return tuple(children)
+        return _Group(tuple(self._values(children)), self._start(children[0]),
+                      self._end(children[-1]))
 
 
 def _check_keyword_order(items: tuple[ast.Definition, ...], path: str) -> list:
@@ -282,15 +355,21 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
     """Parse `.space` source text into an `ast.Module`; raises `SpecError`."""
     comments: list[ast.Comment] = []
     sources = {path: text}
+    parser = _lark()
+    builder = parser.options.transformer
+    builder.begin(path)
     try:
-        tree = _lark().parse(text, on_error=None)
+        items = parser.parse(text)
     except UnexpectedInput as exc:
         raise SpecError([_syntax_diagnostic(exc, text, path)], sources) from None
-    items = _ToAst(path).transform(tree)
+    except _BadLiteral as exc:
+        raise SpecError([exc.diagnostic], sources) from None
+    finally:
+        builder.begin("")
     problems = _check_keyword_order(items, path)
     if problems:
         raise SpecError(problems, sources)
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
         position = _comment_start(line)
         if position is not None:
             comments.append(ast.Comment(line[position:].rstrip(), number, position + 1))
@@ -320,7 +399,9 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
     elif isinstance(exc, UnexpectedEOF) or (
         isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
     ):
-        lines = text.splitlines() or [""]
+        lines = text.split("\n")  # lines as lark counts them: only \n ends a line
+        if len(lines) > 1 and lines[-1] == "":
+            lines.pop()
         line = len(lines)
         column = len(lines[-1]) + 1
         expected = _describe_expected(set(exc.expected))

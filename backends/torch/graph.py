@@ -39,6 +39,21 @@ def register(root: nn.Module, path: str, module: nn.Module) -> None:
     parent._modules[leaf] = module
 
 
+def get_submodule(root: nn.Module, target: str) -> nn.Module:
+    """`nn.Module.get_submodule` through `_modules`, so names like `half` or `eval` resolve
+    (torch's version uses `getattr`, which finds the method instead)."""
+    module = root
+    if not target:
+        return module
+    for name in target.split("."):
+        child = module._modules.get(name)
+        if child is None:
+            raise AttributeError(f"{type(module).__name__} has no submodule `{name}` "
+                                 f"(looking up {target!r})")
+        module = child
+    return module
+
+
 def input_channels(graph: Graph, node: Node) -> int:
     """Channels entering `node`; a conv after a concatenating pick sees every candidate."""
     source = graph.nodes[node.inputs[0]]
@@ -75,13 +90,18 @@ class GraphModule(nn.Module):
                     register(self, node.path, module)
                 else:
                     self.add_module(f"_{node.op}{node.id}", module)
-                run = _module_step(module)
+                # the module itself, not a closure over it, so that `copy.deepcopy`
+                # gives a network that runs its own copies of the modules
+                run = module
             else:
                 run = _function_step(FUNCTIONS[node.op], node.args, node.output_index,
                                      node.op == "split")
             frees = tuple(s for s in set(node.inputs) if last_use.get(s) == node.id)
             steps.append((node.id, run, node.inputs, frees))
         self._steps = steps
+
+    def get_submodule(self, target: str) -> nn.Module:
+        return get_submodule(self, target)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         values: dict[int, torch.Tensor] = dict(zip(self.graph.inputs, inputs, strict=True))
@@ -90,10 +110,6 @@ class GraphModule(nn.Module):
             for source in frees:
                 del values[source]
         return values[self.graph.output]
-
-
-def _module_step(module: nn.Module) -> Callable:
-    return lambda x: module(x)
 
 
 def _function_step(function, args, index: int, many: bool) -> Callable:

@@ -25,8 +25,18 @@ from spacelang.ir import Network, Node
 MODES = ("darts", "gdas")
 
 
+_RESERVED = frozenset(dir(nn.ParameterDict()))
+
+
 def param_key(site: str) -> str:
-    return site.replace(".", "/")
+    """A site's key in `alphas`/`betas`: dots written as `/`.
+
+    `nn.ParameterDict` stores entries as attributes, so a key it already has as
+    one (a site at a value named `eval`, `half`, `keys`...) gets a trailing `/`;
+    no site key ends in a dot, so this cannot clash with another site.
+    """
+    key = site.replace(".", "/")
+    return f"{key}/" if key in _RESERVED else key
 
 
 def module_name(label: str) -> str:
@@ -42,9 +52,10 @@ class MixedOp(nn.Module):
         super().__init__()
         self.site = node.site
         self.owner = [owner]  # a list, so the owner is not registered as a child
-        self.candidates = nn.ModuleDict(
-            {module_name(label): GraphModule(graph)
-             for label, graph in zip(node.labels, node.candidates, strict=True)})
+        # straight into `_modules`, so a candidate may be named `half` or `train`
+        self.candidates = nn.ModuleDict()
+        for label, graph in zip(node.labels, node.candidates, strict=True):
+            self.candidates._modules[module_name(label)] = GraphModule(graph)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         weights = self.owner[0].site_weights(self.site)
@@ -115,6 +126,11 @@ class SuperNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._sampled = {}  # GDAS: one sample per site per forward, shared by its instances
         return self.body(x)
+
+    def get_submodule(self, target: str) -> nn.Module:
+        from spacelang.backends.torch.graph import get_submodule
+
+        return get_submodule(self, target)
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return [*self.alphas.values(), *self.betas.values()]

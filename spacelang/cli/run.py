@@ -1,7 +1,233 @@
-"""`spacelang derive`, `search`, `train` and `eval`."""
+"""`spacelang search`, `derive`, `train` and `eval`."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import time
+from pathlib import Path
+
+from spacelang.cli import common
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_SEARCH_CONFIG = CONFIG_DIR / "search_small.yaml"
+DEFAULT_TRAIN_CONFIG = CONFIG_DIR / "train_small.yaml"
+
 
 def register(sub) -> None:
-    pass
+    search = sub.add_parser(
+        "search", help="search a space's architecture (DARTS / GDAS, two levels)",
+        description="Differentiable search of cell-level ops and network-level connections "
+                    "under a complexity penalty. Without --config, a small shipped config "
+                    f"({DEFAULT_SEARCH_CONFIG.name}: few channels and steps) runs on the "
+                    "embedded photographs. Ends by writing RUN_DIR/derived.space.")
+    search.add_argument("spec", metavar="SPEC")
+    _run_flags(search)
+    search.set_defaults(handler=run_search)
+
+    derive = sub.add_parser(
+        "derive", help="write the fixed .space a search run has found",
+        description="Argmax per choice site, top-k per pick site, written as a fixed .space.")
+    derive.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT")
+    derive.add_argument("-o", "--output", metavar="OUT.space",
+                        help="where to write (default: print to standard output)")
+    derive.set_defaults(handler=run_derive)
+
+    train = sub.add_parser(
+        "train", help="train a fixed spec on SR data",
+        description="Train a fixed spec (L1, Adam). Without --config, a small shipped config "
+                    f"({DEFAULT_TRAIN_CONFIG.name}) runs on the embedded photographs.")
+    train.add_argument("spec", metavar="SPEC")
+    _run_flags(train)
+    train.set_defaults(handler=run_train)
+
+    evaluate = sub.add_parser(
+        "eval", help="PSNR/SSIM of a spec with given weights",
+        description="Super-resolve a dataset and report PSNR/SSIM on the Y channel "
+                    "(BT.601, 8-bit rounded, `scale` pixels cropped; SSIM 11×11 Gaussian "
+                    "σ=1.5).")
+    evaluate.add_argument("spec", metavar="SPEC")
+    evaluate.add_argument("--weights", required=True, metavar="FILE")
+    evaluate.add_argument("--data", required=True, metavar="DIR",
+                          help="benchmark folder (NAME/HR, NAME/LR_bicubic/X{s}), DIV2K, or "
+                               "a folder of HR images; 'embedded' for the bundled photographs")
+    evaluate.add_argument("--scale", type=int, required=True)
+    common.add_overrides(evaluate)
+    evaluate.add_argument("--weights-map", metavar="MAP.yaml",
+                          help="rename map for weights from another implementation")
+    evaluate.add_argument("--save-images", metavar="DIR", help="write the SR outputs as PNG")
+    evaluate.add_argument("--rgb", action="store_true",
+                          help="score RGB instead of the Y channel")
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
+    evaluate.set_defaults(handler=run_eval)
+
+
+def _run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", metavar="DIR",
+                        help="training data (default: the config's, else embedded photos)")
+    parser.add_argument("--config", metavar="RUN.yaml", help="run configuration (YAML)")
+    parser.add_argument("--run-dir", metavar="DIR",
+                        help="run folder (default: runs/<network>-<time>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --run-dir from its last.pt")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common.add_overrides(parser)
+
+
+def _run_dir(args, name: str) -> Path:
+    if args.run_dir:
+        return Path(args.run_dir)
+    if args.resume:
+        raise common.UsageError("--resume needs --run-dir (the run to continue)")
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _datasets(data: str | None, val_data: str | None, scale: int):
+    from spacelang.sr.data import open_dataset
+
+    train_set = open_dataset(data, scale, split="train")
+    if val_data is not None:
+        val_set = open_dataset(val_data, scale, split="val")
+    elif data is None or data == "embedded":
+        val_set = open_dataset(None, scale, split="val")
+    else:
+        val_set = None
+    return train_set, val_set
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from spacelang.api import load
+    from spacelang.sr.config import SearchConfig, load_config
+    from spacelang.sr.search import search
+
+    config_path = args.config or DEFAULT_SEARCH_CONFIG
+    cfg = load_config(SearchConfig, config_path)
+    overrides = {**{k: str(v) for k, v in cfg.overrides.items()},
+                 **common.parse_overrides(args.overrides)}
+    space = load(args.spec, **overrides)
+    common.print_warnings(space.warnings, space.program.sources)
+    if space.network.scale != cfg.scale:
+        cfg = _with(cfg, scale=space.network.scale)
+    data = args.data or cfg.data
+    train_set, val_set = _datasets(data, cfg.val_data, cfg.scale)
+    run_dir = _run_dir(args, space.network.name)
+    out = common.console(stderr=True)
+    out.print(f"search {space.network.name} ({space.network.architecture_count:,} "
+              f"architectures, strategy {cfg.strategy}) in {run_dir}")
+    result = search(space, cfg, train_set=train_set, val_set=val_set, run_dir=run_dir,
+                    resume=args.resume, console=out, progress=not args.no_progress)
+    _print_derived(result.derived_path)
+    return 0
+
+
+def _with(cfg, **changes):
+    import attrs
+
+    return attrs.evolve(cfg, **changes)
+
+
+def _print_derived(path: Path) -> None:
+    from spacelang.api import load
+    from spacelang.backends.cost import cost_report
+
+    derived = load(path)
+    cost = cost_report(derived.network).base
+    print(f"derived architecture written to {path}")
+    print(f"  parameters {cost.params:,}; Multi-Adds {cost.macs:,} ({cost.macs / 1e9:.2f} G) "
+          "at HR 1280x720")
+
+
+def run_derive(args: argparse.Namespace) -> int:
+    from spacelang.api import load
+    from spacelang.sr.checkpoint import load_checkpoint
+    from spacelang.sr.search import SearchError, derived_header, load_search_checkpoint
+
+    source = Path(args.source)
+    checkpoint = source / "last.pt" if source.is_dir() else source
+    state = load_checkpoint(checkpoint)
+    if not isinstance(state, dict) or "spec_path" not in state:
+        raise SearchError(f"{checkpoint} is not a spacelang search checkpoint")
+    spec_path = Path(state["spec_path"])
+    if not spec_path.exists():
+        spec_path = checkpoint.parent / "spec.space"
+    overrides = json.loads(state.get("overrides", "{}"))
+    space = load(spec_path, **overrides)
+    net = load_search_checkpoint(space, checkpoint)
+    text = space.derive(net.decisions(),
+                        header=derived_header(space, net, checkpoint.parent,
+                                              int(state.get("iteration", 0))))
+    if args.output:
+        from spacelang.cli.language import write_atomic
+
+        write_atomic(Path(args.output), text)
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from spacelang.api import load
+    from spacelang.sr.config import TrainConfig, load_config
+    from spacelang.sr.train import train
+
+    cfg = load_config(TrainConfig, args.config or DEFAULT_TRAIN_CONFIG)
+    space = load(args.spec, **common.parse_overrides(args.overrides))
+    common.print_warnings(space.warnings, space.program.sources)
+    if space.network.scale != cfg.scale:
+        cfg = _with(cfg, scale=space.network.scale)
+    model = space.fixed()
+    train_set, val_set = _datasets(args.data or cfg.data, cfg.val_data, cfg.scale)
+    run_dir = _run_dir(args, space.network.name)
+    out = common.console(stderr=True)
+    out.print(f"train {space.network.name} ×{cfg.scale} "
+              f"({sum(p.numel() for p in model.parameters()):,} parameters) in {run_dir}")
+    result = train(model, cfg, train_set=train_set, val_set=val_set, run_dir=run_dir,
+                   rgb_range=space.network.rgb_range, resume=args.resume,
+                   spec_text=space.program.root.source, console=out,
+                   progress=not args.no_progress)
+    best = f"{result.best_psnr:.2f} dB" if result.best_psnr is not None else "n/a"
+    print(f"trained {result.last_iteration} iterations; best validation PSNR {best}; "
+          f"weights in {run_dir / 'best.pt'} and {run_dir / 'last.pt'}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from spacelang.api import load
+    from spacelang.sr.data import open_dataset
+    from spacelang.sr.train import evaluate
+    from spacelang.sr.weights import load_weights
+
+    overrides = common.parse_overrides(args.overrides)
+    space = load(args.spec)
+    if "scale" in space.network.params and "scale" not in overrides:
+        overrides["scale"] = str(args.scale)
+    if overrides:
+        space = load(args.spec, **overrides)
+    if space.network.scale != args.scale:
+        raise common.UsageError(f"--scale {args.scale} but {args.spec} upscales "
+                                f"×{space.network.scale}")
+    model = space.fixed()
+    load_weights(model, args.weights, args.weights_map)
+    images = open_dataset(None if args.data == "embedded" else args.data, args.scale,
+                          split="val")
+    psnr, ssim, per_image = evaluate(model, images, args.scale, space.network.rgb_range,
+                                     y_channel=not args.rgb,
+                                     save_dir=Path(args.save_images) if args.save_images
+                                     else None)
+    if args.json:
+        print(json.dumps({"psnr": psnr, "ssim": ssim, "images": per_image,
+                          "channel": "rgb" if args.rgb else "y", "scale": args.scale}))
+        return 0
+    table = Table(title=f"{space.network.name} ×{args.scale} on {args.data} "
+                        f"({'RGB' if args.rgb else 'Y'} channel, {args.scale} px cropped)")
+    table.add_column("image")
+    table.add_column("PSNR (dB)", justify="right")
+    table.add_column("SSIM", justify="right")
+    for row in per_image:
+        table.add_row(row["name"], f"{row['psnr']:.4f}", f"{row['ssim']:.4f}")
+    table.add_row("[bold]mean", f"[bold]{psnr:.4f}", f"[bold]{ssim:.4f}")
+    common.console().print(table)
+    return 0

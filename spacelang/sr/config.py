@@ -692,5 +692,14 @@ def _plain(value: Any) -> Any:
 def dump_config(cfg: Any) -> str:
     """YAML text of a resolved config; `load_config` reads it back to an equal object."""
     data = {f.name: _plain(getattr(cfg, f.name)) for f in attrs.fields(type(cfg))}
-    body = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True)
-    return f"# {type(cfg).__name__} (resolved)\n{body}"
+    header = f"# {type(cfg).__name__} (resolved)\n"
+    text = header + yaml.safe_dump(
+        data, sort_keys=False, default_flow_style=None, allow_unicode=True
+    )
+    try:
+        if parse_config(type(cfg), text) == cfg:
+            return text
+    except ConfigError:
+        pass
+    # Some characters (e.g. U+0085) do not survive PyYAML's unicode output; escape them all.
+    return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None)

@@ -9,8 +9,9 @@
     run_dir/best.pt        weights with the best validation PSNR, plus metadata
 
 The pieces a search loop needs as well are public: `LRSchedule` (closed-form LR of the
-iteration), `BatchStream` (deterministic, resumable batch order), `TrainingProgress` (rich
-progress bar), `MetricsLog` (JSONL) and `evaluate` (PSNR/SSIM on full images).
+iteration), `BatchStream` (deterministic, resumable batch order) fed by `patch_epochs`
+(fresh patches each epoch), `TrainingProgress` (rich progress bar), `MetricsLog` (JSONL),
+`evaluate` (PSNR/SSIM on full images) and `state_dict_mismatch` (resume compatibility).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ __all__ = [
     "TrainingProgress",
     "epoch_seed",
     "evaluate",
+    "patch_epochs",
     "state_dict_mismatch",
     "train",
 ]
@@ -199,7 +201,8 @@ class BatchStream:
         self.batches_per_epoch = self.epoch_size // batch_size
         if self.batches_per_epoch == 0:
             raise ValueError(
-                f"an epoch has {self.epoch_size} samples, fewer than one batch of {batch_size}"
+                f"an epoch has {self.epoch_size} samples, fewer than one batch of "
+                f"{batch_size} (use a longer epoch or a smaller batch)"
             )
         self.seed = seed
         self.position = start
@@ -378,8 +381,13 @@ def evaluate(
     rgb_range: int,
     *,
     device: torch.device | str | None = None,
+    y_channel: bool = True,
+    save_dir: Path | None = None,
 ) -> tuple[float, float, list[dict[str, Any]]]:
     """Super-resolve every full image of ``image_set``; PSNR/SSIM on Y with ``crop=scale``.
+
+    ``y_channel=False`` scores RGB instead; ``save_dir`` receives each SR output as
+    ``<name>.png`` (8-bit RGB).
 
     Model input is the LR image times ``rgb_range``; the output is clamped to
     ``[0, rgb_range]`` and rounded to 8 bits before scoring. Returns
@@ -407,11 +415,16 @@ def evaluate(
                         f"image {pair.name!r}: model output is {sr.shape[1]}x{sr.shape[0]} but "
                         f"the HR image is {hr.shape[1]}x{hr.shape[0]} (scale={scale})"
                     )
+                if save_dir is not None:
+                    from spacelang.sr.images import write_image
+
+                    save_dir.mkdir(parents=True, exist_ok=True)
+                    write_image(save_dir / f"{pair.name}.png", sr)
                 scores.append(
                     {
                         "name": pair.name,
-                        "psnr": float(psnr(sr, hr, crop=scale)),
-                        "ssim": float(ssim(sr, hr, crop=scale)),
+                        "psnr": float(psnr(sr, hr, crop=scale, y_channel=y_channel)),
+                        "ssim": float(ssim(sr, hr, crop=scale, y_channel=y_channel)),
                     }
                 )
     finally:
@@ -463,27 +476,51 @@ def _config_changes(old_text: str, cfg: TrainConfig) -> list[str]:
     return changes
 
 
-def _training_data(train_set: Any, cfg: TrainConfig) -> DatasetSource:
-    """A Dataset or per-epoch dataset factory for `BatchStream`."""
-    if isinstance(train_set, Dataset) or callable(train_set):
-        return train_set
+def patch_epochs(
+    images: Sequence[Any],
+    *,
+    scale: int,
+    patch_size: int,
+    batch_size: int,
+    seed: int,
+    epoch_length: int | None = None,
+    augment: bool = True,
+) -> Callable[[int], Dataset]:
+    """``epoch -> PatchDataset`` with fresh random crops each epoch, for `BatchStream`.
+
+    An epoch has ``epoch_length`` patches, by default every image once rounded up to whole
+    batches. Epoch ``e`` uses patch seed ``epoch_seed(seed, e, 1)``, so the patches depend
+    only on ``(seed, e, index)``.
+    """
     from spacelang.sr.data import PatchDataset
 
-    images = train_set
-    # Default epoch: every image once, rounded up to whole batches.
-    length = cfg.epoch_length or cfg.batch_size * math.ceil(len(images) / cfg.batch_size)
+    length = epoch_length or batch_size * math.ceil(len(images) / batch_size)
 
     def make(epoch: int) -> Dataset:
         return PatchDataset(
-            images,
-            cfg.scale,
-            cfg.patch_size,
-            seed=epoch_seed(cfg.seed, epoch, _PATCH_STREAM),
-            augment=True,
+            images,  # type: ignore[arg-type]
+            scale,
+            patch_size,
+            seed=epoch_seed(seed, epoch, _PATCH_STREAM),
+            augment=augment,
             length=length,
         )
 
     return make
+
+
+def _training_data(train_set: Any, cfg: TrainConfig) -> DatasetSource:
+    """A Dataset or per-epoch dataset factory for `BatchStream`."""
+    if isinstance(train_set, Dataset) or callable(train_set):
+        return train_set
+    return patch_epochs(
+        train_set,
+        scale=cfg.scale,
+        patch_size=cfg.patch_size,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        epoch_length=cfg.epoch_length,
+    )
 
 
 def _seed_everything(seed: int) -> None:
@@ -529,9 +566,7 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    display = TrainingProgress(
-        cfg.iterations, console=console, enabled=progress, description="train"
-    )
+    console = console if console is not None else Console(stderr=True)
     metrics = MetricsLog(run_dir / "metrics.jsonl")
 
     model.to(device)
@@ -581,9 +616,11 @@ def train(
         saved_rng = ckpt["rng"]
         changes = _config_changes(str(ckpt.get("config", "")), cfg)
         if changes:
-            display.print(
+            console.print(
                 "warning: resuming with changed settings, so the run will differ from an "
-                "uninterrupted one: " + "; ".join(changes)
+                "uninterrupted one: " + "; ".join(changes),
+                highlight=False,
+                markup=False,
             )
         metrics.truncate_after(start)
     else:
@@ -609,7 +646,7 @@ def train(
             pin_memory=device.type == "cuda",
         )
     except ValueError as exc:
-        raise TrainError(f"training data: {exc}; set epoch_length or batch_size") from None
+        raise TrainError(f"training data: {exc}") from None
     if saved_rng is not None:
         set_rng_state(saved_rng)  # last, so nothing above disturbs the restored streams
 
@@ -651,6 +688,9 @@ def train(
             },
         )
 
+    display = TrainingProgress(
+        cfg.iterations, start=start, console=console, enabled=progress, description="train"
+    )
     has_val = val_set is not None and len(val_set) > 0
     started = time.monotonic()
     iteration = start

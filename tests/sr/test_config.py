@@ -4,7 +4,7 @@ from pathlib import Path
 
 import attrs
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from spacelang.sr.config import (
@@ -279,12 +279,13 @@ def test_dump_round_trips(tmp_path: Path) -> None:
         assert load_config(type(cfg), path) == cfg
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     lr=st.floats(min_value=1e-12, max_value=1e3, allow_nan=False),
     iterations=st.integers(min_value=1, max_value=10**12),
     data=st.one_of(st.none(), st.text(max_size=20)),
 )
+@example(lr=1.0, iterations=1, data="\x85")  # NEL: PyYAML's unicode output mangles it
 def test_dump_round_trip_property(lr: float, iterations: int, data: str | None) -> None:
     cfg = TrainConfig(lr=lr, iterations=iterations, data=data)
     assert parse_config(TrainConfig, dump_config(cfg)) == cfg

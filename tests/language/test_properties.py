@@ -1,0 +1,265 @@
+"""Property tests of the front end.
+
+(a) Round trips: any syntactically printable AST survives `format_module` →
+    `parse`, and formatting is idempotent (comments included).
+(b) Robustness: any text ends in a checked network or a `SpecError` whose
+    diagnostics point inside the text, never in another exception.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.lark import from_lark
+from lark import Lark
+
+from spacelang import ast
+from spacelang.api import format_source, loads
+from spacelang.backends.text import format_module
+from spacelang.diagnostics import SpecError
+from spacelang.parser import GRAMMAR_PATH, parse
+
+SPACES_DIR = Path(__file__).resolve().parents[2] / "spaces"
+SHIPPED = tuple(sorted(SPACES_DIR.glob("*.space")))
+
+KEYWORDS = {"import", "choice", "op", "cell", "network", "shares", "return", "for", "in",
+            "pick", "of", "true", "false"}
+
+PROPERTY = settings(max_examples=2000, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.filter_too_much])
+
+# ------------------------------------------------------------------ AST strategies
+
+# Short names; several start like a keyword, to exercise the lexer's keyword boundaries.
+NAMES = ["a", "b", "x", "C", "k", "_t", "x1", "input", "forx", "picks", "of_", "true1",
+         "falsey", "in2", "returns", "cells", "op_", "network2", "importer", "shares_"]
+assert not KEYWORDS & set(NAMES)
+names = st.sampled_from(NAMES)
+
+# Negative integers are `Int(-n)`: the parser folds `-<literal>` into the literal, so
+# `Neg(Int(n))` does not round-trip (it is never generated).
+ints = st.integers(min_value=-50, max_value=10**12).map(ast.Int)
+# Floats are non-negative (a minus sign is a `Neg`) and their repr round-trips.
+floats = st.sampled_from([0.0, 0.5, 1.5, 2.25, 1e-05, 1e16, 123.125, 3e-07, 7.0]).map(
+    lambda v: ast.Float(v, repr(v)))
+leaves = st.one_of(names.map(ast.Name), ints, floats, st.booleans().map(ast.Bool))
+
+
+def _slices(exprs):
+    return st.builds(ast.Slice, names, exprs, exprs)
+
+
+def _extend(exprs):
+    args = st.lists(st.one_of(exprs, _slices(exprs)), max_size=2).map(tuple)
+    keywords = st.lists(st.builds(ast.Keyword, names, exprs), max_size=1).map(tuple)
+    return st.one_of(
+        st.builds(ast.BinOp, st.sampled_from(["+", "-", "*", "/", "//"]), exprs, exprs),
+        exprs.filter(lambda e: not isinstance(e, ast.Int)).map(ast.Neg),
+        st.builds(ast.Index, names, exprs),
+        st.builds(ast.Call, names, args, keywords),
+        st.builds(ast.Pick, exprs,
+                  st.lists(st.one_of(exprs, _slices(exprs)), min_size=1, max_size=2).map(tuple)),
+    )
+
+
+exprs = st.recursive(leaves, _extend, max_leaves=5)
+targets = st.builds(ast.Target, names, st.none() | exprs)
+assigns = st.builds(ast.Assign, st.lists(targets, min_size=1, max_size=2).map(tuple), exprs)
+loops = st.builds(ast.ForLoop, names, exprs, exprs, st.lists(assigns, max_size=2).map(tuple))
+statements = st.lists(st.one_of(assigns, loops), max_size=3).map(tuple)
+bodies = st.builds(ast.Body, statements, exprs)
+params = st.lists(
+    st.one_of(st.builds(ast.TensorParam, names, exprs),
+              st.builds(ast.IntParam, names, st.none() | exprs)),
+    max_size=2).map(tuple)
+candidates = st.one_of(
+    names.map(ast.Call),
+    st.builds(ast.Call, names, st.lists(st.one_of(exprs, _slices(exprs)), max_size=2).map(tuple),
+              st.lists(st.builds(ast.Keyword, names, exprs), max_size=1).map(tuple)),
+)
+definitions = st.one_of(
+    st.builds(ast.Import, st.sampled_from(["ops.space", "", "a b/c.space", "../x-1.space"])),
+    st.builds(ast.ChoiceDef, names, st.lists(candidates, max_size=3).map(tuple)),
+    st.builds(ast.OpDef, names, params, bodies),
+    st.builds(ast.CellDef, names, params, st.lists(names, max_size=2).map(tuple), bodies),
+    st.builds(ast.NetworkDef, names, params, bodies),
+)
+modules = st.lists(definitions, min_size=1, max_size=3).map(lambda items: ast.Module(tuple(items)))
+
+
+@PROPERTY
+@given(modules)
+def test_format_then_parse_gives_the_same_tree(module):
+    text = format_module(module)
+    assert parse(text, "gen.space") == module
+
+
+@PROPERTY
+@given(modules, st.data())
+def test_format_is_idempotent_and_keeps_comments(module, data):
+    lines = format_module(module).splitlines()
+    # sprinkle own-line and trailing comments, and blank lines, over the canonical text
+    out = []
+    for line in lines:
+        kind = data.draw(st.sampled_from(["", "", "", "own", "trailing", "blank"]))
+        if kind == "own":
+            out.append("# note")
+        elif kind == "blank":
+            out.append("")
+        out.append(line + ("  # why" if kind == "trailing" else ""))
+    if data.draw(st.booleans()):
+        out.append("# the end")
+    text = "\n".join(out) + "\n"
+    once = format_source(text, "gen.space")
+    assert format_source(once, "gen.space") == once
+    assert parse(once, "gen.space") == module
+    assert _comment_count(once) == _comment_count(text)
+
+
+def _comment_count(text: str) -> int:
+    return sum(1 for comment in parse(text).comments if comment.text.startswith("#"))
+
+
+# ------------------------------------------------------------------ robustness
+
+
+def _check_robust(text: str, path: str) -> None:
+    """`loads` either succeeds or raises a SpecError with in-bounds locations."""
+    try:
+        loads(text, path=path)
+    except SpecError as exc:
+        assert exc.diagnostics
+        for diagnostic in exc.diagnostics:
+            span = diagnostic.span
+            if span is None:
+                continue
+            source = exc.sources.get(span.path)
+            assert source is not None, f"no source for {span.path}: {diagnostic}"
+            lines = source.split("\n")
+            assert 1 <= span.line <= len(lines) + 1, diagnostic
+            assert span.column >= 1, diagnostic
+            if span.line <= len(lines):
+                assert span.column <= len(lines[span.line - 1]) + 1, diagnostic
+        assert exc.render()
+
+
+def _tokens(text: str) -> list[str]:
+    pattern = r'#[^\n]*|"[^"\n]*"|\d+(?:\.\d+)?|[A-Za-z_]\w*|\.\.|//|\S'
+    return [m.group() for m in re.finditer(pattern, text)]
+
+
+ALL_TOKENS = sorted({t for path in SHIPPED for t in _tokens(path.read_text())})
+
+
+@PROPERTY
+@given(st.text(max_size=60))
+def test_random_text_never_crashes(text):
+    _check_robust(text, "fuzz.space")
+
+
+@PROPERTY
+@given(st.lists(st.sampled_from(ALL_TOKENS), max_size=40),
+       st.lists(st.sampled_from([" ", "\n", "\t", ""]), max_size=40))
+def test_token_soup_never_crashes(tokens, separators):
+    text = "".join(t + (separators[i] if i < len(separators) else " ")
+                   for i, t in enumerate(tokens))
+    _check_robust(text, str(SPACES_DIR / "fuzz.space"))
+
+
+_GRAMMAR_NAMES = ["x", "y", "C", "c", "b", "i", "input", "conv", "relu", "concat", "sum",
+                  "split", "add", "pixel_shuffle", "act", "light", "scale", "rgb_range", "k",
+                  "out", "rfdb", "esa", "conv_3x3", "n"]
+
+# (the parser's own Lark object is loaded from a cache that keeps no grammar object)
+grammar_text = from_lark(Lark(GRAMMAR_PATH.read_text(), parser="lalr"), explicit={
+    "NAME": st.sampled_from(_GRAMMAR_NAMES),
+    "INT": st.integers(0, 12).map(str),
+    "FLOAT": st.sampled_from(["0.5", "1.0", "2e3", "0.05"]),
+    "STRING": st.sampled_from(['"ops.space"', '"nope.space"', '""', '"dlsr.space"',
+                               '"fuzz.space"']),
+})
+
+
+@PROPERTY
+@given(grammar_text)
+def test_grammar_generated_text_never_crashes(text):
+    _check_robust(text, str(SPACES_DIR / "fuzz.space"))
+
+
+def _spans(text: str) -> list[tuple[int, int]]:
+    pattern = r'"[^"\n]*"|\d+(?:\.\d+)?|[A-Za-z_]\w*|\.\.|//|[^\s#]'
+    code = re.sub(r"#[^\n]*", lambda m: " " * len(m.group()), text)
+    return [m.span() for m in re.finditer(pattern, code)]
+
+
+SHIPPED_TOKENS = {path: (path.read_text(), _spans(path.read_text())) for path in SHIPPED}
+
+
+@st.composite
+def mutations(draw):
+    path = draw(st.sampled_from(SHIPPED))
+    text, spans = SHIPPED_TOKENS[path]
+    i = draw(st.integers(0, len(spans) - 1))
+    start, end = spans[i]
+    token = text[start:end]
+    kind = draw(st.sampled_from(["delete", "duplicate", "swap", "replace"]))
+    if kind == "delete":
+        mutated = text[:start] + text[end:]
+    elif kind == "duplicate":
+        mutated = text[:end] + " " + token + text[end:]
+    elif kind == "swap":
+        j = min(i + 1, len(spans) - 1)
+        if j == i:
+            j = i - 1
+        (a0, a1), (b0, b1) = sorted([spans[i], spans[j]])
+        mutated = text[:a0] + text[b0:b1] + text[a1:b0] + text[a0:a1] + text[b1:]
+    else:
+        other_start, other_end = spans[draw(st.integers(0, len(spans) - 1))]
+        mutated = text[:start] + text[other_start:other_end] + text[end:]
+    return str(path), mutated
+
+
+@PROPERTY
+@given(mutations())
+def test_mutated_shipped_spaces_never_crash(case):
+    path, text = case
+    _check_robust(text, path)
+
+
+# ------------------------------------------------------------------ fmt of the shipped specs
+
+
+def test_shipped_spaces_are_canonical():
+    for path in SHIPPED:
+        text = path.read_text()
+        assert format_source(text, str(path)) == text, path.name
+
+
+def test_formatting_keeps_every_comment_of_the_shipped_spaces():
+    for path in SHIPPED:
+        text = path.read_text()
+        messy = re.sub(r"\n(?=\S)", "\n\n", text).replace("    ", "  ")
+        formatted = format_source(messy, str(path))
+        assert _comment_lines(formatted) == _comment_lines(text), path.name
+        assert parse(formatted) == parse(text)
+
+
+def _comment_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip().startswith("#")]
+
+
+def test_comments_stay_with_their_statements():
+    text = ("# head\n"
+            "op f(x: c) {  # trailing on the header\n"
+            "    # before a\n"
+            "    a = relu(x)  # after a\n"
+            "\n"
+            "    # before the return\n"
+            "    return a\n"
+            "}  # after the op\n"
+            "# the end\n")
+    assert format_source(text) == text
