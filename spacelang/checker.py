@@ -226,6 +226,8 @@ class _Resolver:
                 self.warnings.append(warning(f"`{name}` is never used", span))
         if isinstance(item, ast.CellDef):
             for name, span in zip(item.shares, item.shares_spans, strict=False):
+                if not isinstance(self.program.definitions.get(name), ast.ChoiceDef):
+                    continue  # an error already
                 if not any(callee == name for callee, _ in self.calls[item.name]):
                     self.warnings.append(warning(f"cell `{item.name}` shares `{name}` but never "
                                                  "uses it", span))
@@ -599,8 +601,8 @@ class _Elaborator:
         out = self.builder.nodes[output.id]
         scale = out.spatial.scale
         if scale is None:
-            _fail(f"the network's output ({out.spatial.describe()}) is not an integer "
-                  "upscaling of its input", definition.body.result.span)
+            _fail("the network's output is not an integer upscaling of its input; its size "
+                  f"is {out.spatial.describe()}", definition.body.result.span)
         if "scale" in params and params["scale"] != scale:
             _fail(f"network `{definition.name}` has scale = {params['scale']} but its output "
                   f"is {scale}× its input", definition.body.result.span)
@@ -776,7 +778,9 @@ class _Elaborator:
             _fail(f"undefined name `{name}`", span)
         if index not in family:
             defined = sorted(family)
-            shown = f"{name}[{defined[0]}]..{name}[{defined[-1]}]" if defined else "none"
+            shown = ", ".join(f"{name}[{i}]" for i in defined) if len(defined) <= 3 else \
+                f"{name}[{defined[0]}], ..., {name}[{defined[-1]}]"
+            shown = shown or "none"
             _fail(f"`{name}[{index}]` is not defined (defined so far: {shown})", span)
         return family[index]
 

@@ -17,7 +17,7 @@ GRAMMAR_PATH = Path(__file__).with_name("grammar.lark")
 _TOKEN_NAMES = {
     "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`", "RSQB": "`]`", "LBRACE": "`{`",
     "RBRACE": "`}`", "COMMA": "`,`", "EQUAL": "`=`", "COLON": "`:`", "PLUS": "`+`",
-    "MINUS": "`-`", "STAR": "`*`", "SLASH": "`/`", "__ANON_0": "`//`", "__ANON_1": "`..`",
+    "MINUS": "`-`", "STAR": "`*`", "SLASH": "`/`",
     "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string",
     "RETURN": "`return`", "FOR": "`for`", "IN": "`in`", "PICK": "`pick`", "OF": "`of`",
     "IMPORT": "`import`", "CHOICE": "`choice`", "OP": "`op`", "CELL": "`cell`",
@@ -44,8 +44,20 @@ def _lark() -> Lark:
     )
 
 
+@functools.cache
+def _token_names() -> dict[str, str]:
+    """How to show each terminal; anonymous ones (`..`, `//`) are named by the grammar's
+    order, so they are looked up from the compiled grammar rather than written out."""
+    names = dict(_TOKEN_NAMES)
+    for terminal in _lark().terminals:
+        if terminal.pattern.type == "str":
+            names[terminal.name] = f"`{terminal.pattern.value}`"
+    return names
+
+
 def _describe_expected(expected: set[str]) -> str:
-    names = sorted({_TOKEN_NAMES.get(name, f"`{name.lower()}`") for name in expected})
+    shown = _token_names()
+    names = sorted({shown.get(name, f"`{name.lower()}`") for name in expected})
     if len(names) > 6:
         names = [*names[:6], "..."]
     return ", ".join(names)
@@ -352,7 +364,16 @@ def _check_keyword_order(items: tuple[ast.Definition, ...], path: str) -> list:
 
 
 def parse(text: str, path: str = "<string>") -> ast.Module:
-    """Parse `.space` source text into an `ast.Module`; raises `SpecError`."""
+    """Parse `.space` source text into an `ast.Module`; raises `SpecError`.
+
+    The tree is immutable, so the last few parses are remembered: the op library
+    that every spec imports is parsed once per process, not once per check.
+    """
+    return _parse(text, path)
+
+
+@functools.lru_cache(maxsize=32)
+def _parse(text: str, path: str) -> ast.Module:
     comments: list[ast.Comment] = []
     sources = {path: text}
     parser = _lark()
@@ -388,6 +409,7 @@ def _comment_start(line: str) -> int | None:
 
 
 def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
+    hint = None
     line = getattr(exc, "line", None) or 1
     column = getattr(exc, "column", None) or 1
     if line < 1:
@@ -413,5 +435,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
         expected = _describe_expected(set(exc.expected))
         message = f"unexpected `{token}`; expected {expected}"
         width = max(1, len(str(token)))
+        if "NAME" in exc.expected and token.type != "NAME" and str(token).isidentifier():
+            hint = f"`{token}` is a keyword and cannot be used as a name"
     span = ast.Span(path, line, column, line, column + width)
-    return error(message, span)
+    return error(message, span, hint)

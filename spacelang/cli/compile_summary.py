@@ -135,7 +135,7 @@ def _emit(net, network, x, y, out: Path) -> int:
                            "keys than the compiled network; please report it")
     rebuilt.load_state_dict(net.state_dict())
     with torch.no_grad():
-        if not torch.equal(rebuilt(x), y):
+        if not torch.allclose(rebuilt(x), y, rtol=1e-5, atol=1e-6 * network.rgb_range):
             raise CompileError(f"emitted source for `{network.name}` computes a different "
                                "output than the compiled network; please report it")
     write_atomic(out, source)
@@ -156,6 +156,8 @@ def compile_and_summarise(space, args: argparse.Namespace) -> int:
             f"{len(network.choice_sites)} choice and {len(network.pick_sites)} pick sites "
             "(derive an architecture first: `spacelang derive`)")
         return 2
+    if emit_py and not Path(emit_py).resolve().parent.is_dir():
+        raise common.UsageError(f"cannot write {emit_py}: its folder does not exist")
     depth = getattr(args, "depth", 2)
     if depth < 0:
         raise common.UsageError(f"--depth must be 0 or more, got {depth}")

@@ -62,6 +62,15 @@ def test_compile_emit_py_needs_a_fixed_spec(cli, tmp_path):
     assert not target.exists()
 
 
+def test_compile_emit_py_into_a_missing_folder(cli, tmp_path):
+    target = tmp_path / "missing" / "out.py"
+    code, out, err = cli("compile", "spaces/imdn.space", "--set", "C=16", "--emit-py",
+                         str(target))
+    assert code == 2
+    assert "folder does not exist" in err and "Traceback" not in err
+    assert out == ""
+
+
 def test_compile_emit_py_writes_a_standalone_module(cli, tmp_path, monkeypatch):
     import spacelang
 
@@ -83,6 +92,21 @@ def test_compile_emit_py_writes_a_standalone_module(cli, tmp_path, monkeypatch):
     x = torch.rand(1, 3, 12, 10)
     with torch.no_grad():
         assert torch.equal(net(x), fixed(x))
+
+
+def test_compile_reports_a_shape_mismatch_as_a_bug():
+    import argparse
+
+    from attrs import evolve
+
+    import spacelang
+    from spacelang.cli.compile_summary import CompileError, compile_and_summarise
+
+    space = spacelang.load("spaces/imdn.space", C=16, cells=1)
+    wrong = evolve(space, network=evolve(space.network, scale=3))  # not what the graph does
+    args = argparse.Namespace(depth=1, input_size="16x12", emit_py=None)
+    with pytest.raises(CompileError, match=r"checker inferred \(1, 3, 36, 48\)"):
+        compile_and_summarise(wrong, args)
 
 
 @pytest.mark.parametrize("size", ["8x8", "32", "0x32", "axb"])
