@@ -616,7 +616,11 @@ def embedded(scale: int, split: str = "train") -> ImageSet:
     """
     _check_args(scale, "fail")
     split = _normalise_split(split, "val")
-    import skimage.data
+    try:
+        import skimage.data
+    except ImportError:
+        raise DataError("the embedded photographs come from scikit-image, which is not "
+                        "installed: pip install 'spacelang[embedded]', or give --data") from None
 
     data_dir = Path(skimage.data.data_dir)
     items = _EMBEDDED_TRAIN if split == "train" else _EMBEDDED_VAL

@@ -68,11 +68,11 @@ def _extend(exprs):
     )
 
 
-exprs = st.recursive(leaves, _extend, max_leaves=5)
+exprs = st.recursive(leaves, _extend, max_leaves=4)
 targets = st.builds(ast.Target, names, st.none() | exprs)
 assigns = st.builds(ast.Assign, st.lists(targets, min_size=1, max_size=2).map(tuple), exprs)
 loops = st.builds(ast.ForLoop, names, exprs, exprs, st.lists(assigns, max_size=2).map(tuple))
-statements = st.lists(st.one_of(assigns, loops), max_size=3).map(tuple)
+statements = st.lists(st.one_of(assigns, loops), max_size=2).map(tuple)
 bodies = st.builds(ast.Body, statements, exprs)
 params = st.lists(
     st.one_of(st.builds(ast.TensorParam, names, exprs),
@@ -90,7 +90,7 @@ definitions = st.one_of(
     st.builds(ast.CellDef, names, params, st.lists(names, max_size=2).map(tuple), bodies),
     st.builds(ast.NetworkDef, names, params, bodies),
 )
-modules = st.lists(definitions, min_size=1, max_size=3).map(lambda items: ast.Module(tuple(items)))
+modules = st.lists(definitions, min_size=1, max_size=2).map(lambda items: ast.Module(tuple(items)))
 
 
 @PROPERTY
@@ -115,11 +115,8 @@ def test_format_parse_round_trip_and_fmt_is_idempotent(module, notes):
     once = format_source(messy, "gen.space")
     assert format_source(once, "gen.space") == once
     assert parse(once, "gen.space") == module
-    assert _comment_count(once) == _comment_count(messy)
-
-
-def _comment_count(text: str) -> int:
-    return sum(1 for comment in parse(text).comments if comment.text.startswith("#"))
+    # (the parses are remembered by path and text: these two cost nothing)
+    assert len(parse(once, "gen.space").comments) == len(parse(messy, "gen.space").comments)
 
 
 # ------------------------------------------------------------------ robustness
@@ -173,7 +170,7 @@ _GRAMMAR_NAMES = ["x", "y", "C", "c", "b", "i", "input", "conv", "relu", "concat
                   "out", "rfdb", "esa", "conv_3x3", "n"]
 
 
-def _bounded_grammar(levels: int = 2, stop_weight: int = 8) -> tuple[Lark, dict]:
+def _bounded_grammar(levels: int = 2, stop_weight: int = 16) -> tuple[Lark, dict]:
     """Our grammar, rewritten so that `from_lark` draws small sentences of it.
 
     Drawn straight from the grammar, expressions nest without bound and most draws
