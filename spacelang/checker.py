@@ -606,6 +606,7 @@ class _Elaborator:
         if "scale" in params and params["scale"] != scale:
             _fail(f"network `{definition.name}` has scale = {params['scale']} but its output "
                   f"is {scale}× its input", definition.body.result.span)
+        self._check_pick_consumers()
         return Network(
             name=definition.name,
             params=params,
@@ -619,6 +620,23 @@ class _Elaborator:
             rgb_range=rgb_range,
             source=definition.span.path,
         )
+
+    def _check_pick_consumers(self) -> None:
+        """A concatenating pick carries every candidate in the supernet, so only a conv,
+        which can be sliced to the k picked inputs when deriving, may read it."""
+        nodes = self.builder.nodes
+        for node in nodes:
+            if node.op != "pick" or node.aggregate != "concat":
+                continue
+            consumers = [n for n in nodes if node.id in n.inputs]
+            if node.id == self.builder.nodes[-1].id or not consumers:
+                _fail("a concatenating pick must feed a conv", node.span)
+            for consumer in consumers:
+                if consumer.op != "conv" or consumer.args.get("groups", 1) != 1:
+                    _fail(f"a concatenating pick must feed a conv directly (here it feeds "
+                          f"`{consumer.op}`): in the supernet it carries all "
+                          f"{len(node.inputs)} candidates, in a derived network {node.k}",
+                          node.span)
 
     # -- bodies
     def _body(self, frame: _Frame) -> _Tensor:

@@ -149,6 +149,7 @@ def compile_and_summarise(space, args: argparse.Namespace) -> int:
     from spacelang.backends.cost import cost_report
 
     network = space.network
+    common.prepare_torch()
     emit_py = getattr(args, "emit_py", None)
     if emit_py and not space.is_fixed:
         common.print_error(

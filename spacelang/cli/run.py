@@ -109,8 +109,8 @@ def run_search(args: argparse.Namespace) -> int:
     if space.network.scale != cfg.scale:
         cfg = _with(cfg, scale=space.network.scale)
     data = args.data or cfg.data
+    run_dir = _run_dir(args, space.network.name)  # flag errors before loading data
     train_set, val_set = _datasets(data, cfg.val_data, cfg.scale)
-    run_dir = _run_dir(args, space.network.name)
     out = common.console(stderr=True)
     out.print(f"search {space.network.name} ({space.network.architecture_count:,} "
               f"architectures, strategy {cfg.strategy}) in {run_dir}")
@@ -177,8 +177,8 @@ def run_train(args: argparse.Namespace) -> int:
     if space.network.scale != cfg.scale:
         cfg = _with(cfg, scale=space.network.scale)
     model = space.fixed()
+    run_dir = _run_dir(args, space.network.name)  # flag errors before loading data
     train_set, val_set = _datasets(args.data or cfg.data, cfg.val_data, cfg.scale)
-    run_dir = _run_dir(args, space.network.name)
     out = common.console(stderr=True)
     out.print(f"train {space.network.name} ×{cfg.scale} "
               f"({sum(p.numel() for p in model.parameters()):,} parameters) in {run_dir}")
@@ -209,6 +209,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if space.network.scale != args.scale:
         raise common.UsageError(f"--scale {args.scale} but {args.spec} upscales "
                                 f"×{space.network.scale}")
+    common.prepare_torch()
     model = space.fixed()
     load_weights(model, args.weights, args.weights_map)
     images = open_dataset(None if args.data == "embedded" else args.data, args.scale,

@@ -30,6 +30,7 @@ __all__ = [
 C = TypeVar("C")
 
 Schedule = Literal["step", "cosine"]
+ArchSchedule = Literal["constant", "step", "cosine"]
 Strategy = Literal["darts1", "darts2", "gdas"]
 SearchLoss = Literal["l1", "l1_hfen"]
 Complexity = Literal["macs", "params", "none"]
@@ -198,6 +199,7 @@ class SearchConfig:
     step_size: int = 200000  # for weight_schedule: step
     gamma: float = 0.5  # for weight_schedule: step
     arch_lr: float = 3e-4
+    arch_schedule: ArchSchedule = "constant"  # over the iterations after warmup
     arch_betas: tuple[float, float] = (0.5, 0.999)
     arch_weight_decay: float = 1e-3
     strategy: Strategy = "darts1"

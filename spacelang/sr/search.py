@@ -242,6 +242,9 @@ def search(space, cfg: SearchConfig, *, train_set: ImageSet, val_set: Sequence |
                                 weight_decay=cfg.arch_weight_decay)
     schedule = LRSchedule(total=cfg.iterations, kind=cfg.weight_schedule,
                           step_size=cfg.step_size, gamma=cfg.gamma)
+    arch_schedule = LRSchedule(total=max(1, cfg.iterations - cfg.warmup),
+                               kind=cfg.arch_schedule, step_size=cfg.step_size,
+                               gamma=cfg.gamma)
     metrics = MetricsLog(run_dir / "metrics.jsonl")
     arch_log = MetricsLog(run_dir / "arch.jsonl")
     start = 0
@@ -299,6 +302,7 @@ def search(space, cfg: SearchConfig, *, train_set: ImageSet, val_set: Sequence |
             lr_b, hr_b = (t * rgb for t in next(weight_batches))
             if iteration >= cfg.warmup:
                 val_batch = tuple(t * rgb for t in next(arch_batches))
+                arch_schedule.apply(arch_opt, iteration - cfg.warmup)
                 arch_opt.zero_grad(set_to_none=True)
                 if cfg.strategy == "darts2":
                     arch_loss = arch_gradient_unrolled(net, (lr_b, hr_b), val_batch, loss_fn,

@@ -76,11 +76,22 @@ def load_rename_map(path: str | Path) -> RenameMap:
     rules = []
     for pattern, replacement in rename.items():
         try:
-            rules.append((re.compile(str(pattern)), str(replacement)))
+            compiled = re.compile(str(pattern))
         except re.error as exc:
             raise WeightsError(f"{path}: bad pattern {pattern!r}: {exc}") from None
+        try:  # parses the template (group references) even without a match
+            compiled.sub(str(replacement), "")
+        except (re.error, IndexError) as exc:
+            raise WeightsError(f"{path}: bad replacement {replacement!r} for {pattern!r}: "
+                               f"{exc}") from None
+        rules.append((compiled, str(replacement)))
+    ignore_patterns = data.get("ignore") or []
+    if isinstance(ignore_patterns, str):
+        ignore_patterns = [ignore_patterns]
+    if not isinstance(ignore_patterns, list):
+        raise WeightsError(f"{path}: `ignore` must be a list of patterns")
     ignore = []
-    for pattern in data.get("ignore") or []:
+    for pattern in ignore_patterns:
         try:
             ignore.append(re.compile(str(pattern)))
         except re.error as exc:
@@ -98,6 +109,9 @@ def checkpoint_tensors(payload: Mapping[str, Any], mapping: RenameMap,
             raise WeightsError(f"{path}: no {mapping.checkpoint_key!r} in the checkpoint "
                                f"(keys: {', '.join(map(str, list(payload)[:8]))})")
         source = payload[mapping.checkpoint_key]
+        if not isinstance(source, Mapping):
+            raise WeightsError(f"{path}: {mapping.checkpoint_key!r} in the checkpoint holds a "
+                               f"{type(source).__name__}, not a dict of tensors")
     elif not all(isinstance(v, torch.Tensor) for v in payload.values()):
         for key in ("model", "state_dict", "params", "params_ema"):
             if isinstance(payload.get(key), Mapping):
@@ -122,8 +136,9 @@ def map_state_dict(model: nn.Module, tensors: Mapping[str, torch.Tensor],
         if target not in expected:
             near = [k for k in expected if k.split(".")[-1] == target.split(".")[-1]][:3]
             hint = f" (similar: {', '.join(near)})" if near else ""
-            raise WeightsError(f"{source}: tensor {key!r} has no home in the network "
-                               f"(renamed to {target!r}){hint}")
+            renamed = f" (renamed to {target!r})" if target != key else ""
+            raise WeightsError(f"{source}: tensor {key!r} has no home in the network"
+                               f"{renamed}{hint}")
         if target in out:
             raise WeightsError(f"{source}: tensors {origin[target]!r} and {key!r} both map to "
                                f"{target!r}")
