@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
-from attrs import evolve
-
 from spacelang import ast
 from spacelang.checker import (
     _calls_in,
@@ -273,17 +271,12 @@ def derive_module(space: Space, decisions: Decisions) -> ast.Module:
                 items.extend(specialised)
                 items.append(network)
             continue
-        items.append(_strip(item))
+        items.append(item)
     return ast.Module(tuple(items), path=program.root.path)
 
 
 def _all_calls(definition) -> list[ast.Call]:
     return list(_calls_in(definition))
-
-
-def _strip(item):
-    """A definition with spans dropped, so it formats without source layout."""
-    return evolve(item)
 
 
 def _rename_cells(expr, paths, cells_with_choices, shared_rewrites, specialised, rewrite_cell):
