@@ -96,7 +96,10 @@ class _Writer:
         return ""
 
     def emit(self, text: str, span: ast.Span, indent: str, end_line: int | None = None) -> None:
+        before = self.next_comment
         self.own_line_comments(span.line, indent)
+        if self.next_comment > before and span.line > self.last_source_line + 1:
+            self.lines.append("")  # a comment block set apart from what follows stays apart
         last = end_line if end_line is not None else span.end_line
         # comments inside a multi-line construct move after it
         inner = []

@@ -155,7 +155,8 @@ def arch_gradient_unrolled(net: SuperNet, train_batch, val_batch, loss_fn, penal
     vlr, vhr = val_batch
     val_loss = loss_fn(net(vlr), vhr) + penalty(net)
     grads = torch.autograd.grad(val_loss, [*arch, *weights], allow_unused=True)
-    d_arch = [torch.zeros_like(p) if g is None else g for p, g in zip(arch, grads, strict=True)]
+    d_arch = [torch.zeros_like(p) if g is None else g
+              for p, g in zip(arch, grads[:len(arch)], strict=True)]
     d_weights = [torch.zeros_like(w) if g is None else g
                  for w, g in zip(weights, grads[len(arch):], strict=True)]
     norm = torch.sqrt(sum((g * g).sum() for g in d_weights))
@@ -264,6 +265,9 @@ def search(space, cfg: SearchConfig, *, train_set: ImageSet, val_set: Sequence |
         metrics.truncate_after(start)
         arch_log.truncate_after(start)
     else:
+        if last_path.exists():
+            raise SearchError(f"{run_dir} already holds a search (last.pt); continue it with "
+                              "--resume or choose another --run-dir")
         metrics.reset()
         arch_log.reset()
     atomic_write_bytes(run_dir / "config.yaml", dump_config(cfg).encode("utf-8"))
@@ -319,8 +323,12 @@ def search(space, cfg: SearchConfig, *, train_set: ImageSet, val_set: Sequence |
             if not torch.isfinite(arch_loss):
                 raise SearchError(_nonfinite(iteration, "architecture loss", last_path))
             loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(net.weight_parameters(), cfg.grad_clip)
+            # a finite loss can still have a non-finite gradient; stop before the step
+            # so that no checkpoint ever holds NaN weights (clipping at inf is a no-op)
+            grad_norm = torch.nn.utils.clip_grad_norm_(net.weight_parameters(),
+                                                       cfg.grad_clip or math.inf)
+            if not torch.isfinite(grad_norm):
+                raise SearchError(_nonfinite(iteration, "weight gradient", last_path))
             weight_opt.step()
             done = iteration + 1
             with torch.no_grad():

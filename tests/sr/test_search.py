@@ -1,0 +1,597 @@
+"""Tests for spacelang.sr.search: the DARTS/GDAS search loop, its losses and its run folder.
+
+Everything runs on tiny inline specs and a handful of 48×48 images, with one torch thread.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from spacelang.backends.cost import cost_report
+from spacelang.backends.torch.supernet import param_key
+
+import spacelang
+from spacelang.cli import run_cli
+from spacelang.sr import search as search_module
+from spacelang.sr.checkpoint import load_checkpoint
+from spacelang.sr.config import SearchConfig, dump_config
+from spacelang.sr.data import folder
+from spacelang.sr.images import write_image
+from spacelang.sr.search import (
+    ComplexityPenalty,
+    SearchError,
+    arch_gradient_first_order,
+    arch_gradient_unrolled,
+    laplacian_of_gaussian,
+    load_search_checkpoint,
+    pixel_loss,
+    search,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+# A ×2 task where one candidate is plainly right: `keep` passes the features on, `flat`
+# replaces every channel by its mean and `blur` smears it with a 7×7 max filter.
+TOY = """\
+op keep(x: c) {
+    return identity(x)
+}
+
+op flat(x: c) {
+    return resize(mean(x), x)
+}
+
+op blur(x: c) {
+    return maxpool(x, 7, stride=1, padding=3)
+}
+
+choice pre = [keep, flat, blur]
+
+network toy(C = 8, scale = 2, rgb_range = 1) {
+    f = conv(input, C, k=3)
+    y = pre(f)
+    return pixel_shuffle(conv(y, 3 * scale * scale, k=3), scale)
+}
+"""
+
+# A cheap candidate that loses detail (a 1×1 conv of max-filtered features) against an
+# expensive one that keeps it (the features plus a 7×7 conv of them).
+COSTLY = """\
+import "ops.space"
+
+op poor(x: c) {
+    return conv_1x1(maxpool(x, 7, stride=1, padding=3))
+}
+
+op rich(x: c) {
+    return x + conv_7x7(x)
+}
+
+choice light = [poor, rich]
+
+network costly(C = 8, scale = 2, rgb_range = 1) {
+    f = conv(input, C, k=3)
+    y = light(f)
+    return pixel_shuffle(conv(y, 3 * scale * scale, k=3), scale)
+}
+"""
+
+# Smooth everywhere (sigmoid, MSE), with a choice site used twice and a pick site.
+SMOOTH = """\
+import "ops.space"
+
+op squash(x: c) {
+    return sigmoid(conv_1x1(x))
+}
+
+choice mix = [conv_1x1, conv_3x3, squash]
+
+network smooth(C = 4, scale = 2, rgb_range = 1) {
+    a = conv(input, C, k=3)
+    b = sigmoid(mix(a))
+    c = sigmoid(mix(b))
+    d = conv(concat(pick 2 of [a, b, c]), C, k=1)
+    return pixel_shuffle(conv(d, 3 * scale * scale, k=3), scale)
+}
+"""
+
+
+def _config(**changes) -> SearchConfig:
+    values = {
+        "iterations": 60,
+        "warmup": 20,
+        "patch_size": 16,
+        "batch_size": 4,
+        "epoch_length": 16,
+        "weight_lr": 3e-3,
+        "arch_lr": 1e-2,
+        "complexity": "none",
+        "hr_size": (64, 64),
+        "seed": 0,
+        "log_every": 10,
+        "checkpoint_every": 60,
+        "val_every": 1000,
+    }
+    values.update(changes)
+    return SearchConfig(**values)
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory) -> Path:
+    """Four 48×48 images of a few random sinusoids each (smooth, but with detail)."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:48, 0:48]
+    for i in range(4):
+        image = np.zeros((48, 48, 3))
+        for _ in range(6):
+            fy, fx = rng.uniform(-0.6, 0.6, 2)
+            amplitude = rng.uniform(10, 30, 3)
+            image += amplitude * np.sin(fy * yy + fx * xx + rng.uniform(0, 2 * np.pi))[..., None]
+        write_image(root / f"img{i}.png", np.clip(image + 128, 0, 255).astype(np.uint8))
+    return root
+
+
+@pytest.fixture(scope="module")
+def images(image_dir):
+    return folder(image_dir, 2).materialize()
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory, images):
+    """One search of TOY, from a spec file, with validation on; shared by several tests."""
+    root = tmp_path_factory.mktemp("toy")
+    spec = root / "toy.space"
+    spec.write_text(TOY)
+    space = spacelang.load(spec)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # module fixtures start before `one_thread`
+    try:
+        cfg = _config(val_every=30, checkpoint_every=20)
+        result = search(space, cfg, train_set=images, val_set=images[:1],
+                        run_dir=root / "run", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return space, cfg, result
+
+
+# --------------------------------------------------------------------------- the search
+
+
+def test_search_finds_the_candidate_that_keeps_the_signal(toy_run):
+    _, cfg, result = toy_run
+    assert result.decisions == {"y": 0}
+    assert result.iterations == cfg.iterations
+    alphas = _records(result.run_dir / "arch.jsonl")[-1]["arch"]["y"]
+    assert alphas[0] == max(alphas)
+    derived = spacelang.load(result.derived_path)
+    assert derived.is_fixed
+    assert "y = keep(f)" in result.derived_path.read_text()
+    metrics = _records(result.run_dir / "metrics.jsonl")
+    psnrs = [r["val_psnr_argmax"] for r in metrics if "val_psnr_argmax" in r]
+    assert len(psnrs) == 2 and all(math.isfinite(p) and p > 15 for p in psnrs)
+    losses = [r["loss"] for r in metrics if "loss" in r]
+    assert [r["iteration"] for r in metrics if "loss" in r] == list(range(10, 61, 10))
+    assert losses[-1] < losses[0]
+
+
+def test_raising_the_complexity_weight_lowers_the_derived_macs(tmp_path, images):
+    macs = {}
+    for weight in (0.0, 2.0):
+        space = spacelang.loads(COSTLY, path=str(tmp_path / "costly.space"))
+        cfg = _config(complexity="macs", complexity_weight=weight)
+        result = search(space, cfg, train_set=images, val_set=None,
+                        run_dir=tmp_path / f"w{weight}", progress=False)
+        macs[weight] = spacelang.load(result.derived_path).cost().base.macs
+        assert result.decisions == {"y": 0 if weight else 1}
+    report = cost_report(space.network)
+    assert macs[2.0] < macs[0.0]
+    assert macs[2.0] == report.extreme("macs", min)
+    assert macs[0.0] == report.extreme("macs", max)
+
+
+def test_complexity_penalty_gradient_points_to_cheaper_ops(spaces_dir):
+    space = spacelang.load(spaces_dir / "dlsr.space", C=8)
+    torch.manual_seed(0)
+    net = space.supernet()
+    report = cost_report(space.network, (64, 64))
+    assert report.sites
+    penalty = ComplexityPenalty(report, "macs", 1.0)
+    value = penalty(net)
+    expected = float(report.expected(net.probabilities(), "macs").detach())
+    assert value.item() == pytest.approx(expected / report.extreme("macs", max), rel=1e-6)
+    value.backward()
+    for site in report.sites:
+        costs = [c.macs for c in site.costs]
+        cheap, dear = costs.index(min(costs)), costs.index(max(costs))
+        assert min(costs) < max(costs)
+        grad = net.alphas[param_key(site.key)].grad
+        assert grad is not None and bool(grad.abs().sum() > 0)
+        # descent raises the cheapest candidate's logit and lowers the dearest one's
+        assert grad[cheap] < 0 < grad[dear]
+        p = F.softmax(net.alphas[param_key(site.key)].detach().double(), -1)
+        mean = float((p * torch.tensor(costs, dtype=torch.float64)).sum())
+        analytic = p * (torch.tensor(costs, dtype=torch.float64) - mean) / penalty.scale
+        torch.testing.assert_close(grad.double(), analytic, rtol=1e-4, atol=1e-12)
+    # a step against the gradient lowers the expected cost
+    with torch.no_grad():
+        for p in net.alphas.values():
+            p -= 0.5 * p.grad
+    assert float(report.expected(net.probabilities(), "macs").detach()) < expected
+
+    for p in net.arch_parameters():
+        p.grad = None
+    within = ComplexityPenalty(report, "macs", 1.0, budget=int(expected * 1.5) + 1)
+    zero = within(net)
+    assert zero.item() == 0.0
+    zero.backward()
+    assert all(p.grad is None or not p.grad.any() for p in net.arch_parameters())
+    over = ComplexityPenalty(report, "macs", 1.0, budget=int(expected * 0.5))
+    assert over(net).item() > 0
+    assert ComplexityPenalty(report, "macs", 0.0)(net).item() == 0.0
+
+
+def _unrolled_objective(net, train_batch, val_batch, loss_fn, penalty, xi) -> float:
+    """L_val(w − ξ∇w L_train(w, α), α), computed exactly; weights restored afterwards."""
+    weights = [p for p in net.weight_parameters() if p.requires_grad]
+    backup = [w.detach().clone() for w in weights]
+    lr, hr = train_batch
+    grads = torch.autograd.grad(loss_fn(net(lr), hr), weights, allow_unused=True)
+    with torch.no_grad():
+        for w, g in zip(weights, grads, strict=True):
+            if g is not None:
+                w -= xi * g
+        vlr, vhr = val_batch
+        value = float(loss_fn(net(vlr), vhr) + penalty(net))
+        for w, b in zip(weights, backup, strict=True):
+            w.copy_(b)
+    return value
+
+
+def test_unrolled_gradient_matches_finite_differences():
+    space = spacelang.loads(SMOOTH, path=str(REPO / "spaces" / "smooth.space"))
+    torch.manual_seed(3)
+    net = space.supernet().double()
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+    gen = torch.Generator().manual_seed(1)
+    train_batch = (torch.rand(2, 3, 6, 6, generator=gen, dtype=torch.float64),
+                   torch.rand(2, 3, 12, 12, generator=gen, dtype=torch.float64))
+    val_batch = (torch.rand(2, 3, 6, 6, generator=gen, dtype=torch.float64),
+                 torch.rand(2, 3, 12, 12, generator=gen, dtype=torch.float64))
+    loss_fn = F.mse_loss
+    penalty = ComplexityPenalty(cost_report(space.network, (12, 12)), "macs", 0.05)
+    xi = 0.5
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+
+    arch_gradient_unrolled(net, train_batch, val_batch, loss_fn, penalty, xi)
+    unrolled = torch.cat([p.grad.flatten() for p in net.arch_parameters()])
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "weights not restored"
+
+    arch_gradient_first_order(net, val_batch, loss_fn, penalty)
+    first = torch.cat([p.grad.flatten() for p in net.arch_parameters()])
+
+    h = 1e-5
+    numeric = []
+    for p in net.arch_parameters():
+        for i in range(p.numel()):
+            with torch.no_grad():
+                p.view(-1)[i] += h
+            up = _unrolled_objective(net, train_batch, val_batch, loss_fn, penalty, xi)
+            with torch.no_grad():
+                p.view(-1)[i] -= 2 * h
+            down = _unrolled_objective(net, train_batch, val_batch, loss_fn, penalty, xi)
+            with torch.no_grad():
+                p.view(-1)[i] += h
+            numeric.append((up - down) / (2 * h))
+    numeric = torch.tensor(numeric, dtype=torch.float64)
+    # α of the two choice sites (`mix` at b and at c, not shared) and β of the pick site
+    assert numeric.numel() == 3 + 3 + 3
+    scale = float(numeric.abs().max())
+    assert scale > 0
+    # DARTS' finite-difference Hessian-vector product is the only approximation
+    # (it agrees to ~1e-4 here)
+    torch.testing.assert_close(unrolled, numeric, rtol=2e-3, atol=2e-3 * scale)
+    # the second-order term matters here, so the comparison above has teeth
+    assert float((first - numeric).abs().max()) > 0.1 * scale
+
+
+def test_first_order_gradient_is_the_validation_gradient():
+    space = spacelang.loads(SMOOTH, path=str(REPO / "spaces" / "smooth.space"))
+    torch.manual_seed(4)
+    net = space.supernet().double()
+    gen = torch.Generator().manual_seed(2)
+    batch = (torch.rand(2, 3, 6, 6, generator=gen, dtype=torch.float64),
+             torch.rand(2, 3, 12, 12, generator=gen, dtype=torch.float64))
+    penalty = ComplexityPenalty(cost_report(space.network, (12, 12)), "macs", 0.05)
+    arch_gradient_first_order(net, batch, F.mse_loss, penalty)
+    h = 1e-6
+    for p in net.arch_parameters():
+        for i in range(p.numel()):
+            values = []
+            for step in (h, -2 * h, h):
+                with torch.no_grad():
+                    p.view(-1)[i] += step
+                    values.append(float(F.mse_loss(net(batch[0]), batch[1]) + penalty(net)))
+            numeric = (values[0] - values[1]) / (2 * h)
+            assert float(p.grad.view(-1)[i]) == pytest.approx(numeric, rel=1e-5, abs=1e-9)
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def _poisoned_loss(monkeypatch, from_call: int, kind: str) -> None:
+    """Make the search's pixel loss go bad from its `from_call`-th call (0-based).
+
+    `nan`: the loss value becomes NaN. `nan_grad`: the value stays finite but its
+    gradient is NaN (d/dx sqrt(|x|) at 0).
+    """
+    real = search_module.pixel_loss
+    calls = [0]
+
+    def make(kind_name, hfen_weight=0.2):
+        inner = real(kind_name, hfen_weight)
+
+        def loss(sr, hr):
+            calls[0] += 1
+            value = inner(sr, hr)
+            if calls[0] - 1 < from_call:
+                return value
+            if kind == "nan":
+                return value * float("nan")
+            return value + (sr - sr.detach()).abs().sqrt().sum()
+
+        return loss
+
+    monkeypatch.setattr(search_module, "pixel_loss", make)
+
+
+def test_nan_loss_stops_the_search_and_keeps_the_last_good_checkpoint(
+        tmp_path, images, monkeypatch):
+    space = spacelang.loads(TOY, path=str(tmp_path / "toy.space"))
+    # warmup 10: one loss call per iteration, then two (architecture, weights); call 16
+    # is the architecture loss of iteration 13 (0-based)
+    _poisoned_loss(monkeypatch, 10 + 2 * 3, "nan")
+    cfg = _config(iterations=30, warmup=10, checkpoint_every=5, log_every=1)
+    with pytest.raises(SearchError, match="non-finite") as caught:
+        search(space, cfg, train_set=images, val_set=None, run_dir=tmp_path / "run",
+               progress=False)
+    message = str(caught.value)
+    assert "iteration 14" in message and "last.pt" in message
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["iteration"] == 10
+    assert all(bool(torch.isfinite(v).all()) for v in state["model"].values())
+    net = load_search_checkpoint(space, tmp_path / "run")
+    assert all(bool(torch.isfinite(p).all()) for p in net.parameters())
+    metrics = _records(tmp_path / "run" / "metrics.jsonl")
+    assert [r["iteration"] for r in metrics] == list(range(1, 14))
+    assert all(math.isfinite(r["loss"]) for r in metrics)
+
+
+@pytest.mark.parametrize("grad_clip", [5.0, None])
+def test_nan_gradient_never_reaches_the_checkpoint(tmp_path, images, monkeypatch, grad_clip):
+    space = spacelang.loads(TOY, path=str(tmp_path / "toy.space"))
+    # the loss of iteration 9 (0-based) is finite but its gradient is not; the run would
+    # checkpoint right after that iteration's weight step
+    _poisoned_loss(monkeypatch, 9, "nan_grad")
+    cfg = _config(iterations=30, warmup=20, checkpoint_every=5, grad_clip=grad_clip)
+    with pytest.raises(SearchError, match="non-finite weight gradient at iteration 10"):
+        search(space, cfg, train_set=images, val_set=None, run_dir=tmp_path / "run",
+               progress=False)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["iteration"] == 5
+    assert all(bool(torch.isfinite(v).all()) for v in state["model"].values())
+
+
+def test_resume_without_a_checkpoint_is_refused(tmp_path, images):
+    space = spacelang.loads(TOY, path=str(tmp_path / "toy.space"))
+    with pytest.raises(SearchError, match="cannot resume"):
+        search(space, _config(), train_set=images, val_set=None, run_dir=tmp_path / "run",
+               resume=True, progress=False)
+
+
+# --------------------------------------------------------------------------- resume
+
+_KILLED_RUN = """\
+import os, signal, sys
+from pathlib import Path
+
+import torch
+
+import spacelang
+from spacelang.sr import search as S
+from spacelang.sr.config import SearchConfig, parse_config
+from spacelang.sr.data import folder
+
+torch.set_num_threads(1)
+spec, config, images, run_dir, kill_at = sys.argv[1:6]
+save = S.save_checkpoint
+
+
+def save_or_die(path, payload):
+    if payload["iteration"] == int(kill_at):
+        os.kill(os.getpid(), signal.SIGKILL)
+    save(path, payload)
+
+
+S.save_checkpoint = save_or_die
+space = spacelang.loads(Path(spec).read_text(), path=spec)
+cfg = parse_config(SearchConfig, Path(config).read_text())
+S.search(space, cfg, train_set=folder(images, 2).materialize(), val_set=None,
+         run_dir=run_dir, progress=False)
+"""
+
+
+@pytest.mark.parametrize("strategy", ["darts2", "gdas"])
+def test_resume_after_sigkill_continues_exactly(tmp_path, image_dir, images, strategy):
+    spec = tmp_path / "toy.space"
+    spec.write_text(TOY)
+    # checkpoints at 15 and 30; the subprocess dies as it is about to write the second,
+    # after logging iterations 16..30, which the resumed run must drop and redo
+    cfg = _config(iterations=40, warmup=10, checkpoint_every=15, log_every=1,
+                  strategy=strategy)
+    config = tmp_path / "search.yaml"
+    config.write_text(dump_config(cfg))
+    script = tmp_path / "killed.py"
+    script.write_text(_KILLED_RUN)
+    interrupted = tmp_path / "interrupted"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(spec), str(config), str(image_dir),
+         str(interrupted), "30"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert load_checkpoint(interrupted / "last.pt")["iteration"] == 15
+    assert _records(interrupted / "metrics.jsonl")[-1]["iteration"] == 30
+
+    resumed = search(spacelang.loads(TOY, path=str(spec)), cfg, train_set=images,
+                     val_set=None, run_dir=interrupted, resume=True, progress=False)
+    straight = search(spacelang.loads(TOY, path=str(spec)), cfg, train_set=images,
+                      val_set=None, run_dir=tmp_path / "straight", progress=False)
+
+    got = _records(interrupted / "metrics.jsonl")
+    want = _records(tmp_path / "straight" / "metrics.jsonl")
+    assert [r["iteration"] for r in got] == list(range(1, 41))
+    assert [r["iteration"] for r in got] == [r["iteration"] for r in want]
+    for a, b in zip(got, want, strict=True):
+        # bit for bit: same batches, learning rates, optimizer states and random numbers
+        for key in ("loss", "arch_loss", "lr", "expected_macs", "architecture"):
+            assert a[key] == b[key], (a, b)
+    arch_got = _records(interrupted / "arch.jsonl")
+    arch_want = _records(tmp_path / "straight" / "arch.jsonl")
+    assert [r["iteration"] for r in arch_got] == [r["iteration"] for r in arch_want]
+    assert arch_got == arch_want
+    assert resumed.decisions == straight.decisions
+    final = load_checkpoint(interrupted / "last.pt")
+    reference = load_checkpoint(tmp_path / "straight" / "last.pt")
+    assert final["iteration"] == reference["iteration"] == 40
+    assert final["model"].keys() == reference["model"].keys()
+    for key, value in reference["model"].items():
+        assert torch.equal(final["model"][key], value), key
+
+
+# --------------------------------------------------------------------------- derive
+
+
+def test_derive_writes_a_spec_the_language_tools_accept(toy_run, tmp_path, capsys):
+    result = toy_run[2]
+    out = tmp_path / "derived.space"
+    assert run_cli(["derive", str(result.run_dir), "-o", str(out)]) == 0
+    text = out.read_text()
+    # the same text the search wrote at its end (same checkpoint, same header)
+    assert text == result.derived_path.read_text()
+    header = [line for line in text.splitlines() if line.startswith("#")]
+    assert any("y -> keep" in line and "softmax α" in line for line in header)
+    state = load_checkpoint(result.run_dir / "last.pt")
+    probabilities = F.softmax(state["model"]["alphas.y"], -1).tolist()
+    for label, p in zip(("keep", "flat", "blur"), probabilities, strict=True):
+        assert f"{label} {p:.3f}" in text
+    capsys.readouterr()
+    assert run_cli(["check", str(out)]) == 0
+    assert run_cli(["flops", str(out)]) == 0
+    # to standard output, from the checkpoint file itself
+    capsys.readouterr()
+    assert run_cli(["derive", str(result.run_dir / "last.pt")]) == 0
+    assert capsys.readouterr().out == text
+
+
+def test_derived_spec_is_canonically_formatted(toy_run, tmp_path, capsys):
+    result = toy_run[2]
+    out = tmp_path / "derived.space"
+    assert run_cli(["derive", str(result.run_dir), "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert run_cli(["fmt", "--check", str(out)]) == 0
+
+
+def test_derive_falls_back_to_the_runs_copy_of_the_spec(tmp_path, images, capsys):
+    spec = tmp_path / "gone.space"
+    spec.write_text(TOY)
+    space = spacelang.load(spec)
+    result = search(space, _config(iterations=25), train_set=images, val_set=None,
+                    run_dir=tmp_path / "run", progress=False)
+    spec.unlink()
+    capsys.readouterr()
+    assert run_cli(["derive", str(result.run_dir)]) == 0
+    text = capsys.readouterr().out
+    assert "network toy" in text and "softmax α" in text
+
+
+@pytest.mark.parametrize("make", ["text", "torch", "empty_dir"])
+def test_derive_rejects_what_is_not_a_search_checkpoint(tmp_path, capsys, make):
+    if make == "text":
+        source = tmp_path / "notes.pt"
+        source.write_text("not a checkpoint\n")
+    elif make == "torch":
+        source = tmp_path / "weights.pt"
+        torch.save({"state_dict": {"w": torch.zeros(2)}}, source)
+    else:
+        source = tmp_path / "run"
+        source.mkdir()
+    capsys.readouterr()
+    assert run_cli(["derive", str(source)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("error:") and "Traceback" not in err
+    assert str(source.name) in err
+    assert {"text": "not a PyTorch checkpoint", "torch": "not a spacelang search checkpoint",
+            "empty_dir": "not found"}[make] in err
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def test_hfen_loss_is_l1_plus_weighted_log_l1():
+    gen = torch.Generator().manual_seed(0)
+    sr = torch.rand(2, 3, 20, 20, generator=gen)
+    hr = torch.rand(2, 3, 20, 20, generator=gen)
+    expected = F.l1_loss(sr, hr) + 0.2 * F.l1_loss(laplacian_of_gaussian(sr),
+                                                   laplacian_of_gaussian(hr))
+    torch.testing.assert_close(pixel_loss("l1_hfen")(sr, hr), expected)
+    assert float(pixel_loss("l1_hfen")(sr, hr)) > float(F.l1_loss(sr, hr))
+    torch.testing.assert_close(pixel_loss("l1_hfen", 0.5)(sr, hr),
+                               F.l1_loss(sr, hr) + 0.5 * F.l1_loss(laplacian_of_gaussian(sr),
+                                                                   laplacian_of_gaussian(hr)))
+    torch.testing.assert_close(pixel_loss("l1")(sr, hr), F.l1_loss(sr, hr))
+    with pytest.raises(SearchError, match="unknown loss"):
+        pixel_loss("l2")
+
+
+def test_laplacian_of_gaussian_ignores_flat_images_and_sees_edges():
+    flat = torch.full((1, 3, 16, 16), 0.7)
+    response = laplacian_of_gaussian(flat)
+    assert response.shape == flat.shape
+    assert float(response.abs().max()) < 1e-6
+    edge = torch.zeros(1, 1, 16, 16)
+    edge[..., 8:] = 1.0
+    response = laplacian_of_gaussian(edge)
+    assert float(response.abs().max()) > 0.01
+    # zero far from the edge, opposite signs on its two sides
+    assert float(response[..., 0].abs().max()) < 1e-3
+    assert float(response[..., 7].mean()) * float(response[..., 8].mean()) < 0
+    # channels are filtered independently
+    two = torch.cat([flat[:, :1], edge], dim=1)
+    torch.testing.assert_close(laplacian_of_gaussian(two)[:, 1:], response)
