@@ -16,6 +16,7 @@ from attrs import define, field, frozen
 
 from spacelang import ast
 from spacelang.diagnostics import Diagnostic, SpecError, did_you_mean, error, warning
+from spacelang.parser import paused_gc
 from spacelang.ir import (
     INPUT,
     CellInstance,
@@ -50,6 +51,11 @@ class CheckResult:
 
 def check(program: Program, overrides: dict[str, str] | None = None) -> CheckResult:
     """Resolve and elaborate every network of `program.root`; raises `SpecError`."""
+    with paused_gc():
+        return _check(program, overrides)
+
+
+def _check(program: Program, overrides: dict[str, str] | None) -> CheckResult:
     problems, warnings = resolve(program)
     if problems:
         raise SpecError(problems + warnings, program.sources)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import re
 import threading
 from pathlib import Path
@@ -26,6 +28,23 @@ _TOKEN_NAMES = {
     "NETWORK": "`network`", "SHARES": "`shares`", "TRUE": "`true`", "FALSE": "`false`",
     "DOUBLE_SLASH": "`//`", "DOUBLE_DOT": "`..`", "$END": "end of file",
 }
+
+
+@contextlib.contextmanager
+def paused_gc():
+    """No cyclic garbage collection while parsing or checking.
+
+    Both allocate many long-lived objects and few cycles; each full collection
+    walks every object, which made a 20,000-line file take twice as long per line
+    as a 10,000-line one. The collector is re-enabled (if it was on) on the way out.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class _Lexer(Lexer):
@@ -438,7 +457,8 @@ def _parse(text: str, path: str) -> ast.Module:
     builder = parser.options.transformer
     builder.begin(path)
     try:
-        items = parser.parse(text)
+        with paused_gc():
+            items = parser.parse(text)
     except UnexpectedInput as exc:
         raise SpecError([_syntax_diagnostic(exc, text, path)], sources) from None
     except _BadLiteral as exc:

@@ -5,6 +5,7 @@ Kept light: nothing here imports torch, so the language tests start fast.
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -76,3 +77,24 @@ def cli(capsys) -> Callable[..., tuple[int, str, str]]:
         return code, out, err
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _default_float_flags():
+    """The CLI flushes denormal floats for the whole process; tests that run it in
+    process must not leave that on for the next test (it changes numpy too)."""
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_flush_denormal(False)
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny tensors: more threads only add overhead (and thrash on a busy machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

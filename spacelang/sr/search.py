@@ -39,6 +39,7 @@ from spacelang.sr.train import (
     LRSchedule,
     MetricsLog,
     TrainingProgress,
+    denormals_flushed,
     evaluate,
     patch_epochs,
     state_dict_mismatch,
@@ -204,10 +205,19 @@ def architecture_summary(net: SuperNet) -> str:
     return " ".join(parts)
 
 
-def search(space, cfg: SearchConfig, *, train_set: ImageSet, val_set: Sequence | None,
-           run_dir: str | Path, resume: bool = False, console: Console | None = None,
-           progress: bool = True) -> SearchResult:
-    """Search `space`'s architecture; writes `run_dir/derived.space` and returns the decisions."""
+def search(space, cfg: SearchConfig, **kwargs: Any) -> SearchResult:
+    """Search `space`'s architecture; writes `run_dir/derived.space` and returns the decisions.
+
+    Keyword arguments are those of `search_run`; denormals are flushed meanwhile.
+    """
+    with denormals_flushed():
+        return search_run(space, cfg, **kwargs)
+
+
+def search_run(space, cfg: SearchConfig, *, train_set: ImageSet, val_set: Sequence | None,
+               run_dir: str | Path, resume: bool = False, console: Console | None = None,
+               progress: bool = True) -> SearchResult:
+    """The search loop itself (see `search`)."""
     network = space.network
     if network.is_fixed:
         raise SearchError(f"network `{network.name}` has no choice or pick sites; "
@@ -216,8 +226,6 @@ def search(space, cfg: SearchConfig, *, train_set: ImageSet, val_set: Sequence |
         raise SearchError(f"the config says scale {cfg.scale} but network `{network.name}` "
                           f"upscales ×{network.scale}")
     console = console or Console(stderr=True)
-    # Denormal floats appear in supernets on the CPU and slow steps down a hundredfold.
-    torch.set_flush_denormal(True)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     last_path = run_dir / "last.pt"

@@ -16,6 +16,8 @@ iteration), `BatchStream` (deterministic, resumable batch order) fed by `patch_e
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import math
 import random
@@ -536,7 +538,30 @@ def _due(iteration: int, every: int, total: int) -> bool:
 # --------------------------------------------------------------------------- the trainer
 
 
-def train(
+@contextlib.contextmanager
+def denormals_flushed() -> Iterator[None]:
+    """Flush denormal floats to zero inside the block, then restore the default.
+
+    CPU convolutions over denormals (supernets and fresh networks make them)
+    run up to a hundred times slower; flushing changes no result that matters.
+    """
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def train(model: nn.Module, cfg: TrainConfig, **kwargs: Any) -> TrainResult:
+    """Train ``model`` for ``cfg.iterations`` steps of L1 + Adam, keeping ``run_dir`` current.
+
+    Keyword arguments are those of `train_run`; denormals are flushed meanwhile.
+    """
+    with denormals_flushed():
+        return train_run(model, cfg, **kwargs)
+
+
+def train_run(
     model: nn.Module,
     cfg: TrainConfig,
     *,
@@ -564,8 +589,6 @@ def train(
         raise TrainError(f"rgb_range must be 1 or 255, got {rgb_range!r}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    # Denormal floats can slow CPU training down a hundredfold; flushing them is harmless.
-    torch.set_flush_denormal(True)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     console = console if console is not None else Console(stderr=True)

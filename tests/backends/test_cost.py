@@ -47,13 +47,7 @@ def load(name: str, **overrides) -> spacelang.Space:
     return spacelang.load(SPACES / f"{name}.space", **overrides)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: threads only add overhead (and thrash on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def parameter_count(net: torch.nn.Module) -> int:

@@ -16,12 +16,7 @@ def at_repo_root(repo_root, monkeypatch):
     monkeypatch.chdir(repo_root)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_compile_supernet_summary(cli):

@@ -978,7 +978,8 @@ def test_check_summaries(cli):
 def test_check_with_overrides(cli):
     code, out, _ = cli("check", "spaces/imdn.space", "--set", "C=32", "--set", "scale=4")
     assert code == 0
-    assert out.startswith("spaces/imdn.space: network imdn(C=32, scale=4, cells=6, rgb_range=1): ×4")
+    assert out.startswith(
+        "spaces/imdn.space: network imdn(C=32, scale=4, cells=6, rgb_range=1): ×4")
 
 
 def test_check_keeps_going_after_a_bad_file(cli, tmp_path):

@@ -11,7 +11,7 @@ from spacelang.diagnostics import SpecError
 from spacelang.parser import parse
 
 N = ast.Name
-I = ast.Int  # noqa: E741
+I = ast.Int
 
 
 def parse_text(text: str) -> ast.Module:
@@ -354,7 +354,6 @@ def test_spans_of_definitions(module):
     imp, choice, cell = module.items
     assert imp.span == ast.Span("spans.space", 1, 1, 1, 19)
     assert _span(choice) == (3, 1, 3, 39)
-    assert _span(choice.name_span and choice) == (3, 1, 3, 39)
     assert (choice.name_span.line, choice.name_span.column) == (3, 8)
     assert _span(choice.candidates[1]) == (3, 27, 3, 38)
     assert (choice.candidates[1].func_span.column, choice.candidates[1].func_span.end_column) \

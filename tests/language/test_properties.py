@@ -16,13 +16,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.lark import from_lark
 from lark import Lark
+from lark.exceptions import UnexpectedCharacters
 from lark.grammar import NonTerminal
+from lark.lexer import LexerState
+from lark.utils import TextSlice
+from spacelang.backends.text import format_module
 
 from spacelang import ast
 from spacelang.api import format_source, loads
-from spacelang.backends.text import format_module
 from spacelang.diagnostics import SpecError
-from spacelang.parser import GRAMMAR_PATH, parse
+from spacelang.parser import GRAMMAR_PATH, _lark, parse
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "spaces"
 SHIPPED = tuple(sorted(SPACES_DIR.glob("*.space")))
@@ -48,7 +51,11 @@ ints = st.integers(min_value=-50, max_value=10**12).map(ast.Int)
 # Floats are non-negative (a minus sign is a `Neg`) and their repr round-trips.
 floats = st.sampled_from([0.0, 0.5, 1.5, 2.25, 1e-05, 1e16, 123.125, 3e-07, 7.0]).map(
     lambda v: ast.Float(v, repr(v)))
-leaves = st.one_of(names.map(ast.Name), ints, floats, st.booleans().map(ast.Bool))
+# (one draw for most leaves: generation, not the code under test, dominates the time)
+leaves = st.one_of(
+    st.sampled_from([ast.Name(n) for n in NAMES] + [ast.Bool(True), ast.Bool(False)]
+                    + [ast.Int(n) for n in (0, 1, 2, 3, 16, -1, -7, 10**12)]),
+    ints, floats)
 
 
 def _slices(exprs):
@@ -163,6 +170,27 @@ def test_token_soup_never_crashes(tokens, separators):
     text = "".join(t + (separators[i] if i < len(separators) else " ")
                    for i, t in enumerate(tokens))
     _check_robust(text, str(SPACES_DIR / "fuzz.space"))
+
+
+_BASIC_LEXER = Lark(GRAMMAR_PATH.read_text(), parser="lalr", lexer="basic")
+
+
+def _tokens_of(lex) -> list | str:
+    try:
+        return [(t.type, str(t), t.line, t.column, t.end_line, t.end_column, t.start_pos,
+                 t.end_pos) for t in lex]
+    except UnexpectedCharacters as exc:
+        return f"unexpected character at {exc.line}:{exc.column}"
+
+
+@PROPERTY
+@given(st.one_of(
+    st.text(alphabet=' \n\t\r.,:=+-*/()[]{}#"_aeiknoprtx019', max_size=40),
+    st.lists(st.sampled_from(ALL_TOKENS), max_size=20).map(" ".join),
+))
+def test_fast_lexer_agrees_with_larks_basic_lexer(text):
+    ours = _lark().parser.lexer.lex(LexerState(TextSlice.cast_from(text)), None)
+    assert _tokens_of(ours) == _tokens_of(_BASIC_LEXER.lex(text))
 
 
 _GRAMMAR_NAMES = ["x", "y", "C", "c", "b", "i", "input", "conv", "relu", "concat", "sum",

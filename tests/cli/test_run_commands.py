@@ -1,0 +1,320 @@
+"""`spacelang train`, `eval` and `search`, run in-process on a tiny spec and tiny data:
+a short training run leaves a usable run folder, and user mistakes end with exit
+status 2 and a message, never a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spacelang.api import load
+from spacelang.sr.checkpoint import load_checkpoint
+from spacelang.sr.images import write_image
+
+TINY = """\
+network tiny(C = 8, scale = 2) {
+    s = conv(input, C, k=3)
+    up = conv(s, 3 * scale * scale, k=3)
+    return pixel_shuffle(up, scale)
+}
+"""
+
+# A network without a `scale` parameter: the factor is fixed at 2.
+NO_SCALE = """\
+network twice(C = 8) {
+    s = conv(input, C, k=3)
+    up = conv(s, 12, k=3)
+    return pixel_shuffle(up, 2)
+}
+"""
+
+TRAIN_CONFIG = """\
+iterations: 6
+batch_size: 2
+patch_size: 16
+checkpoint_every: 3
+val_every: 6
+epoch_length: 4
+"""
+
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    """Run in an empty folder, so that a default `runs/` would land there."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def spec(tmp_path) -> Path:
+    path = tmp_path / "tiny.space"
+    path.write_text(TINY, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def images(tmp_path) -> Path:
+    """A folder of four 32×32 RGB photographs (smooth, so that SR is learnable)."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:32, 0:32] / 32.0
+    for i in range(4):
+        phase = rng.uniform(0, 2 * np.pi, 3)
+        channels = [np.sin(2 * np.pi * (xx + yy * (c + 1) / 3) + phase[c]) for c in range(3)]
+        image = (np.stack(channels, axis=-1) * 100 + 128).clip(0, 255).astype(np.uint8)
+        write_image(folder / f"img{i}.png", image)
+    return folder
+
+
+@pytest.fixture
+def weights(tmp_path, spec) -> Path:
+    """A state dict for `tiny` saved by name."""
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.pt"
+    torch.save(load(spec).fixed().state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def config(tmp_path) -> Path:
+    path = tmp_path / "train.yaml"
+    path.write_text(TRAIN_CONFIG, encoding="utf-8")
+    return path
+
+
+def user_error(result: tuple[int, str, str], *fragments: str) -> str:
+    """Check a CLI result is a user error (exit 2, message on stderr); returns stderr."""
+    code, out, err = result
+    assert code == 2, (code, out, err)
+    assert "Traceback" not in err and "Traceback" not in out
+    assert "internal error" not in err
+    # Commands may announce what they start before failing; the error is a line of its own.
+    lines = err.splitlines()
+    assert any(line.startswith("error") or ": error:" in line for line in lines), err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+# --------------------------------------------------------------------------- eval
+
+
+def test_eval_by_name_on_a_folder_of_images(cli, spec, weights, images):
+    code, out, err = cli("eval", str(spec), "--weights", str(weights), "--data", str(images),
+                         "--scale", "2", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert [row["name"] for row in result["images"]] == [f"img{i}" for i in range(4)]
+    assert result["channel"] == "y" and result["scale"] == 2
+    assert np.isfinite(result["psnr"]) and -1 <= result["ssim"] <= 1
+
+
+def test_eval_prints_a_table(cli, spec, weights, images):
+    code, out, err = cli("eval", str(spec), "--weights", str(weights), "--data", str(images),
+                         "--scale", "2")
+    assert code == 0, err
+    assert "PSNR" in out and "SSIM" in out and "mean" in out and "img3" in out
+
+
+def test_eval_with_a_missing_weights_file(cli, spec, images, tmp_path):
+    missing = tmp_path / "nowhere.pt"
+    user_error(cli("eval", str(spec), "--weights", str(missing), "--data", str(images),
+                   "--scale", "2"), "checkpoint not found", str(missing))
+
+
+def test_eval_with_weights_of_another_width(cli, spec, images, tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "wide.pt"
+    torch.save(load(spec, C=16).fixed().state_dict(), path)
+    user_error(cli("eval", str(spec), "--weights", str(path), "--data", str(images),
+                   "--scale", "2"), "'s.weight'", "(16, 3, 3, 3)", "(8, 3, 3, 3)")
+
+
+def test_eval_with_a_text_file_as_weights(cli, spec, images, tmp_path):
+    path = tmp_path / "notes.pt"
+    path.write_text("not weights", encoding="utf-8")
+    user_error(cli("eval", str(spec), "--weights", str(path), "--data", str(images),
+                   "--scale", "2"), "is not a PyTorch checkpoint")
+
+
+def test_eval_with_a_bad_weights_map(cli, spec, weights, images, tmp_path):
+    map_path = tmp_path / "map.yaml"
+    map_path.write_text("rename:\n  '^(s$': x\n", encoding="utf-8")
+    user_error(cli("eval", str(spec), "--weights", str(weights), "--weights-map", str(map_path),
+                   "--data", str(images), "--scale", "2"), str(map_path), "bad pattern")
+
+
+def test_eval_with_a_corrupt_image_in_the_data(cli, spec, weights, images):
+    (images / "img9.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    user_error(cli("eval", str(spec), "--weights", str(weights), "--data", str(images),
+                   "--scale", "2"), "img9.png")
+
+
+def test_eval_with_a_truncated_image_in_a_benchmark_folder(cli, spec, weights, images,
+                                                            tmp_path):
+    hr = tmp_path / "bench" / "HR"
+    hr.mkdir(parents=True)
+    data = (images / "img0.png").read_bytes()
+    (hr / "good.png").write_bytes(data)
+    (hr / "cut.png").write_bytes(data[: len(data) // 2])
+    user_error(cli("eval", str(spec), "--weights", str(weights), "--data", str(tmp_path / "bench"),
+                   "--scale", "2"), "cut.png")
+
+
+def test_eval_with_a_missing_data_folder(cli, spec, weights, tmp_path):
+    user_error(cli("eval", str(spec), "--weights", str(weights), "--data",
+                   str(tmp_path / "nodata"), "--scale", "2"), "does not exist")
+
+
+def test_eval_with_the_wrong_scale_for_a_spec_without_a_scale_parameter(cli, tmp_path, images):
+    spec = tmp_path / "twice.space"
+    spec.write_text(NO_SCALE, encoding="utf-8")
+    torch.save(load(spec).fixed().state_dict(), tmp_path / "twice.pt")
+    user_error(cli("eval", str(spec), "--weights", str(tmp_path / "twice.pt"), "--data",
+                   str(images), "--scale", "3"), "--scale 3", "×2")
+    code, _, err = cli("eval", str(spec), "--weights", str(tmp_path / "twice.pt"), "--data",
+                       str(images), "--scale", "2", "--json")
+    assert code == 0, err
+
+
+def test_eval_scale_sets_the_scale_parameter(cli, spec, images, tmp_path):
+    """--scale 3 builds the ×3 network; ×2 weights then do not fit its upsampler."""
+    torch.save(load(spec, scale=3).fixed().state_dict(), tmp_path / "x3.pt")
+    code, out, err = cli("eval", str(spec), "--weights", str(tmp_path / "x3.pt"), "--data",
+                         str(images), "--scale", "3", "--json")
+    assert code == 0, err
+    assert json.loads(out)["scale"] == 3
+    user_error(cli("eval", str(spec), "--weights", str(tmp_path / "x3.pt"), "--data",
+                   str(images), "--scale", "2"), "up.weight", "(27, 8, 3, 3)", "(12, 8, 3, 3)")
+    user_error(cli("eval", str(spec), "--weights", str(tmp_path / "x3.pt"), "--data",
+                   str(images), "--scale", "2", "--set", "scale=3"), "--scale 2", "×3")
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [
+        ("C", "--set expects NAME=VALUE, got 'C'"),
+        ("=3", "--set expects NAME=VALUE"),
+        ("C=", "--set expects NAME=VALUE"),
+        ("Q=3", "`Q`"),
+        ("C=wide", "--set C=wide"),
+    ],
+)
+def test_eval_with_a_bad_set(cli, spec, weights, images, flag, expected):
+    user_error(cli("eval", str(spec), "--weights", str(weights), "--data", str(images),
+                   "--scale", "2", "--set", flag), expected)
+
+
+def test_eval_without_required_flags(cli, spec):
+    user_error(cli("eval", str(spec), "--scale", "2"), "--weights")
+
+
+# --------------------------------------------------------------------------- train, then eval
+
+
+def test_train_a_tiny_spec_then_eval_its_weights(cli, spec, images, config, tmp_path):
+    run = tmp_path / "run"
+    code, out, err = cli("train", str(spec), "--config", str(config), "--data", str(images),
+                         "--run-dir", str(run), "--no-progress")
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert "trained 6 iterations" in out
+    for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt"):
+        assert (run / name).is_file(), name
+    assert "iterations: 6" in (run / "config.yaml").read_text(encoding="utf-8")
+    records = [json.loads(line) for line in
+               (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert records and max(r.get("iteration", 0) for r in records) == 6
+
+    last = load_checkpoint(run / "last.pt")
+    assert last["iteration"] == 6
+    best = load_checkpoint(run / "best.pt")
+    # best.pt keeps the weights under "model", next to metadata; eval must find them there.
+    assert set(best["model"]) == {"s.weight", "s.bias", "up.weight", "up.bias"}
+    assert any(not isinstance(v, torch.Tensor) for v in best.values())
+
+    for weights_file in ("best.pt", "last.pt"):
+        code, out, err = cli("eval", str(spec), "--weights", str(run / weights_file), "--data",
+                             str(images), "--scale", "2", "--json")
+        assert code == 0, err
+        result = json.loads(out)
+        assert len(result["images"]) == 4 and np.isfinite(result["psnr"])
+
+    # The weights really are the trained ones, not a fresh initialisation.
+    from spacelang.sr.weights import load_weights
+
+    model = load(spec).fixed()
+    load_weights(model, run / "best.pt")
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(tensor, best["model"][key]), key
+
+    # A second fresh run into the same folder is refused; resuming a finished run is fine.
+    user_error(cli("train", str(spec), "--config", str(config), "--data", str(images),
+                   "--run-dir", str(run), "--no-progress"), "already holds a training run")
+    code, out, err = cli("train", str(spec), "--config", str(config), "--data", str(images),
+                         "--run-dir", str(run), "--resume", "--no-progress")
+    assert code == 0, err
+
+
+def test_train_resume_needs_a_run_dir(cli, spec, images, config, tmp_path):
+    user_error(cli("train", str(spec), "--config", str(config), "--data", str(images),
+                   "--resume"), "--resume needs --run-dir")
+    assert not (tmp_path / "runs").exists()
+    # The flag is checked before any data is opened.
+    user_error(cli("train", str(spec), "--config", str(config), "--data",
+                   str(tmp_path / "no_such_data"), "--resume"), "--resume needs --run-dir")
+
+
+def test_train_resume_of_a_run_that_never_started(cli, spec, images, config, tmp_path):
+    user_error(cli("train", str(spec), "--config", str(config), "--data", str(images),
+                   "--run-dir", str(tmp_path / "empty"), "--resume"), "cannot resume")
+
+
+def test_train_config_with_an_unknown_key(cli, spec, images, tmp_path):
+    config = tmp_path / "typo.yaml"
+    config.write_text("iterations: 6\nbatchsize: 2\n", encoding="utf-8")
+    err = user_error(cli("train", str(spec), "--config", str(config), "--data", str(images),
+                         "--run-dir", str(tmp_path / "run")),
+                     "unknown option 'batchsize'", "did you mean 'batch_size'?")
+    assert err.startswith(f"{config}:2: error")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_config_with_a_familiar_name_from_elsewhere(cli, spec, images, tmp_path):
+    config = tmp_path / "basicsr.yaml"
+    config.write_text("total_iter: 6\n", encoding="utf-8")
+    user_error(cli("train", str(spec), "--config", str(config), "--data", str(images)),
+               "did you mean 'iterations'?")
+
+
+def test_train_with_a_missing_config(cli, spec, images, tmp_path):
+    user_error(cli("train", str(spec), "--config", str(tmp_path / "none.yaml"), "--data",
+                   str(images)), "config file not found")
+
+
+# --------------------------------------------------------------------------- search
+
+
+def test_search_on_a_fixed_spec(cli, spec, images, tmp_path):
+    user_error(cli("search", str(spec), "--data", str(images), "--run-dir",
+                   str(tmp_path / "search"), "--no-progress"),
+               "nothing to search", "spacelang train")
+
+
+def test_search_resume_needs_a_run_dir(cli, spec, images):
+    user_error(cli("search", str(spec), "--data", str(images), "--resume"),
+               "--resume needs --run-dir")
+    user_error(cli("search", str(spec), "--data", "no_such_data", "--resume"),
+               "--resume needs --run-dir")
+
+
+def test_derive_from_something_that_is_not_a_search_run(cli, tmp_path, weights):
+    user_error(cli("derive", str(weights)), "not a spacelang search checkpoint")
+    user_error(cli("derive", str(tmp_path / "nothing")), "not found")
