@@ -16,7 +16,6 @@ from attrs import define, field, frozen
 
 from spacelang import ast
 from spacelang.diagnostics import Diagnostic, SpecError, did_you_mean, error, warning
-from spacelang.parser import paused_gc
 from spacelang.ir import (
     INPUT,
     CellInstance,
@@ -26,6 +25,7 @@ from spacelang.ir import (
     Node,
     PickSite,
 )
+from spacelang.parser import paused_gc
 from spacelang.primitives import BINARY_OPERATORS, PRIMITIVES, Primitive, ShapeError, TensorInfo
 from spacelang.program import Program
 
@@ -183,10 +183,10 @@ class _Resolver:
                 if param.default is not None:
                     self._expr(param.default, scope, set(), item, want="int")
                 scope[param.name] = "int"
-        if isinstance(item, ast.NetworkDef):
-            if not any(isinstance(p, ast.TensorParam) for p in item.params):
-                scope["input"] = "tensor"
-                defined_at["input"] = item.name_span
+        if isinstance(item, ast.NetworkDef) and not any(
+                isinstance(p, ast.TensorParam) for p in item.params):
+            scope["input"] = "tensor"
+            defined_at["input"] = item.name_span
         if isinstance(item, ast.CellDef):
             for name, span in zip(item.shares, item.shares_spans, strict=False):
                 if not isinstance(self.program.definitions.get(name), ast.ChoiceDef):

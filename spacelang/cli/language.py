@@ -13,7 +13,8 @@ from spacelang.cli import common
 
 def register(sub) -> None:
     check = sub.add_parser("check", help="check .space files and summarise their networks",
-                           description="Check .space files: syntax, names, channels, shapes.")
+                           description="Check .space files: syntax, names, channels, shapes. "
+                                       "'-' reads standard input.")
     check.add_argument("files", nargs="+", metavar="FILE")
     common.add_overrides(check)
     check.set_defaults(handler=run_check)
@@ -48,7 +49,10 @@ def run_check(args: argparse.Namespace) -> int:
     status = 0
     for file in args.files:
         try:
-            program, result = check_file(file, overrides)
+            if file == "-":
+                program, result = check_file("<stdin>", overrides, text=sys.stdin.read())
+            else:
+                program, result = check_file(file, overrides)
         except SpecError as exc:
             common.print_error(exc.render())
             status = 2
@@ -61,7 +65,7 @@ def run_check(args: argparse.Namespace) -> int:
             print(f"{file}: ok ({counts['OpDef']} ops, {counts['CellDef']} cells, "
                   f"{counts['ChoiceDef']} choices, no network)")
         for network in result.networks:
-            print(f"{file}: {network_summary(network)}")
+            print(f"{'<stdin>' if file == '-' else file}: {network_summary(network)}")
     return status
 
 

@@ -17,7 +17,6 @@ iteration), `BatchStream` (deterministic, resumable batch order) fed by `patch_e
 from __future__ import annotations
 
 import contextlib
-
 import json
 import math
 import random
