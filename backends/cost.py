@@ -1,10 +1,11 @@
 """Analytic parameters and multiply-adds, from the IR alone.
 
 Conventions: one multiply-add is one MAC; a conv's bias is a parameter but
-not a MAC. `macs` follows thop (conv MACs plus, for every `avgpool`, one op per
-input element and one per output element); `conv_macs` counts convolutions only,
-as `torch.utils.flop_counter.FlopCounterMode` does (its FLOPs ÷ 2). Sizes are
-for an HR output of `hr` (width, height); the LR input is `hr // scale`.
+not a MAC. `macs` follows thop: conv MACs, plus one op per input element and
+one per output element of every `avgpool`, plus one per element through a
+PReLU. `conv_macs` counts convolutions only, as
+`torch.utils.flop_counter.FlopCounterMode` does (its FLOPs ÷ 2). Sizes are for
+an HR output of `hr` (width, height); the LR input is `hr // scale`.
 
 The expected cost of a search space under architecture weights is a plain
 sum of products, so it is differentiable when the weights are torch tensors.
@@ -15,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from attrs import evolve, frozen
+from attrs import frozen
 
 from spacelang.ir import Graph, Network, Node
 
@@ -38,9 +39,7 @@ class Cost:
 
 def _conv(node: Node, in_channels: int, h: int, w: int) -> Cost:
     a = node.args
-    groups = a.get("groups", in_channels if node.op == "dwconv" else 1)
-    if node.op == "dwconv":
-        groups = in_channels
+    groups = in_channels if node.op == "dwconv" else a["groups"]
     out = node.channels
     per_output = (in_channels // groups) * a["k"] * a["k"]
     params = out * per_output + (out if a["bias"] else 0)
@@ -54,7 +53,9 @@ def node_cost(node: Node, graph: Graph, h: int, w: int) -> Cost:
     if node.op in ("conv", "dwconv"):
         return _conv(node, graph.nodes[node.inputs[0]].channels, h, w)
     if node.op == "prelu":
-        return Cost(node.channels if node.args["per_channel"] else 1)
+        oh, ow = node.spatial.size(h, w)
+        return Cost(node.channels if node.args["per_channel"] else 1,
+                    node.channels * oh * ow, 0)
     if node.op == "avgpool":
         source = graph.nodes[node.inputs[0]]
         ih, iw = source.spatial.size(h, w)
@@ -159,7 +160,3 @@ def cost_report(network: Network, hr: tuple[int, int] = DEFAULT_HR) -> CostRepor
     sites = tuple(SiteTable(key, labels[key], tuple(costs)) for key, costs in per_site.items())
     cells = tuple((scope or "(network)", cost) for scope, cost in per_cell.items())
     return CostReport(network.name, hr, (lw, lh), base, sites, cells)
-
-
-def with_hr(report: CostReport, hr: tuple[int, int]) -> CostReport:
-    return evolve(report, hr=hr)

@@ -8,8 +8,8 @@ import json
 from spacelang.cli import common
 
 CONVENTION = ("1 multiply-add = 1 MAC; Multi-Adds = convolution MACs plus one op per "
-              "element into and out of each global average pool (as thop counts); "
-              "bias adds not counted")
+              "element into and out of each global average pool and through each PReLU "
+              "(as thop counts); bias adds not counted")
 
 
 def register(sub) -> None:

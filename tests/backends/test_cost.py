@@ -186,3 +186,22 @@ def test_expected_cost_is_differentiable_in_alpha(field):
     concentrated = report.expected(net.probabilities(), field).item()
     assert concentrated == pytest.approx(getattr(report.architecture(decisions), field),
                                          rel=1e-5)
+
+
+EVERY_COUNTED_PRIMITIVE = """
+network counted(C = 8, scale = 2) {
+    s = prelu(conv(input, C, k=3), per_channel=true)
+    t = prelu(dwconv(s, k=5, dilation=2))
+    g = avgpool(t) + std(t) + mean(t)
+    a, b = split(t * sigmoid(g), 3, C - 3)
+    p = resize(conv(maxpool(concat(a, b), 3, stride=2), C, k=3, groups=2), s)
+    up = conv(lrelu(p + s, slope=0.2), 3 * scale * scale, k=3, bias=false)
+    return pixel_shuffle(up, scale)
+}
+"""
+
+
+def test_every_counted_primitive_matches_thop():
+    space = spacelang.loads(EVERY_COUNTED_PRIMITIVE, path="counted.space")
+    hr = (40, 32)
+    assert measure(space.fixed(), space.network, hr) == space.cost(hr).fixed
