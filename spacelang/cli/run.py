@@ -59,6 +59,7 @@ def register(sub) -> None:
     evaluate.add_argument("--rgb", action="store_true",
                           help="score RGB instead of the Y channel")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
+    _bad_image_flag(evaluate)
     evaluate.set_defaults(handler=run_eval)
 
 
@@ -71,7 +72,14 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --run-dir from its last.pt")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _bad_image_flag(parser)
     common.add_overrides(parser)
+
+
+def _bad_image_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail",
+                        help="an unreadable image stops the run (fail, default) or is "
+                             "skipped with a warning naming it")
 
 
 def _run_dir(args, name: str) -> Path:
@@ -82,12 +90,12 @@ def _run_dir(args, name: str) -> Path:
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _datasets(data: str | None, val_data: str | None, scale: int):
+def _datasets(data: str | None, val_data: str | None, scale: int, on_error: str):
     from spacelang.sr.data import open_dataset
 
-    train_set = open_dataset(data, scale, split="train")
+    train_set = open_dataset(data, scale, split="train", on_error=on_error)
     if val_data is not None:
-        val_set = open_dataset(val_data, scale, split="val")
+        val_set = open_dataset(val_data, scale, split="val", on_error=on_error)
     elif data is None or data == "embedded":
         val_set = open_dataset(None, scale, split="val")
     else:
@@ -110,7 +118,7 @@ def run_search(args: argparse.Namespace) -> int:
         cfg = _with(cfg, scale=space.network.scale)
     data = args.data or cfg.data
     run_dir = _run_dir(args, space.network.name)  # flag errors before loading data
-    train_set, val_set = _datasets(data, cfg.val_data, cfg.scale)
+    train_set, val_set = _datasets(data, cfg.val_data, cfg.scale, args.on_bad_image)
     out = common.console(stderr=True)
     out.print(f"search {space.network.name} ({space.network.architecture_count:,} "
               f"architectures, strategy {cfg.strategy}) in {run_dir}")
@@ -178,7 +186,8 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = _with(cfg, scale=space.network.scale)
     model = space.fixed()
     run_dir = _run_dir(args, space.network.name)  # flag errors before loading data
-    train_set, val_set = _datasets(args.data or cfg.data, cfg.val_data, cfg.scale)
+    train_set, val_set = _datasets(args.data or cfg.data, cfg.val_data, cfg.scale,
+                                   args.on_bad_image)
     out = common.console(stderr=True)
     out.print(f"train {space.network.name} ×{cfg.scale} "
               f"({sum(p.numel() for p in model.parameters()):,} parameters) in {run_dir}")
@@ -213,7 +222,7 @@ def run_eval(args: argparse.Namespace) -> int:
     model = space.fixed()
     load_weights(model, args.weights, args.weights_map)
     images = open_dataset(None if args.data == "embedded" else args.data, args.scale,
-                          split="val")
+                          split="val", on_error=args.on_bad_image)
     psnr, ssim, per_image = evaluate(model, images, args.scale, space.network.rgb_range,
                                      y_channel=not args.rgb,
                                      save_dir=Path(args.save_images) if args.save_images
