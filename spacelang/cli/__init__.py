@@ -49,7 +49,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def run_cli(argv: Sequence[str] | None = None) -> int:
-    warnings.showwarning = _show_warning
+    """Run one command; returns the exit status (see the module docstring)."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _run(argv)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
