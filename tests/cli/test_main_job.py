@@ -1,0 +1,38 @@
+"""The README's main job, end to end: the default search on the embedded photographs.
+
+Marked slow (a few minutes on 2 cores); `make test-slow` runs it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import spacelang
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_default_search_writes_a_derived_spec_the_toolchain_accepts(tmp_path):
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "spacelang", "search", "spaces/dlsr.space", "--run-dir",
+         str(run_dir), "--no-progress"],
+        cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    derived = run_dir / "derived.space"
+    assert f"derived architecture written to {derived}" in done.stdout
+    for name in ("config.yaml", "spec.space", "metrics.jsonl", "arch.jsonl", "last.pt"):
+        assert (run_dir / name).is_file(), name
+    space = spacelang.load(derived)
+    assert space.is_fixed and space.network.params["C"] == 16
+    for command in (["check"], ["fmt", "--check"], ["flops"]):
+        result = subprocess.run([sys.executable, "-m", "spacelang", *command, str(derived)],
+                                cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, (command, result.stderr)
