@@ -79,6 +79,7 @@ class _Lexer(Lexer):
         keywords = self.keywords
         ignore = self.ignore
         pos, line, line_start, end = 0, 1, 0, len(text)
+        new_str = str.__new__
         while pos < end:
             found = match(text, pos)
             if found is None:
@@ -99,7 +100,12 @@ class _Lexer(Lexer):
             if kind == "NAME":
                 kind = keywords.get(value, kind)
             column = pos - line_start + 1
-            yield Token(kind, value, pos, line, column, line, column + len(value), stop)
+            # what Token(kind, value, pos, ...) makes, without its argument handling
+            token = new_str(Token, value)
+            token.type, token.value, token.start_pos, token.end_pos = kind, value, pos, stop
+            token.line = token.end_line = line
+            token.column, token.end_column = column, column + len(value)
+            yield token
             pos = stop
 
 
@@ -125,7 +131,8 @@ def _lark() -> Lark:
 @functools.cache
 def _parse_tables():
     """lark's LALR table, re-keyed for `_run_lalr`: per state, per symbol, either
-    `(True, next_state)` (shift) or `(False, (size, goto_symbol, callback))` (reduce)."""
+    `(True, next_state)` (shift) or `(False, (size, goto_symbol, callback))` (reduce;
+    the callback is None for a rule that passes its single child through)."""
     from lark.parsers.lalr_analysis import Shift
 
     inner = _lark().parser.parser.parser
@@ -137,8 +144,11 @@ def _parse_tables():
             if action is Shift:
                 row[symbol] = (True, arg)
             else:
+                # a `?rule` with one child is that child: no callback needed
+                passthrough = (arg.options.expand1 and len(arg.expansion) == 1
+                               and arg.alias is None)
                 row[symbol] = (False, (len(arg.expansion), arg.origin.name,
-                                       inner.callbacks[arg]))
+                                       None if passthrough else inner.callbacks[arg]))
         states[state] = row
     return states, table.start_states["start"], table.end_states["start"]
 
@@ -180,6 +190,9 @@ def _run_lalr(text: str):
                 value_stack.append(token)
                 break
             size, symbol, callback = arg
+            if callback is None:
+                state_stack[-1] = states[state_stack[-2]][symbol][1]
+                continue
             if size:
                 children = value_stack[-size:]
                 del state_stack[-size:]
@@ -257,6 +270,12 @@ class _ToAst(Transformer):
     def begin(self, path: str) -> None:
         self._local.path = path
         self._local.parens = {}
+        self._local.problems = []
+
+    @property
+    def problems(self) -> list:
+        """Errors found while building the tree (the parse itself went on)."""
+        return self._local.problems
 
     @property
     def path(self) -> str:
@@ -454,6 +473,14 @@ class _ToAst(Transformer):
         values = self._values(children)
         args = tuple(c for c in values if not isinstance(c, ast.Keyword))
         keywords = tuple(c for c in values if isinstance(c, ast.Keyword))
+        if keywords and not isinstance(values[-1], ast.Keyword):
+            seen_keyword = False
+            for value in values:  # positional arguments after keyword ones, as in Python
+                if isinstance(value, ast.Keyword):
+                    seen_keyword = True
+                elif seen_keyword:
+                    self._local.problems.append(
+                        error("positional argument follows keyword argument", value.span))
         return _Group((args, keywords), self._start(children[0]), self._end(children[-1]))
 
     def keyword(self, children):
@@ -477,50 +504,6 @@ class _ToAst(Transformer):
                       self._end(children[-1]))
 
 
-def _check_keyword_order(items: tuple[ast.Definition, ...], path: str) -> list:
-    """Positional arguments after keyword ones are a syntax error, as in Python."""
-    problems = []
-
-    def visit_expr(expr):
-        if isinstance(expr, ast.Call):
-            seen_keyword = False
-            for node in sorted([*expr.args, *expr.keywords],
-                               key=lambda n: (n.span.line, n.span.column)):
-                if isinstance(node, ast.Keyword):
-                    seen_keyword = True
-                elif seen_keyword:
-                    problems.append(error("positional argument follows keyword argument",
-                                          node.span))
-            for arg in expr.args:
-                visit_expr(arg)
-            for keyword in expr.keywords:
-                visit_expr(keyword.value)
-        elif isinstance(expr, ast.BinOp):
-            visit_expr(expr.left)
-            visit_expr(expr.right)
-        elif isinstance(expr, ast.Neg):
-            visit_expr(expr.operand)
-        elif isinstance(expr, ast.Pick):
-            for candidate in expr.candidates:
-                visit_expr(candidate)
-
-    def visit_statements(statements):
-        for statement in statements:
-            if isinstance(statement, ast.Assign):
-                visit_expr(statement.value)
-            else:
-                visit_statements(statement.body)
-
-    for item in items:
-        if isinstance(item, ast.ChoiceDef):
-            for candidate in item.candidates:
-                visit_expr(candidate)
-        elif isinstance(item, (ast.OpDef, ast.CellDef, ast.NetworkDef)):
-            visit_statements(item.body.statements)
-            visit_expr(item.body.result)
-    return problems
-
-
 def parse(text: str, path: str = "<string>") -> ast.Module:
     """Parse `.space` source text into an `ast.Module`; raises `SpecError`.
 
@@ -540,17 +523,17 @@ def _parse(text: str, path: str) -> ast.Module:
     try:
         with paused_gc():
             items = _run_lalr(text)
+        problems = sorted(builder.problems, key=lambda d: (d.span.line, d.span.column))
     except UnexpectedInput as exc:
         raise SpecError([_syntax_diagnostic(exc, text, path)], sources) from None
     except _BadLiteral as exc:
         raise SpecError([exc.diagnostic], sources) from None
     finally:
         builder.begin("")
-    problems = _check_keyword_order(items, path)
     if problems:
         raise SpecError(problems, sources)
     for number, line in enumerate(text.split("\n"), start=1):
-        position = _comment_start(line)
+        position = _comment_start(line) if "#" in line else None
         if position is not None:
             comments.append(ast.Comment(line[position:].rstrip(), number, position + 1))
     return ast.Module(items, path=path, comments=tuple(comments), source=text)
