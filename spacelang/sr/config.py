@@ -136,6 +136,24 @@ def _common_problems(cfg: Any) -> list[tuple[bool, tuple[str, ...], str]]:
 # --------------------------------------------------------------------------- configs
 
 
+#: Checks of the fields every run has: its data and its loop.
+_DATA_CHECKS: dict[str, Check] = {
+    "scale": _positive,
+    "patch_size": _positive,
+    "batch_size": _positive,
+    "iterations": _positive,
+}
+_RUN_CHECKS: dict[str, Check] = {
+    "val_every": _positive,
+    "log_every": _positive,
+    "checkpoint_every": _positive,
+    "seed": _seed,
+    "workers": _non_negative,
+    "epoch_length": _positive,
+    "grad_clip": _positive,
+}
+
+
 @attrs.frozen(kw_only=True, field_transformer=_with_validation)
 class TrainConfig:
     """Supervised SR training run."""
@@ -162,23 +180,14 @@ class TrainConfig:
     grad_clip: float | None = None
 
     checks: ClassVar[dict[str, Check]] = {
-        "scale": _positive,
-        "patch_size": _positive,
-        "batch_size": _positive,
-        "iterations": _positive,
+        **_DATA_CHECKS,
         "lr": _positive,
         "betas": _betas,
         "weight_decay": _non_negative,
         "step_size": _positive,
         "gamma": _positive,
         "warmup": _non_negative,
-        "val_every": _positive,
-        "log_every": _positive,
-        "checkpoint_every": _positive,
-        "seed": _seed,
-        "workers": _non_negative,
-        "epoch_length": _positive,
-        "grad_clip": _positive,
+        **_RUN_CHECKS,
     }
 
     def __attrs_post_init__(self) -> None:
@@ -225,10 +234,7 @@ class SearchConfig:
     overrides: dict[str, int] = attrs.Factory(dict)  # spec parameter overrides, e.g. C: 16
 
     checks: ClassVar[dict[str, Check]] = {
-        "scale": _positive,
-        "patch_size": _positive,
-        "batch_size": _positive,
-        "iterations": _positive,
+        **_DATA_CHECKS,
         "warmup": _non_negative,
         "weight_lr": _positive,
         "step_size": _positive,
@@ -243,13 +249,7 @@ class SearchConfig:
         "budget_macs": _positive,
         "budget_params": _positive,
         "hr_size": _all_positive,
-        "val_every": _positive,
-        "log_every": _positive,
-        "checkpoint_every": _positive,
-        "seed": _seed,
-        "workers": _non_negative,
-        "epoch_length": _positive,
-        "grad_clip": _positive,
+        **_RUN_CHECKS,
     }
 
     def __attrs_post_init__(self) -> None:
