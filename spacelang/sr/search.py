@@ -216,8 +216,8 @@ def search(space, cfg: SearchConfig, **kwargs: Any) -> SearchResult:
 
 def search_run(space, cfg: SearchConfig, *, train_set: ImageSet, val_set: Sequence | None,
                run_dir: str | Path, resume: bool = False, console: Console | None = None,
-               progress: bool = True) -> SearchResult:
-    """The search loop itself (see `search`)."""
+               progress: bool = True, device: torch.device | str | None = None) -> SearchResult:
+    """The search loop itself (see `search`); `device` defaults to CUDA when available."""
     network = space.network
     if network.is_fixed:
         raise SearchError(f"network `{network.name}` has no choice or pick sites; "
@@ -231,7 +231,8 @@ def search_run(space, cfg: SearchConfig, *, train_set: ImageSet, val_set: Sequen
     last_path = run_dir / "last.pt"
     torch.manual_seed(cfg.seed)
     mode = "gdas" if cfg.strategy == "gdas" else "darts"
-    net = space.supernet(mode=mode, hard=cfg.gdas_hard, tau=cfg.gdas_tau_max)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    net = space.supernet(mode=mode, hard=cfg.gdas_hard, tau=cfg.gdas_tau_max).to(device)
     rgb = network.rgb_range
     raw_loss = pixel_loss(cfg.loss, cfg.hfen_weight)
 
@@ -311,9 +312,9 @@ def search_run(space, cfg: SearchConfig, *, train_set: ImageSet, val_set: Sequen
             lr_now = schedule.apply(weight_opt, iteration)
             if mode == "gdas":
                 net.tau = _tau(cfg, iteration)
-            lr_b, hr_b = (t * rgb for t in next(weight_batches))
+            lr_b, hr_b = (t.to(device) * rgb for t in next(weight_batches))
             if iteration >= cfg.warmup:
-                val_batch = tuple(t * rgb for t in next(arch_batches))
+                val_batch = tuple(t.to(device) * rgb for t in next(arch_batches))
                 arch_schedule.apply(arch_opt, iteration - cfg.warmup)
                 arch_opt.zero_grad(set_to_none=True)
                 if cfg.strategy == "darts2":
@@ -354,7 +355,7 @@ def search_run(space, cfg: SearchConfig, *, train_set: ImageSet, val_set: Sequen
                                 "decisions": {k: list(v) if isinstance(v, tuple) else v
                                               for k, v in net.decisions().items()}})
             if val_set and (done % cfg.val_every == 0 or done == cfg.iterations):
-                fixed = space.fixed(net.decisions())
+                fixed = space.fixed(net.decisions()).to(device)
                 _inherit(fixed, net)
                 psnr, ssim, _ = evaluate(fixed, val_set, cfg.scale, rgb)
                 metrics.write({"iteration": done, "val_psnr_argmax": psnr,
