@@ -177,7 +177,7 @@ def _run_lalr(text: str):
     for token in itertools.chain(lexer.lex(_LexerInput(_LexerInput(text)), None), (None,)):
         is_end = token is None
         if is_end:
-            token = Token("$END", "", *_end_position(last, text))
+            token = Token("$END", "", *_end_position(last))
         while True:
             row = states[state_stack[-1]]
             try:
@@ -207,7 +207,7 @@ def _run_lalr(text: str):
     raise AssertionError("the LALR table has no accepting state")  # pragma: no cover
 
 
-def _end_position(last, text: str) -> tuple:
+def _end_position(last) -> tuple:
     """Where the end-of-input token sits: just after the last token, as lark puts it."""
     if last is None:
         return 0, 1, 1, 1, 1, 0

@@ -119,10 +119,6 @@ def _infer_elementwise(ts: list[TensorInfo], a: dict[str, Any]) -> list[TensorIn
     return [ts[0]]
 
 
-def _infer_prelu(ts: list[TensorInfo], a: dict[str, Any]) -> list[TensorInfo]:
-    return [ts[0]]
-
-
 def _infer_binary(name: str, broadcast: bool) -> Infer:
     def infer(ts: list[TensorInfo], a: dict[str, Any]) -> list[TensorInfo]:
         left, right = ts
@@ -224,7 +220,7 @@ PRIMITIVES: dict[str, Primitive] = {
         Primitive("lrelu", (_t("x"), _opt("slope", "float", 0.01)), _infer_elementwise,
                   doc="leaky relu with negative slope `slope`"),
         Primitive("sigmoid", (_t("x"),), _infer_elementwise),
-        Primitive("prelu", (_t("x"), _opt("per_channel", "bool", False)), _infer_prelu,
+        Primitive("prelu", (_t("x"), _opt("per_channel", "bool", False)), _infer_elementwise,
                   has_weights=True),
         Primitive("identity", (_t("x"),), _infer_elementwise),
         Primitive("add", (_t("x"), _t("y")), _infer_binary("add", broadcast=False)),
