@@ -650,7 +650,7 @@ class _Elaborator:
         result = frame.definition.body.result
         paths = entity_paths(entity_calls(self.program, result, self.memo), "")
         saved, self.counters = self.counters, {}
-        value = self._expr(result, frame, paths, value_path="", statement_span=result.span)
+        value = self._expr(result, frame, paths, value_path="")
         self.counters = saved
         if not isinstance(value, _Tensor):
             _fail("a body must return a tensor", result.span)
@@ -675,8 +675,7 @@ class _Elaborator:
         calls = entity_calls(self.program, statement.value, self.memo)
         paths = entity_paths(calls, value_path)
         saved, self.counters = self.counters, {}
-        value = self._expr(statement.value, frame, paths, value_path=value_path,
-                           statement_span=statement.span)
+        value = self._expr(statement.value, frame, paths, value_path=value_path)
         self.counters = saved
         if isinstance(value, _Many):
             if len(value.ids) != len(statement.targets):
@@ -757,8 +756,7 @@ class _Elaborator:
             return left // right
         return left / right
 
-    def _expr(self, expr, frame: _Frame, paths: dict[int, str], *, value_path: str,
-              statement_span: ast.Span):
+    def _expr(self, expr, frame: _Frame, paths: dict[int, str], *, value_path: str):
         if isinstance(expr, (ast.Int, ast.Float, ast.Bool)):
             return expr.value
         if isinstance(expr, ast.Name):
@@ -771,10 +769,8 @@ class _Elaborator:
         if isinstance(expr, ast.Neg):
             return self._number(expr, frame)
         if isinstance(expr, ast.BinOp):
-            left = self._expr(expr.left, frame, paths, value_path=value_path,
-                              statement_span=statement_span)
-            right = self._expr(expr.right, frame, paths, value_path=value_path,
-                               statement_span=statement_span)
+            left = self._expr(expr.left, frame, paths, value_path=value_path)
+            right = self._expr(expr.right, frame, paths, value_path=value_path)
             left_tensor, right_tensor = isinstance(left, _Tensor), isinstance(right, _Tensor)
             if not left_tensor and not right_tensor:
                 if isinstance(left, (_Many, _PickValue)) or isinstance(right, (_Many,
@@ -792,8 +788,7 @@ class _Elaborator:
         if isinstance(expr, ast.Pick):
             _fail("`pick` must be the only argument of `concat(...)` or `sum(...)`", expr.span)
         if isinstance(expr, ast.Call):
-            return self._call(expr, frame, paths, value_path=value_path,
-                              statement_span=statement_span)
+            return self._call(expr, frame, paths, value_path=value_path)
         _fail("unexpected expression", expr.span)
 
     def _member(self, name: str, index: int, span: ast.Span, frame: _Frame) -> _Tensor:
@@ -808,7 +803,7 @@ class _Elaborator:
             _fail(f"`{name}[{index}]` is not defined (defined so far: {shown})", span)
         return family[index]
 
-    def _values(self, exprs, frame: _Frame, paths, *, value_path, statement_span):
+    def _values(self, exprs, frame: _Frame, paths, *, value_path):
         """Evaluate arguments, expanding slices `b[1..3]` into several values."""
         out: list[tuple[Any, ast.Span]] = []
         for expr in exprs:
@@ -822,16 +817,13 @@ class _Elaborator:
             elif isinstance(expr, ast.Pick):
                 out.append((self._pick(expr, frame, value_path), expr.span))
             else:
-                out.append((self._expr(expr, frame, paths, value_path=value_path,
-                                       statement_span=statement_span), expr.span))
+                out.append((self._expr(expr, frame, paths, value_path=value_path), expr.span))
         return out
 
-    def _call(self, call: ast.Call, frame: _Frame, paths, *, value_path, statement_span):
-        args = self._values(call.args, frame, paths, value_path=value_path,
-                            statement_span=statement_span)
+    def _call(self, call: ast.Call, frame: _Frame, paths, *, value_path):
+        args = self._values(call.args, frame, paths, value_path=value_path)
         keywords = {
-            k.name: (self._expr(k.value, frame, paths, value_path=value_path,
-                                statement_span=statement_span), k.value.span)
+            k.name: (self._expr(k.value, frame, paths, value_path=value_path), k.value.span)
             for k in call.keywords
         }
         path = _join(frame.prefix, paths.get(id(call), ""))
@@ -1080,10 +1072,8 @@ class _Elaborator:
             call = ast.Call(candidate.func, candidate.args, candidate.keywords,
                             span=candidate.span, func_span=candidate.func_span)
             args = [(t, site_call.span) for t in names] + list(extra)
-            args += self._values(call.args, inner, {}, value_path="",
-                                 statement_span=candidate.span)
-            keywords = {k.name: (self._expr(k.value, inner, {}, value_path="",
-                                            statement_span=candidate.span), k.value.span)
+            args += self._values(call.args, inner, {}, value_path="")
+            keywords = {k.name: (self._expr(k.value, inner, {}, value_path=""), k.value.span)
                         for k in call.keywords}
             definition = self.program.definitions.get(call.func)
             if call.func in PRIMITIVES:
@@ -1102,8 +1092,7 @@ class _Elaborator:
     # -- pick sites
     def _pick(self, pick: ast.Pick, frame: _Frame, value_path: str) -> _PickValue:
         k = self._int(pick.k, frame, "pick count")
-        values = self._values(pick.candidates, frame, {}, value_path=value_path,
-                              statement_span=pick.span)
+        values = self._values(pick.candidates, frame, {}, value_path=value_path)
         tensors = [self._tensor(v, s, "pick") for v, s in values]
         if k <= 0:
             _fail(f"pick count must be positive, got {k}", pick.k.span)
