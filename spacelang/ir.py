@@ -64,20 +64,31 @@ class Spatial:
         return None
 
     def describe(self) -> str:
+        """The size in terms of the input's H×W, e.g. `2H×2W` or `(H-3)//2+1×(W-3)//2+1`."""
         if self == GLOBAL:
             return "1×1 (pooled)"
         if self.scale is not None:
             return "H×W" if self.scale == 1 else f"{self.scale}H×{self.scale}W"
-        h = "H"
+        return f"{self._formula('H')}×{self._formula('W')}"
+
+    def _formula(self, side: str) -> str:
+        text = side
         for step in self.steps:
             if step[0] == "up":
-                h = f"{step[1]}·{h}"
+                text = f"{step[1]}{text}" if text == side else f"{step[1]}({text})"
+            elif step[0] == "global":
+                text = "1"
             else:
                 _, k, s, d, p = step
-                reach = d * (k - 1) - 2 * p
-                inner = f"{h}-{reach}" if reach > 0 else f"{h}+{-reach}" if reach < 0 else h
-                h = f"({inner}-1)//{s}+1" if s > 1 else f"{inner}"
-        return f"{h} (rows)"
+                shrink = d * (k - 1) - 2 * p  # the output is (in - shrink - 1) // s + 1
+                if s == 1:
+                    text = f"{text}-{shrink}" if shrink > 0 else f"{text}+{-shrink}"
+                else:
+                    offset = shrink + 1
+                    inner = f"{text}-{offset}" if offset > 0 else \
+                        f"{text}+{-offset}" if offset < 0 else text
+                    text = f"({inner})//{s}+1"
+        return text
 
 
 GLOBAL = Spatial((("global",),))

@@ -406,7 +406,7 @@ CASES = [
         }
         """,
         """\
-        t.space:4:9: error: cannot multiply values with different spatial sizes: left is H×W, right is (H-1)//2+1 (rows) (`a` and `b`)
+        t.space:4:9: error: cannot multiply values with different spatial sizes: left is H×W, right is (H-1)//2+1×(W-1)//2+1 (`a` and `b`)
               c = a * b
                   ^~~~~
         """,  # noqa: E501
@@ -422,7 +422,7 @@ CASES = [
         }
         """,
         """\
-        t.space:4:19: error: cannot concat values: spatial sizes differ (H×W vs (H-1)//2+1 (rows))
+        t.space:4:19: error: cannot concat values: spatial sizes differ (H×W vs (H-1)//2+1×(W-1)//2+1)
               c = concat(a, b)
                             ^
         """,
@@ -617,7 +617,7 @@ CASES = [
         }
         """,
         """\
-        t.space:2:12: error: the network's output is not an integer upscaling of its input; its size is (H-1)//2+1 (rows)
+        t.space:2:12: error: the network's output is not an integer upscaling of its input; its size is (H-1)//2+1×(W-1)//2+1
               return conv(input, C, stride=2)
                      ^~~~~~~~~~~~~~~~~~~~~~~~
         """,  # noqa: E501
