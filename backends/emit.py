@@ -167,7 +167,7 @@ def emit_python(network: Network) -> str:
         "state_dict keys of spacelang's FixedNet for this spec, so its weights load as they are.",
         "",
         "    net = build()",
-        "    net.load_state_dict(torch.load(\"weights.pt\"))",
+        "    net.load_state_dict(torch.load(\"weights.pt\", weights_only=True))",
         '"""',
         "",
         "import torch",
