@@ -170,7 +170,8 @@ class _Resolver:
         for param in item.params:
             if param.name in scope:
                 self.errors.append(error(f"duplicate parameter `{param.name}`", param.span))
-            if param.name in RESERVED:
+            image_input = isinstance(item, ast.NetworkDef) and isinstance(param, ast.TensorParam)
+            if param.name in RESERVED and not image_input:
                 self.errors.append(error(f"`{param.name}` is reserved", param.span))
             if isinstance(param, ast.TensorParam):
                 scope[param.name] = "tensor"

@@ -114,6 +114,7 @@ def run_search(args: argparse.Namespace) -> int:
                  **common.parse_overrides(args.overrides)}
     space = load(args.spec, **overrides)
     common.print_warnings(space.warnings, space.program.sources)
+    _needs_rgb(space)
     if space.network.scale != cfg.scale:
         cfg = _with(cfg, scale=space.network.scale)
     data = args.data or cfg.data
@@ -126,6 +127,14 @@ def run_search(args: argparse.Namespace) -> int:
                     resume=args.resume, console=out, progress=not args.no_progress)
     _print_derived(result.derived_path)
     return 0
+
+
+def _needs_rgb(space) -> None:
+    network = space.network
+    if network.in_channels != 3 or network.out_channels != 3:
+        raise common.UsageError(
+            f"network `{network.name}` maps {network.in_channels} to {network.out_channels} "
+            "channels; training and evaluation work on RGB images (3 to 3)")
 
 
 def _with(cfg, **changes):
@@ -182,6 +191,7 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = load_config(TrainConfig, args.config or DEFAULT_TRAIN_CONFIG)
     space = load(args.spec, **common.parse_overrides(args.overrides))
     common.print_warnings(space.warnings, space.program.sources)
+    _needs_rgb(space)
     if space.network.scale != cfg.scale:
         cfg = _with(cfg, scale=space.network.scale)
     model = space.fixed()
@@ -218,6 +228,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if space.network.scale != args.scale:
         raise common.UsageError(f"--scale {args.scale} but {args.spec} upscales "
                                 f"×{space.network.scale}")
+    _needs_rgb(space)
     common.prepare_torch()
     model = space.fixed()
     load_weights(model, args.weights, args.weights_map)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from spacelang.api import load
+from spacelang.cli import run_cli
 from spacelang.sr.checkpoint import load_checkpoint
 from spacelang.sr.images import write_image
 
@@ -318,3 +319,14 @@ def test_search_resume_needs_a_run_dir(cli, spec, images):
 def test_derive_from_something_that_is_not_a_search_run(cli, tmp_path, weights):
     user_error(cli("derive", str(weights)), "not a spacelang search checkpoint")
     user_error(cli("derive", str(tmp_path / "nothing")), "not found")
+
+
+def test_train_refuses_a_network_that_is_not_rgb(tmp_path, capsys):
+    spec = tmp_path / "gray.space"
+    spec.write_text("network gray(input: 1, C = 8, scale = 2) {\n"
+                    "    s = conv(input, C, k=3)\n"
+                    "    return pixel_shuffle(conv(s, scale * scale, k=3), scale)\n"
+                    "}\n")
+    assert run_cli(["train", str(spec), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "maps 1 to 1 channels" in err and "Traceback" not in err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spacelang.api import check_file, load
+from spacelang.api import check_file, load, loads
 from spacelang.ir import GLOBAL, INPUT, Network, Spatial
 
 
@@ -371,3 +371,12 @@ def test_check_file_with_text_and_several_networks(tmp_path):
     program, result = check_file(tmp_path / "two.space", {"scale": 3}, text=text)
     assert [(n.name, n.scale) for n in result.networks] == [("a", 3), ("b", 3)]
     assert [n.name for n in program.networks] == ["a", "b"]
+
+
+def test_a_network_may_declare_its_image_input():
+    space = loads(
+        "network gray(input: 1, C = 8, scale = 2) {\n"
+        "    s = conv(input, C, k=3)\n"
+        "    return pixel_shuffle(conv(s, scale * scale, k=3), scale)\n"
+        "}\n", path="gray.space")
+    assert space.network.in_channels == 1 and space.network.out_channels == 1

@@ -425,7 +425,7 @@ CASES = [
         t.space:4:19: error: cannot concat values: spatial sizes differ (H×W vs (H-1)//2+1×(W-1)//2+1)
               c = concat(a, b)
                             ^
-        """,
+        """,  # noqa: E501
         id="concat_spatial",
     ),
     pytest.param(
