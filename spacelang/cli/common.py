@@ -30,7 +30,8 @@ def user_error_message(exc: BaseException) -> str | None:
         return exc.render()
     names = {"DataError", "ConfigError", "CheckpointError", "TrainError", "WeightsError",
              "ImageError", "SearchError"}
-    if type(exc).__name__ in names:
+    kind = type(exc)
+    if kind.__name__ in names and kind.__module__.startswith("spacelang."):
         return str(exc)
     if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
         return f"{exc.strerror}: {exc.filename}"
