@@ -112,19 +112,19 @@ def _overrides(values: Mapping[str, Any]) -> dict[str, str]:
 
 def load(path: str | Path, network: str | None = None, **overrides: Any) -> Space:
     """Parse, check and elaborate a `.space` file; keyword arguments override parameters."""
-    program = load_program(path)
-    result = check(program, _overrides(overrides))
-    return Space(program, _single(result, program, network), _overrides(overrides),
-                 result.warnings)
+    return _space(load_program(path), network, overrides)
 
 
 def loads(text: str, path: str = "<string>", network: str | None = None,
           **overrides: Any) -> Space:
     """Like `load`, from source text; imports resolve relative to `path`'s folder."""
-    program = load_program(path, text)
-    result = check(program, _overrides(overrides))
-    return Space(program, _single(result, program, network), _overrides(overrides),
-                 result.warnings)
+    return _space(load_program(path, text), network, overrides)
+
+
+def _space(program: Program, network: str | None, overrides: Mapping[str, Any]) -> Space:
+    values = _overrides(overrides)
+    result = check(program, values)
+    return Space(program, _single(result, program, network), values, result.warnings)
 
 
 def check_file(path: str | Path, overrides: Mapping[str, Any] | None = None,

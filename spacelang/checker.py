@@ -491,46 +491,33 @@ def _has_weights(program: Program, name: str, memo: dict[str, bool]) -> bool:
     return result
 
 
-def _calls_in(definition) -> Iterator[ast.Call]:
-    def visit(expr):
-        if isinstance(expr, ast.Call):
-            yield expr
-            for arg in expr.args:
-                yield from visit(arg)
-            for keyword in expr.keywords:
-                yield from visit(keyword.value)
-        elif isinstance(expr, ast.BinOp):
-            yield from visit(expr.left)
-            yield from visit(expr.right)
-        elif isinstance(expr, ast.Neg):
-            yield from visit(expr.operand)
-        elif isinstance(expr, ast.Pick):
-            for candidate in expr.candidates:
-                yield from visit(candidate)
+def calls_of(expr) -> Iterator[ast.Call]:
+    """The calls in an expression in evaluation order (arguments before the call)."""
+    if isinstance(expr, ast.Call):
+        for arg in expr.args:
+            yield from calls_of(arg)
+        for keyword in expr.keywords:
+            yield from calls_of(keyword.value)
+        yield expr
+    elif isinstance(expr, ast.BinOp):
+        yield from calls_of(expr.left)
+        yield from calls_of(expr.right)
+    elif isinstance(expr, ast.Neg):
+        yield from calls_of(expr.operand)
+    elif isinstance(expr, ast.Pick):
+        for candidate in expr.candidates:
+            yield from calls_of(candidate)
 
+
+def _calls_in(definition) -> Iterator[ast.Call]:
     for statement, _ in _flatten(definition.body.statements):
-        yield from visit(statement.value)
-    yield from visit(definition.body.result)
+        yield from calls_of(statement.value)
+    yield from calls_of(definition.body.result)
 
 
 def entity_calls(program: Program, expr, memo: dict[str, bool]) -> list[ast.Call]:
     """The calls in one statement that own weights, in evaluation order."""
-
-    def visit(e):
-        if isinstance(e, ast.Call):
-            for arg in e.args:
-                yield from visit(arg)
-            for keyword in e.keywords:
-                yield from visit(keyword.value)
-            if _has_weights(program, e.func, memo):
-                yield e
-        elif isinstance(e, ast.BinOp):
-            yield from visit(e.left)
-            yield from visit(e.right)
-        elif isinstance(e, ast.Neg):
-            yield from visit(e.operand)
-
-    return list(visit(expr))
+    return [call for call in calls_of(expr) if _has_weights(program, call.func, memo)]
 
 
 def entity_paths(calls: list[ast.Call], value: str) -> dict[int, str]:

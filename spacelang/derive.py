@@ -128,14 +128,10 @@ class _Rewriter:
     """Rewrites one statement's choice calls and picks from the decisions."""
 
     def __init__(self, space: Space, decisions: dict[str, Any]):
-        self.space = space
         self.network = space.network
         self.decisions = decisions
         self.definitions = space.program.definitions
-        self.pick_sites = {s.key: s for s in self.network.pick_sites}
-        self.choice_sites = {s.key: s for s in self.network.choice_sites}
-        self.specialised: dict[str, ast.CellDef] = {}
-        self.memo: dict[str, bool] = {}
+        self.memo: dict[str, bool] = {}  # which definitions own weights (entity naming)
 
     def statement(self, expr, base: str, choice_key):
         counters = {"choice": 0, "pick": 0}
@@ -192,7 +188,7 @@ def derive_module(space: Space, decisions: Decisions) -> ast.Module:
     for name, definition in program.definitions.items():
         if not isinstance(definition, ast.CellDef):
             continue
-        choices = [c.func for c in _all_calls(definition)
+        choices = [c.func for c in _calls_in(definition)
                    if isinstance(program.definitions.get(c.func), ast.ChoiceDef)]
         if choices:
             per_instance = any(c not in definition.shares for c in choices)
@@ -273,10 +269,6 @@ def derive_module(space: Space, decisions: Decisions) -> ast.Module:
             continue
         items.append(item)
     return ast.Module(tuple(items), path=program.root.path)
-
-
-def _all_calls(definition) -> list[ast.Call]:
-    return list(_calls_in(definition))
 
 
 def _rename_cells(expr, paths, cells_with_choices, shared_rewrites, specialised, rewrite_cell):

@@ -215,16 +215,17 @@ def run_eval(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from spacelang.api import load
+    from spacelang.program import load_program
     from spacelang.sr.data import open_dataset
     from spacelang.sr.train import evaluate
     from spacelang.sr.weights import load_weights
 
     overrides = common.parse_overrides(args.overrides)
-    space = load(args.spec)
-    if "scale" in space.network.params and "scale" not in overrides:
+    program = load_program(args.spec)
+    has_scale = any(p.name == "scale" for n in program.networks for p in n.params)
+    if has_scale and "scale" not in overrides:
         overrides["scale"] = str(args.scale)
-    if overrides:
-        space = load(args.spec, **overrides)
+    space = load(args.spec, **overrides)
     if space.network.scale != args.scale:
         raise common.UsageError(f"--scale {args.scale} but {args.spec} upscales "
                                 f"×{space.network.scale}")

@@ -24,7 +24,7 @@ from attrs import frozen
 from rich.console import Console
 
 from spacelang.backends.cost import CostReport, cost_report
-from spacelang.backends.torch.supernet import SuperNet
+from spacelang.backends.torch.supernet import MixedOp, SuperNet
 from spacelang.sr.checkpoint import (
     atomic_write_bytes,
     load_checkpoint,
@@ -368,22 +368,29 @@ def search_run(space, cfg: SearchConfig, *, train_set: ImageSet, val_set: Sequen
 
 
 def _inherit(fixed: torch.nn.Module, net: SuperNet) -> None:
-    """Copy supernet weights into a derived network where names and shapes agree."""
-    source = net.state_dict()
-    target = fixed.state_dict()
-    for key, value in target.items():
-        candidates = [k for k in source if k.startswith("body.") and _strip_site(k) == key]
-        if candidates and source[candidates[0]].shape == value.shape:
-            value.copy_(source[candidates[0]])
+    """Copy supernet weights into the derived network of its current decisions.
 
-
-def _strip_site(key: str) -> str:
-    """`body.b.1.r1.candidates.conv_1x1.conv.weight` → `b.1.r1.conv.weight`."""
-    parts = key.split(".")[1:]
-    while "candidates" in parts:
-        i = parts.index("candidates")
-        del parts[i:i + 2]
-    return ".".join(parts)
+    Only the chosen candidate of each choice site is copied (its module path
+    loses `candidates.<label>`); a weight whose shape differs, such as the conv
+    after a concatenating pick, keeps its initial value.
+    """
+    decisions = net.decisions()
+    chosen = {name: list(module.candidates)[decisions[module.site]]
+              for name, module in net.named_modules() if isinstance(module, MixedOp)}
+    source = {}
+    for key, value in net.state_dict().items():
+        if not key.startswith("body."):
+            continue
+        head, candidates, tail = key.partition(".candidates.")
+        if candidates:
+            label, _, rest = tail.partition(".")
+            if chosen.get(head) != label:
+                continue
+            key = f"{head}.{rest}"
+        source[key[len("body."):]] = value
+    for key, value in fixed.state_dict().items():
+        if key in source and source[key].shape == value.shape:
+            value.copy_(source[key])
 
 
 def _nonfinite(iteration: int, what: str, last: Path) -> str:
