@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from spacelang.backends.torch.graph import GraphModule
+from spacelang.backends.torch.graph import GraphModule, register
 from torch import nn
 
 from spacelang.ir import Network, Node
@@ -107,8 +107,6 @@ class SuperNet(nn.Module):
         self.body = GraphModule(network.graph, special=self._special)
 
     def _special(self, graph_module: nn.Module, node: Node):
-        from spacelang.backends.torch.graph import register
-
         module = MixedOp(node, self) if node.op == "choice" else PickOp(node, self)
         register(graph_module, node.path or f"_{node.op}{node.id}", module)
         return module
