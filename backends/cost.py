@@ -1,9 +1,10 @@
 """Analytic parameters and multiply-adds, from the IR alone.
 
-Conventions: one multiply-add is one MAC; a conv's bias is a parameter but
-not a MAC. `macs` follows thop: conv MACs, plus one op per input element and
-one per output element of every `avgpool`, plus one per element through a
-PReLU. `conv_macs` counts convolutions only, as
+Each primitive's cost rule lives in its record (`spacelang.primitives`); this
+module applies them over a graph. Conventions: one multiply-add is one MAC; a
+conv's bias is a parameter but not a MAC. `macs` follows thop: conv MACs, plus
+one op per input element and one per output element of every `avgpool`, plus
+one per element through a PReLU. `conv_macs` counts convolutions only, as
 `torch.utils.flop_counter.FlopCounterMode` does (its FLOPs ÷ 2). Sizes are for
 an HR output of `hr` (width, height); the LR input is `hr // scale`.
 
@@ -19,48 +20,24 @@ from typing import Any
 from attrs import frozen
 
 from spacelang.ir import Graph, Network, Node
+from spacelang.primitives import PRIMITIVES, Cost, Extent
 
 DEFAULT_HR = (1280, 720)
 
-
-@frozen
-class Cost:
-    params: int = 0
-    macs: int = 0
-    conv_macs: int = 0
-
-    def __add__(self, other: Cost) -> Cost:
-        return Cost(self.params + other.params, self.macs + other.macs,
-                    self.conv_macs + other.conv_macs)
-
-    def __mul__(self, n: int) -> Cost:
-        return Cost(self.params * n, self.macs * n, self.conv_macs * n)
+NO_COST = frozenset({"input", "pick"})
+"""Node kinds that are not primitives and cost nothing themselves (choices are summed)."""
 
 
-def _conv(node: Node, in_channels: int, h: int, w: int) -> Cost:
-    a = node.args
-    groups = in_channels if node.op == "dwconv" else a["groups"]
-    out = node.channels
-    per_output = (in_channels // groups) * a["k"] * a["k"]
-    params = out * per_output + (out if a["bias"] else 0)
-    oh, ow = node.spatial.size(h, w)
-    macs = oh * ow * out * per_output
-    return Cost(params, macs, macs)
+def _extent(node: Node, h: int, w: int) -> Extent:
+    return Extent(node.channels, *node.spatial.size(h, w))
 
 
 def node_cost(node: Node, graph: Graph, h: int, w: int) -> Cost:
-    """The cost of one primitive node for an LR input of h×w."""
-    if node.op in ("conv", "dwconv"):
-        return _conv(node, graph.nodes[node.inputs[0]].channels, h, w)
-    if node.op == "prelu":
-        oh, ow = node.spatial.size(h, w)
-        return Cost(node.channels if node.args["per_channel"] else 1,
-                    node.channels * oh * ow, 0)
-    if node.op == "avgpool":
-        source = graph.nodes[node.inputs[0]]
-        ih, iw = source.spatial.size(h, w)
-        return Cost(0, node.channels * (ih * iw + 1), 0)
-    return Cost()
+    """The cost of one primitive node for an LR input of h×w, by its record's cost rule."""
+    if node.op in NO_COST:
+        return Cost()
+    inputs = [_extent(graph.nodes[source], h, w) for source in node.inputs]
+    return PRIMITIVES[node.op].cost(node.args, inputs, _extent(node, h, w))
 
 
 def graph_cost(graph: Graph, h: int, w: int,

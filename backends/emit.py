@@ -10,37 +10,21 @@ paths (a value may be called `half` or `1`), as `FixedNet` does.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
-from spacelang.ir import Graph, Network, Node
+from spacelang.ir import Graph, Network, Node, module_path
+from spacelang.primitives import PRIMITIVES, Args, Implementations
 
 LINE = 100
-MODULE_OPS = frozenset({"conv", "dwconv", "prelu", "avgpool"})
 
+EMITTERS: Implementations[Any] = Implementations("emit")
+"""Python source of each primitive, written as `backends/torch/ops.py` lowers it.
 
-def _padding(args: dict) -> int:
-    if args["padding"] >= 0:
-        return args["padding"]
-    return args["dilation"] * (args["k"] - 1) // 2
-
-
-def _module_source(node: Node, in_channels: int) -> str:
-    """The constructor call of the module a node owns (as `ops.make_module` builds it)."""
-    a = node.args
-    if node.op in ("conv", "dwconv"):
-        out = node.channels if node.op == "conv" else in_channels
-        groups = a["groups"] if node.op == "conv" else in_channels
-        options = [("stride", a["stride"], 1), ("padding", _padding(a), 0),
-                   ("dilation", a["dilation"], 1), ("groups", groups, 1),
-                   ("bias", bool(a["bias"]), True)]
-        extra = "".join(f", {name}={value}" for name, value, default in options
-                        if value != default)
-        return f"nn.Conv2d({in_channels}, {out}, {a['k']}{extra})"
-    if node.op == "prelu":
-        return f"nn.PReLU({node.channels if a['per_channel'] else 1})"
-    if node.op == "avgpool":
-        return "nn.AdaptiveAvgPool2d(1)"
-    raise ValueError(f"no module for primitive {node.op!r}")
+A module primitive's entry gives its constructor call,
+`(args, in_channels, out_channels) -> str`; any other's an expression over the
+names of its inputs, `(args, names) -> str` (a tuple for `outputs_many`).
+"""
+emitter = EMITTERS.register
 
 
 def _string(text: str) -> str:
@@ -55,29 +39,42 @@ def _tuple(xs: list[str]) -> str:
     return f"({xs[0]},)" if len(xs) == 1 else f"({', '.join(xs)})"
 
 
-# Each entry mirrors the function of the same name in `backends/torch/ops.py`.
-_FUNCTIONS: dict[str, Callable[[dict, list[str], Node], str]] = {
-    "relu": lambda a, xs, n: f"F.relu({xs[0]})",
-    "lrelu": lambda a, xs, n: f"F.leaky_relu({xs[0]}, {float(a['slope'])!r})",
-    "sigmoid": lambda a, xs, n: f"torch.sigmoid({xs[0]})",
-    "identity": lambda a, xs, n: xs[0],
-    "add": lambda a, xs, n: f"{xs[0]} + {xs[1]}",
-    "mul": lambda a, xs, n: f"{xs[0]} * {xs[1]}",
-    "sum": lambda a, xs, n: f"torch.stack({_tuple(xs)}).sum(0)" if len(xs) > 1 else xs[0],
-    "concat": lambda a, xs, n: f"torch.cat({_tuple(xs)}, dim=1)",
-    "split": lambda a, xs, n: (f"torch.split({xs[0]}, {list(a['sizes'])!r}, dim=1)"
-                               f"[{n.output_index}]"),
-    "pixel_shuffle": lambda a, xs, n: f"F.pixel_shuffle({xs[0]}, {a['r']})",
-    "mean": lambda a, xs, n: f"{xs[0]}.mean(dim=(2, 3), keepdim=True)",
-    "std": lambda a, xs, n: f"{xs[0]}.std(dim=(2, 3), keepdim=True, unbiased=False)",
-    "maxpool": lambda a, xs, n: (f"F.max_pool2d({xs[0]}, {a['k']}, {a['stride'] or a['k']}, "
-                                 f"{a['padding']})"),
-    "resize": lambda a, xs, n: (f"F.interpolate({xs[0]}, size={xs[1]}.shape[-2:], "
-                                "mode=\"bilinear\", align_corners=False)"),
-}
+@emitter("conv", "dwconv")
+def _conv(args: Args, in_channels: int, out_channels: int) -> str:
+    options = [("stride", args["stride"], 1), ("padding", args["padding"], 0),
+               ("dilation", args["dilation"], 1), ("groups", args["groups"], 1),
+               ("bias", bool(args["bias"]), True)]
+    extra = "".join(f", {name}={value}" for name, value, default in options if value != default)
+    return f"nn.Conv2d({in_channels}, {out_channels}, {args['k']}{extra})"
 
-OPS = frozenset(_FUNCTIONS) | MODULE_OPS
-"""Every primitive this emitter can write."""
+
+@emitter("prelu")
+def _prelu(args: Args, in_channels: int, out_channels: int) -> str:
+    return f"nn.PReLU({args['slopes']})"
+
+
+@emitter("avgpool")
+def _avgpool(args: Args, in_channels: int, out_channels: int) -> str:
+    return "nn.AdaptiveAvgPool2d(1)"
+
+
+EMITTERS.update({
+    "relu": lambda a, xs: f"F.relu({xs[0]})",
+    "lrelu": lambda a, xs: f"F.leaky_relu({xs[0]}, {float(a['slope'])!r})",
+    "sigmoid": lambda a, xs: f"torch.sigmoid({xs[0]})",
+    "identity": lambda a, xs: xs[0],
+    "add": lambda a, xs: f"{xs[0]} + {xs[1]}",
+    "mul": lambda a, xs: f"{xs[0]} * {xs[1]}",
+    "sum": lambda a, xs: f"torch.stack({_tuple(xs)}).sum(0)" if len(xs) > 1 else xs[0],
+    "concat": lambda a, xs: f"torch.cat({_tuple(xs)}, dim=1)",
+    "split": lambda a, xs: f"torch.split({xs[0]}, {list(a['sizes'])!r}, dim=1)",
+    "pixel_shuffle": lambda a, xs: f"F.pixel_shuffle({xs[0]}, {a['r']})",
+    "mean": lambda a, xs: f"{xs[0]}.mean(dim=(2, 3), keepdim=True)",
+    "std": lambda a, xs: f"{xs[0]}.std(dim=(2, 3), keepdim=True, unbiased=False)",
+    "maxpool": lambda a, xs: f"F.max_pool2d({xs[0]}, {a['k']}, {a['stride']}, {a['padding']})",
+    "resize": lambda a, xs: (f"F.interpolate({xs[0]}, size={xs[1]}.shape[-2:], "
+                             "mode=\"bilinear\", align_corners=False)"),
+})
 
 
 def _wrap(head: str, text: str, indent: str) -> list[str]:
@@ -114,7 +111,7 @@ def emit_python(network: Network) -> str:
                          "architecture before emitting Python")
     graph = network.graph
     for node in graph.nodes:
-        if node.op != "input" and node.op not in OPS:
+        if node.op != "input" and node.op not in EMITTERS:
             raise ValueError(f"cannot emit primitive {node.op!r}")
 
     names: dict[int, str] = {}
@@ -143,15 +140,18 @@ def emit_python(network: Network) -> str:
             body.append(f"        # {scope or '(network)'}")
         target = names[node.id]
         xs = [names[s] for s in node.inputs]
-        if node.op in MODULE_OPS:
-            path = node.path or f"_{node.op}{node.id}"
-            constructor = _module_source(node, _input_channels(graph, node))
+        if PRIMITIVES[node.op].module:
+            path = module_path(node)
+            constructor = EMITTERS[node.op](node.args, _input_channels(graph, node),
+                                            node.channels)
             init.extend(_wrap("", f"m.append(_put(self, {_string(path)}, {constructor}))", " " * 8))
-            body.append(f"        {target} = m[{modules}]({xs[0]})  # {path}")
+            body.append(f"        {target} = m[{modules}]({', '.join(xs)})  # {path}")
             modules += 1
         else:
-            body.extend(_wrap(f"{target} = ", _FUNCTIONS[node.op](node.args, xs, node),
-                              " " * 8))
+            expression = EMITTERS[node.op](node.args, xs)
+            if PRIMITIVES[node.op].outputs_many:
+                expression += f"[{node.output_index}]"
+            body.extend(_wrap(f"{target} = ", expression, " " * 8))
         frees = sorted({s for s in node.inputs if last_use.get(s) == node.id})
         if frees:
             body.append("        del " + ", ".join(names[s] for s in frees))
@@ -223,4 +223,4 @@ def emit_python(network: Network) -> str:
     return "\n".join(header)
 
 
-__all__ = ["OPS", "emit_python"]
+__all__ = ["EMITTERS", "emit_python"]

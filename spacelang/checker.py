@@ -890,7 +890,7 @@ class _Elaborator:
                    spans: list[ast.Span], span: ast.Span, frame: _Frame, path: str):
         infos = [self.builder.info(t.id) for t in tensors]
         try:
-            outputs = prim.infer(infos, args)
+            args, outputs = prim.apply(infos, args)
         except ShapeError as exc:
             culprit = spans[exc.argument] if exc.argument is not None and spans else span
             message = str(exc)

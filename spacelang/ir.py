@@ -136,6 +136,11 @@ class Graph:
                 yield from candidate.walk()
 
 
+def module_path(node: Node) -> str:
+    """Where a lowered node's module sits in the module tree: its path, else `_<op><id>`."""
+    return node.path or f"_{node.op}{node.id}"
+
+
 @frozen
 class ChoiceSite:
     """A cell-level choice; `shared` sites have one α for all `instances`."""

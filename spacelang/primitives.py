@@ -1,22 +1,64 @@
-"""The primitive ops of the language: signatures, channel and spatial rules.
+"""The primitive registry: one record per primitive op, the single source of its facts.
 
-This table is the one place a primitive is defined for the front end; each
-backend keys its lowering and cost formula by the same names and tests that it
-covers all of them.
+A `Primitive` record says everything the language knows about a primitive:
+
+- `params`: its signature, in positional order: names, kinds (`tensor`,
+  `tensors`, `int`, `ints`, `float`, `bool`) and defaults;
+- `resolve`: the arguments rule. It validates the bound arguments and fills
+  in the derived ones (a conv's effective padding, a max pool's default stride,
+  a depthwise conv's groups), so IR nodes carry them resolved and no backend
+  works them out again;
+- `infer`: the shape rule, giving output channels and spatial sizes from the
+  inputs' (raises `ShapeError`);
+- `cost`: the cost rule. It counts parameters, MACs as thop counts them and
+  conv MACs as `FlopCounterMode` counts them, for concrete sizes;
+- `has_weights`: the node gets a path and is lowered as a module with weights;
+  `module`: lowered as an `nn.Module` (true for weights, and for `avgpool`,
+  which thop only counts as a module); `outputs_many`: gives several values,
+  each one IR node with its `output_index`.
+
+Each backend holds its implementations in an `Implementations` table keyed
+by primitive name, filled with a decorator, so a backend is a table of entries:
+
+    LOWERINGS = Implementations("torch")
+    lowering = LOWERINGS.register
+
+    @lowering("relu")
+    def _relu(args, x):
+        return F.relu(x)
+
+A table refuses an entry for a name that has no record. `coverage_errors()`
+lists every primitive that some table lacks; tests/backends/test_registry.py
+fails while the list is not empty.
+
+Adding a primitive:
+
+1. Append one `Primitive(...)` record to `PRIMITIVES` below: signature, shape
+   rule, cost rule (`free` when it costs nothing), and an arguments rule if it
+   derives or validates arguments.
+2. Add one entry to each backend table. In `backends/torch/ops.py`,
+   `@lowering(name)` is `(args, in_channels, out_channels) -> nn.Module` for
+   a module primitive and `(args, *tensors) -> Tensor` (a tuple when
+   `outputs_many`) otherwise. In `backends/emit.py`, `@emitter(name)` gives
+   the same as Python source: the module's constructor call, or an expression
+   over the input names.
+3. Use the primitive in `EVERY_PRIMITIVE` (tests/backends/test_emit.py), which
+   must use every primitive, and in `EVERY_COUNTED_PRIMITIVE`
+   (tests/backends/test_cost.py) if it costs anything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
-from attrs import frozen
+from attrs import Factory, field, frozen
 
 from spacelang.ir import GLOBAL, Spatial
 
 
 class ShapeError(Exception):
-    """A primitive applied to values of the wrong shape; `argument` indexes the culprit."""
+    """A primitive applied to wrong arguments or values; `argument` indexes the culprit tensor."""
 
     def __init__(self, message: str, argument: int | None = None):
         super().__init__(message)
@@ -25,6 +67,8 @@ class ShapeError(Exception):
 
 @frozen
 class ParamSpec:
+    """One parameter; a default of None means "derived by the arguments rule"."""
+
     name: str
     kind: str  # tensor | tensors | int | ints | float | bool
     default: Any = None
@@ -33,35 +77,159 @@ class ParamSpec:
 
 @frozen
 class TensorInfo:
+    """A value's shape as the checker knows it: channels and a symbolic spatial size."""
+
     channels: int
     spatial: Spatial
 
 
-Infer = Callable[[list[TensorInfo], dict[str, Any]], list[TensorInfo]]
+@frozen
+class Extent:
+    """A value's concrete shape for one input size: channels × height × width."""
+
+    channels: int
+    height: int
+    width: int
+
+    @property
+    def elements(self) -> int:
+        return self.channels * self.height * self.width
 
 
 @frozen
+class Cost:
+    """Parameters and multiply-adds; `macs` as thop counts, `conv_macs` convolutions only."""
+
+    params: int = 0
+    macs: int = 0
+    conv_macs: int = 0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.params + other.params, self.macs + other.macs,
+                    self.conv_macs + other.conv_macs)
+
+    def __mul__(self, n: int) -> Cost:
+        return Cost(self.params * n, self.macs * n, self.conv_macs * n)
+
+
+Args = dict[str, Any]
+Resolve = Callable[[Sequence[TensorInfo], Args], Args]
+Infer = Callable[[Sequence[TensorInfo], Args], list[TensorInfo]]
+CostRule = Callable[[Args, Sequence[Extent], Extent], Cost]
+
+
+def _unchanged(inputs: Sequence[TensorInfo], args: Args) -> Args:
+    return args
+
+
+def free(args: Args, inputs: Sequence[Extent], output: Extent) -> Cost:
+    """The cost rule of a primitive that has no weights and that thop does not count."""
+    return Cost()
+
+
+@frozen(kw_only=True)
 class Primitive:
+    """One primitive op; see the module docstring for each field's meaning."""
+
     name: str
     params: tuple[ParamSpec, ...]
     infer: Infer
+    cost: CostRule
+    resolve: Resolve = _unchanged
     has_weights: bool = False
+    module: bool = field(default=Factory(lambda self: self.has_weights, takes_self=True))
+    outputs_many: bool = False
     doc: str = ""
 
-    @property
-    def outputs_many(self) -> bool:
-        return self.name == "split"
+    def apply(self, inputs: Sequence[TensorInfo],
+              args: Mapping[str, Any]) -> tuple[Args, list[TensorInfo]]:
+        """The resolved arguments and the output shapes for bound `args`; raises ShapeError."""
+        resolved = self.resolve(inputs, dict(args))
+        return resolved, self.infer(inputs, resolved)
 
 
-def _t(name: str) -> ParamSpec:
-    return ParamSpec(name, "tensor")
+# -- backend tables
+
+Entry = TypeVar("Entry")
+
+BACKENDS: dict[str, Implementations[Any]] = {}
+"""Every backend table created so far, by backend name."""
 
 
-def _opt(name: str, kind: str, default: Any) -> ParamSpec:
-    return ParamSpec(name, kind, default, required=False)
+class Implementations(Generic[Entry]):
+    """One backend's implementation of each primitive, keyed by primitive name."""
+
+    def __init__(self, backend: str):
+        if backend in BACKENDS:
+            raise ValueError(f"a backend table named {backend!r} already exists")
+        self.backend = backend
+        self._entries: dict[str, Entry] = {}
+        BACKENDS[backend] = self
+
+    def register(self, *names: str) -> Callable[[Entry], Entry]:
+        """A decorator that makes its function the entry for each of `names`."""
+
+        def add(entry: Entry) -> Entry:
+            for name in names:
+                if name not in PRIMITIVES:
+                    raise KeyError(f"the {self.backend} backend cannot implement {name!r}: "
+                                   "there is no such primitive")
+                if name in self._entries:
+                    raise ValueError(f"the {self.backend} backend implements {name!r} twice")
+                self._entries[name] = entry
+            return entry
+
+        return add
+
+    def update(self, entries: Mapping[str, Entry]) -> None:
+        """Register several entries at once, e.g. one-line lambdas."""
+        for name, entry in entries.items():
+            self.register(name)(entry)
+
+    def unregister(self, name: str) -> None:
+        del self._entries[name]
+
+    def __getitem__(self, name: str) -> Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise NotImplementedError(
+                f"the {self.backend} backend has no entry for primitive {name!r}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def missing(self) -> list[str]:
+        """Primitives this backend has no entry for."""
+        return [name for name in PRIMITIVES if name not in self._entries]
+
+    def unknown(self) -> list[str]:
+        """Entries for names that are not (or no longer) primitives."""
+        return [name for name in self._entries if name not in PRIMITIVES]
 
 
-def _same_spatial(tensors: list[TensorInfo], what: str) -> None:
+def coverage_errors() -> list[str]:
+    """One line per backend table that misses a primitive or implements an unknown one."""
+    errors = []
+    for backend, table in BACKENDS.items():
+        if table.missing():
+            errors.append(f"the {backend} backend has no entry for "
+                          + ", ".join(table.missing()))
+        if table.unknown():
+            errors.append(f"the {backend} backend implements unknown primitives "
+                          + ", ".join(table.unknown()))
+    return errors
+
+
+# -- rules shared by several primitives
+
+def _same_spatial(tensors: Sequence[TensorInfo], what: str) -> None:
     first = tensors[0]
     for i, tensor in enumerate(tensors[1:], start=1):
         if tensor.spatial != first.spatial:
@@ -80,48 +248,78 @@ def _window_spatial(spatial: Spatial, kernel: int, stride: int, dilation: int,
     return result
 
 
-def _same_padding(kernel: int, dilation: int) -> int:
-    if kernel % 2 == 0:
-        raise ShapeError(f"'same' padding needs an odd kernel, got k={kernel}; "
-                         "give padding= explicitly")
-    return dilation * (kernel - 1) // 2
-
-
 def _positive(value: int, what: str) -> None:
     if value <= 0:
         raise ShapeError(f"{what} must be positive, got {value}")
 
 
-def _infer_conv(ts: list[TensorInfo], a: dict[str, Any]) -> list[TensorInfo]:
-    (x,) = ts
+def _resolve_padding(args: Args) -> None:
+    """`padding` None means 'same': dilation·(k − 1)/2, which needs an odd kernel."""
+    if args["padding"] is None:
+        if args["k"] % 2 == 0:
+            raise ShapeError(f"'same' padding needs an odd kernel, got k={args['k']}; "
+                             "give padding= explicitly")
+        args["padding"] = args["dilation"] * (args["k"] - 1) // 2
+    elif args["padding"] < 0:
+        raise ShapeError(f"padding must not be negative, got {args['padding']}")
+
+
+def _resolve_conv(inputs: Sequence[TensorInfo], args: Args) -> Args:
+    (x,) = inputs
     for key in ("out", "k", "stride", "dilation", "groups"):
-        _positive(a[key], key)
-    groups = a["groups"]
-    if x.channels % groups or a["out"] % groups:
+        _positive(args[key], key)
+    groups = args["groups"]
+    if x.channels % groups or args["out"] % groups:
         raise ShapeError(
             f"groups={groups} must divide both input channels ({x.channels}) "
-            f"and output channels ({a['out']})")
-    padding = a["padding"] if a["padding"] >= 0 else _same_padding(a["k"], a["dilation"])
-    spatial = _window_spatial(x.spatial, a["k"], a["stride"], a["dilation"], padding)
-    return [TensorInfo(a["out"], spatial)]
+            f"and output channels ({args['out']})")
+    _resolve_padding(args)
+    return args
 
 
-def _infer_dwconv(ts: list[TensorInfo], a: dict[str, Any]) -> list[TensorInfo]:
-    (x,) = ts
+def _resolve_dwconv(inputs: Sequence[TensorInfo], args: Args) -> Args:
     for key in ("k", "stride", "dilation"):
-        _positive(a[key], key)
-    padding = a["padding"] if a["padding"] >= 0 else _same_padding(a["k"], a["dilation"])
-    spatial = _window_spatial(x.spatial, a["k"], a["stride"], a["dilation"], padding)
-    return [TensorInfo(x.channels, spatial)]
+        _positive(args[key], key)
+    _resolve_padding(args)
+    args["groups"] = inputs[0].channels
+    return args
 
 
-def _infer_elementwise(ts: list[TensorInfo], a: dict[str, Any]) -> list[TensorInfo]:
-    return [ts[0]]
+def _infer_conv(inputs: Sequence[TensorInfo], args: Args) -> list[TensorInfo]:
+    spatial = _window_spatial(inputs[0].spatial, args["k"], args["stride"], args["dilation"],
+                              args["padding"])
+    return [TensorInfo(args["out"], spatial)]
+
+
+def _infer_dwconv(inputs: Sequence[TensorInfo], args: Args) -> list[TensorInfo]:
+    spatial = _window_spatial(inputs[0].spatial, args["k"], args["stride"], args["dilation"],
+                              args["padding"])
+    return [TensorInfo(inputs[0].channels, spatial)]
+
+
+def _cost_conv(args: Args, inputs: Sequence[Extent], output: Extent) -> Cost:
+    per_output = inputs[0].channels // args["groups"] * args["k"] * args["k"]
+    params = output.channels * per_output + (output.channels if args["bias"] else 0)
+    macs = output.elements * per_output
+    return Cost(params, macs, macs)
+
+
+def _resolve_prelu(inputs: Sequence[TensorInfo], args: Args) -> Args:
+    args["slopes"] = inputs[0].channels if args["per_channel"] else 1
+    return args
+
+
+def _cost_prelu(args: Args, inputs: Sequence[Extent], output: Extent) -> Cost:
+    return Cost(args["slopes"], output.elements, 0)  # thop: one op per element
+
+
+def _infer_elementwise(inputs: Sequence[TensorInfo], args: Args) -> list[TensorInfo]:
+    return [inputs[0]]
 
 
 def _infer_binary(name: str, broadcast: bool) -> Infer:
-    def infer(ts: list[TensorInfo], a: dict[str, Any]) -> list[TensorInfo]:
-        left, right = ts
+    def infer(inputs: Sequence[TensorInfo], args: Args) -> list[TensorInfo]:
+        left, right = inputs
         if left.channels != right.channels:
             raise ShapeError(
                 f"cannot {name} values with different channel counts: left has "
@@ -137,43 +335,46 @@ def _infer_binary(name: str, broadcast: bool) -> Infer:
     return infer
 
 
-def _infer_sum(ts: list[TensorInfo], a: dict[str, Any]) -> list[TensorInfo]:
-    if not ts:
+def _infer_sum(inputs: Sequence[TensorInfo], args: Args) -> list[TensorInfo]:
+    if not inputs:
         raise ShapeError("sum needs at least one value")
-    for i, t in enumerate(ts[1:], start=1):
-        if t.channels != ts[0].channels:
+    for i, t in enumerate(inputs[1:], start=1):
+        if t.channels != inputs[0].channels:
             raise ShapeError(
                 f"cannot sum values with different channel counts: argument 1 has "
-                f"{ts[0].channels}, argument {i + 1} has {t.channels}", i)
-    _same_spatial(ts, "cannot sum values")
-    return [ts[0]]
+                f"{inputs[0].channels}, argument {i + 1} has {t.channels}", i)
+    _same_spatial(inputs, "cannot sum values")
+    return [inputs[0]]
 
 
-def _infer_concat(ts: list[TensorInfo], a: dict[str, Any]) -> list[TensorInfo]:
-    if not ts:
+def _infer_concat(inputs: Sequence[TensorInfo], args: Args) -> list[TensorInfo]:
+    if not inputs:
         raise ShapeError("concat needs at least one value")
-    _same_spatial(ts, "cannot concat values")
-    return [TensorInfo(sum(t.channels for t in ts), ts[0].spatial)]
+    _same_spatial(inputs, "cannot concat values")
+    return [TensorInfo(sum(t.channels for t in inputs), inputs[0].spatial)]
 
 
-def _infer_split(ts: list[TensorInfo], a: dict[str, Any]) -> list[TensorInfo]:
-    (x,) = ts
-    sizes = a["sizes"]
+def _resolve_split(inputs: Sequence[TensorInfo], args: Args) -> Args:
+    sizes = args["sizes"]
     if not sizes:
         raise ShapeError("split needs at least one size")
     for size in sizes:
         _positive(size, "split size")
-    if sum(sizes) != x.channels:
+    if sum(sizes) != inputs[0].channels:
         shown = " + ".join(str(s) for s in sizes)
         raise ShapeError(
             f"split sizes {shown} = {sum(sizes)} do not add up to the input's "
-            f"{x.channels} channels", 0)
-    return [TensorInfo(size, x.spatial) for size in sizes]
+            f"{inputs[0].channels} channels", 0)
+    return args
 
 
-def _infer_pixel_shuffle(ts: list[TensorInfo], a: dict[str, Any]) -> list[TensorInfo]:
-    (x,) = ts
-    r = a["r"]
+def _infer_split(inputs: Sequence[TensorInfo], args: Args) -> list[TensorInfo]:
+    return [TensorInfo(size, inputs[0].spatial) for size in args["sizes"]]
+
+
+def _infer_pixel_shuffle(inputs: Sequence[TensorInfo], args: Args) -> list[TensorInfo]:
+    (x,) = inputs
+    r = args["r"]
     _positive(r, "pixel_shuffle factor")
     if x.channels % (r * r):
         raise ShapeError(f"pixel_shuffle({r}) needs channels divisible by {r * r}, "
@@ -183,65 +384,97 @@ def _infer_pixel_shuffle(ts: list[TensorInfo], a: dict[str, Any]) -> list[Tensor
     return [TensorInfo(x.channels // (r * r), x.spatial.upscale(r))]
 
 
-def _infer_global(ts: list[TensorInfo], a: dict[str, Any]) -> list[TensorInfo]:
-    return [TensorInfo(ts[0].channels, GLOBAL)]
+def _infer_global(inputs: Sequence[TensorInfo], args: Args) -> list[TensorInfo]:
+    return [TensorInfo(inputs[0].channels, GLOBAL)]
 
 
-def _infer_maxpool(ts: list[TensorInfo], a: dict[str, Any]) -> list[TensorInfo]:
-    (x,) = ts
-    _positive(a["k"], "k")
-    stride = a["stride"] if a["stride"] > 0 else a["k"]
-    return [TensorInfo(x.channels, _window_spatial(x.spatial, a["k"], stride, 1, a["padding"]))]
+def _cost_avgpool(args: Args, inputs: Sequence[Extent], output: Extent) -> Cost:
+    # thop's AdaptiveAvgPool2d: one op per input element and one per output element
+    return Cost(0, inputs[0].elements + output.elements, 0)
 
 
-def _infer_resize(ts: list[TensorInfo], a: dict[str, Any]) -> list[TensorInfo]:
-    x, like = ts
+def _resolve_maxpool(inputs: Sequence[TensorInfo], args: Args) -> Args:
+    """`stride` None means the kernel size; padding may be at most half the kernel."""
+    _positive(args["k"], "k")
+    if args["stride"] is None:
+        args["stride"] = args["k"]
+    _positive(args["stride"], "stride")
+    if not 0 <= args["padding"] <= args["k"] // 2:
+        raise ShapeError(f"max pool padding must be between 0 and half the kernel "
+                         f"({args['k'] // 2}), got {args['padding']}")
+    return args
+
+
+def _infer_maxpool(inputs: Sequence[TensorInfo], args: Args) -> list[TensorInfo]:
+    spatial = _window_spatial(inputs[0].spatial, args["k"], args["stride"], 1, args["padding"])
+    return [TensorInfo(inputs[0].channels, spatial)]
+
+
+def _infer_resize(inputs: Sequence[TensorInfo], args: Args) -> list[TensorInfo]:
+    x, like = inputs
     return [TensorInfo(x.channels, like.spatial)]
 
 
-_CONV_OPTIONS = (
-    _opt("stride", "int", 1),
-    _opt("dilation", "int", 1),
-    _opt("bias", "bool", True),
-    _opt("padding", "int", -1),
-)
+def _t(name: str) -> ParamSpec:
+    return ParamSpec(name, "tensor")
+
+
+def _opt(name: str, kind: str, default: Any) -> ParamSpec:
+    return ParamSpec(name, kind, default, required=False)
+
+
+_STRIDE, _DILATION, _GROUPS = _opt("stride", "int", 1), _opt("dilation", "int", 1), \
+    _opt("groups", "int", 1)
+_BIAS, _SAME_PADDING = _opt("bias", "bool", True), _opt("padding", "int", None)
 
 PRIMITIVES: dict[str, Primitive] = {
     p.name: p
     for p in [
-        Primitive("conv", (_t("x"), ParamSpec("out", "int"), _opt("k", "int", 3),
-                           _CONV_OPTIONS[0], _CONV_OPTIONS[1], _opt("groups", "int", 1),
-                           *_CONV_OPTIONS[2:]),
-                  _infer_conv, has_weights=True,
+        Primitive(name="conv", params=(_t("x"), ParamSpec("out", "int"), _opt("k", "int", 3),
+                                       _STRIDE, _DILATION, _GROUPS, _BIAS, _SAME_PADDING),
+                  resolve=_resolve_conv, infer=_infer_conv, cost=_cost_conv,
+                  has_weights=True,
                   doc="2-d convolution to `out` channels; 'same' padding unless padding= is given"),
-        Primitive("dwconv", (_t("x"), _opt("k", "int", 3), *_CONV_OPTIONS), _infer_dwconv,
+        Primitive(name="dwconv", params=(_t("x"), _opt("k", "int", 3), _STRIDE, _DILATION,
+                                         _BIAS, _SAME_PADDING),
+                  resolve=_resolve_dwconv, infer=_infer_dwconv, cost=_cost_conv,
                   has_weights=True, doc="depthwise convolution (groups = channels)"),
-        Primitive("relu", (_t("x"),), _infer_elementwise),
-        Primitive("lrelu", (_t("x"), _opt("slope", "float", 0.01)), _infer_elementwise,
+        Primitive(name="relu", params=(_t("x"),), infer=_infer_elementwise, cost=free),
+        Primitive(name="lrelu", params=(_t("x"), _opt("slope", "float", 0.01)),
+                  infer=_infer_elementwise, cost=free,
                   doc="leaky relu with negative slope `slope`"),
-        Primitive("sigmoid", (_t("x"),), _infer_elementwise),
-        Primitive("prelu", (_t("x"), _opt("per_channel", "bool", False)), _infer_elementwise,
-                  has_weights=True),
-        Primitive("identity", (_t("x"),), _infer_elementwise),
-        Primitive("add", (_t("x"), _t("y")), _infer_binary("add", broadcast=False)),
-        Primitive("mul", (_t("x"), _t("y")), _infer_binary("multiply", broadcast=True),
+        Primitive(name="sigmoid", params=(_t("x"),), infer=_infer_elementwise, cost=free),
+        Primitive(name="prelu", params=(_t("x"), _opt("per_channel", "bool", False)),
+                  resolve=_resolve_prelu, infer=_infer_elementwise, cost=_cost_prelu,
+                  has_weights=True,
+                  doc="parametric relu: one learned slope, or one per channel (`slopes`)"),
+        Primitive(name="identity", params=(_t("x"),), infer=_infer_elementwise, cost=free),
+        Primitive(name="add", params=(_t("x"), _t("y")),
+                  infer=_infer_binary("add", broadcast=False), cost=free),
+        Primitive(name="mul", params=(_t("x"), _t("y")),
+                  infer=_infer_binary("multiply", broadcast=True), cost=free,
                   doc="elementwise product; a globally pooled operand broadcasts"),
-        Primitive("sum", (ParamSpec("xs", "tensors"),), _infer_sum),
-        Primitive("concat", (ParamSpec("xs", "tensors"),), _infer_concat,
-                  doc="concatenate along channels"),
-        Primitive("split", (_t("x"), ParamSpec("sizes", "ints")), _infer_split,
+        Primitive(name="sum", params=(ParamSpec("xs", "tensors"),), infer=_infer_sum,
+                  cost=free),
+        Primitive(name="concat", params=(ParamSpec("xs", "tensors"),), infer=_infer_concat,
+                  cost=free, doc="concatenate along channels"),
+        Primitive(name="split", params=(_t("x"), ParamSpec("sizes", "ints")),
+                  resolve=_resolve_split, infer=_infer_split, cost=free, outputs_many=True,
                   doc="split channels into pieces of the given sizes"),
-        Primitive("pixel_shuffle", (_t("x"), ParamSpec("r", "int")), _infer_pixel_shuffle),
-        Primitive("mean", (_t("x"),), _infer_global,
+        Primitive(name="pixel_shuffle", params=(_t("x"), ParamSpec("r", "int")),
+                  infer=_infer_pixel_shuffle, cost=free),
+        Primitive(name="mean", params=(_t("x"),), infer=_infer_global, cost=free,
                   doc="per-channel mean over height and width"),
-        Primitive("std", (_t("x"),), _infer_global,
+        Primitive(name="std", params=(_t("x"),), infer=_infer_global, cost=free,
                   doc="per-channel population standard deviation over height and width"),
-        Primitive("avgpool", (_t("x"),), _infer_global,
-                  doc="global average pool (an AdaptiveAvgPool2d(1) module)"),
-        Primitive("maxpool", (_t("x"), ParamSpec("k", "int"), _opt("stride", "int", 0),
-                              _opt("padding", "int", 0)), _infer_maxpool,
+        Primitive(name="avgpool", params=(_t("x"),), infer=_infer_global,
+                  cost=_cost_avgpool, module=True,
+                  doc="global average pool (a module, so that thop counts it)"),
+        Primitive(name="maxpool", params=(_t("x"), ParamSpec("k", "int"),
+                                          _opt("stride", "int", None), _opt("padding", "int", 0)),
+                  resolve=_resolve_maxpool, infer=_infer_maxpool, cost=free,
                   doc="max pool; stride defaults to the kernel size"),
-        Primitive("resize", (_t("x"), _t("like")), _infer_resize,
+        Primitive(name="resize", params=(_t("x"), _t("like")), infer=_infer_resize, cost=free,
                   doc="bilinear resize of x to the spatial size of `like`"),
     ]
 }

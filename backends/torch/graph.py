@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from spacelang.backends.torch.ops import FUNCTIONS, MODULE_OPS, make_module
+from spacelang.backends.torch.ops import LOWERINGS
 from torch import nn
 
-from spacelang.ir import Graph, Node
+from spacelang.ir import Graph, Node, module_path
+from spacelang.primitives import PRIMITIVES
 
 
 class Container(nn.Module):
@@ -84,18 +85,16 @@ class GraphModule(nn.Module):
                     raise ValueError(f"a fixed network cannot hold the {node.op} site "
                                      f"{node.site!r}")
                 run = special(self, node)
-            elif node.op in MODULE_OPS:
-                module = make_module(node, input_channels(graph, node))
-                if node.path:
-                    register(self, node.path, module)
-                else:
-                    self.add_module(f"_{node.op}{node.id}", module)
+            elif PRIMITIVES[node.op].module:
+                module = LOWERINGS[node.op](node.args, input_channels(graph, node),
+                                            node.channels)
+                register(self, module_path(node), module)
                 # the module itself, not a closure over it, so that `copy.deepcopy`
                 # gives a network that runs its own copies of the modules
                 run = module
             else:
-                run = _function_step(FUNCTIONS[node.op], node.args, node.output_index,
-                                     node.op == "split")
+                run = _function_step(LOWERINGS[node.op], node.args, node.output_index,
+                                     PRIMITIVES[node.op].outputs_many)
             frees = tuple(s for s in set(node.inputs) if last_use.get(s) == node.id)
             steps.append((node.id, run, node.inputs, frees))
         self._steps = steps

@@ -1,66 +1,108 @@
-"""Torch implementations of the primitives, keyed by the names in `spacelang.primitives`.
+"""Torch lowering of each primitive: the `LOWERINGS` table, one entry per primitive.
 
-A primitive with weights becomes a module (`conv`, `dwconv`, `prelu`) or, when
-thop must see it, a module without weights (`avgpool`); the others are
-functions of their input tensors and resolved arguments.
+Arguments arrive resolved by the primitive's record (`spacelang.primitives`):
+padding, stride, groups and counts are final. A primitive whose record says
+`module` gets an entry `(args, in_channels, out_channels) -> nn.Module`; any
+other gets `(args, *tensors) -> Tensor` (a tuple of tensors when the record
+says `outputs_many`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spacelang.ir import Node
+from spacelang.primitives import Args, Implementations
+
+LOWERINGS: Implementations[Any] = Implementations("torch")
+lowering = LOWERINGS.register
 
 
-def _padding(args: dict[str, Any]) -> int:
-    if args["padding"] >= 0:
-        return args["padding"]
-    return args["dilation"] * (args["k"] - 1) // 2
+@lowering("conv", "dwconv")
+def _conv(args: Args, in_channels: int, out_channels: int) -> nn.Module:
+    return nn.Conv2d(in_channels, out_channels, args["k"], stride=args["stride"],
+                     padding=args["padding"], dilation=args["dilation"], groups=args["groups"],
+                     bias=args["bias"])
 
 
-def make_module(node: Node, in_channels: int) -> nn.Module | None:
-    """The module a node owns, or None for a stateless primitive."""
-    a = node.args
-    if node.op == "conv":
-        return nn.Conv2d(in_channels, node.channels, a["k"], stride=a["stride"],
-                         padding=_padding(a), dilation=a["dilation"], groups=a["groups"],
-                         bias=a["bias"])
-    if node.op == "dwconv":
-        return nn.Conv2d(in_channels, in_channels, a["k"], stride=a["stride"],
-                         padding=_padding(a), dilation=a["dilation"], groups=in_channels,
-                         bias=a["bias"])
-    if node.op == "prelu":
-        return nn.PReLU(node.channels if a["per_channel"] else 1)
-    if node.op == "avgpool":
-        return nn.AdaptiveAvgPool2d(1)
-    return None
+@lowering("prelu")
+def _prelu(args: Args, in_channels: int, out_channels: int) -> nn.Module:
+    return nn.PReLU(args["slopes"])
 
 
-def _std(x: torch.Tensor) -> torch.Tensor:
+@lowering("avgpool")
+def _avgpool(args: Args, in_channels: int, out_channels: int) -> nn.Module:
+    return nn.AdaptiveAvgPool2d(1)
+
+
+@lowering("relu")
+def _relu(args: Args, x: torch.Tensor) -> torch.Tensor:
+    return F.relu(x)
+
+
+@lowering("lrelu")
+def _lrelu(args: Args, x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, args["slope"])
+
+
+@lowering("sigmoid")
+def _sigmoid(args: Args, x: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(x)
+
+
+@lowering("identity")
+def _identity(args: Args, x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+@lowering("add")
+def _add(args: Args, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return x + y
+
+
+@lowering("mul")
+def _mul(args: Args, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return x * y
+
+
+@lowering("sum")
+def _sum(args: Args, *xs: torch.Tensor) -> torch.Tensor:
+    return torch.stack(xs).sum(0) if len(xs) > 1 else xs[0]
+
+
+@lowering("concat")
+def _concat(args: Args, *xs: torch.Tensor) -> torch.Tensor:
+    return torch.cat(xs, dim=1)
+
+
+@lowering("split")
+def _split(args: Args, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return torch.split(x, args["sizes"], dim=1)
+
+
+@lowering("pixel_shuffle")
+def _pixel_shuffle(args: Args, x: torch.Tensor) -> torch.Tensor:
+    return F.pixel_shuffle(x, args["r"])
+
+
+@lowering("mean")
+def _mean(args: Args, x: torch.Tensor) -> torch.Tensor:
+    return x.mean(dim=(2, 3), keepdim=True)
+
+
+@lowering("std")
+def _std(args: Args, x: torch.Tensor) -> torch.Tensor:
     return x.std(dim=(2, 3), keepdim=True, unbiased=False)
 
 
-FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "relu": lambda a, x: F.relu(x),
-    "lrelu": lambda a, x: F.leaky_relu(x, a["slope"]),
-    "sigmoid": lambda a, x: torch.sigmoid(x),
-    "identity": lambda a, x: x,
-    "add": lambda a, x, y: x + y,
-    "mul": lambda a, x, y: x * y,
-    "sum": lambda a, *xs: torch.stack(xs).sum(0) if len(xs) > 1 else xs[0],
-    "concat": lambda a, *xs: torch.cat(xs, dim=1),
-    "split": lambda a, x: torch.split(x, a["sizes"], dim=1),
-    "pixel_shuffle": lambda a, x: F.pixel_shuffle(x, a["r"]),
-    "mean": lambda a, x: x.mean(dim=(2, 3), keepdim=True),
-    "std": lambda a, x: _std(x),
-    "maxpool": lambda a, x: F.max_pool2d(x, a["k"], a["stride"] or a["k"], a["padding"]),
-    "resize": lambda a, x, like: F.interpolate(x, size=like.shape[-2:], mode="bilinear",
-                                               align_corners=False),
-}
+@lowering("maxpool")
+def _maxpool(args: Args, x: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(x, args["k"], args["stride"], args["padding"])
 
-MODULE_OPS = frozenset({"conv", "dwconv", "prelu", "avgpool"})
+
+@lowering("resize")
+def _resize(args: Args, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from spacelang.backends.torch.graph import GraphModule, register
 from torch import nn
 
-from spacelang.ir import Network, Node
+from spacelang.ir import Network, Node, module_path
 
 MODES = ("darts", "gdas")
 
@@ -108,7 +108,7 @@ class SuperNet(nn.Module):
 
     def _special(self, graph_module: nn.Module, node: Node):
         module = MixedOp(node, self) if node.op == "choice" else PickOp(node, self)
-        register(graph_module, node.path or f"_{node.op}{node.id}", module)
+        register(graph_module, module_path(node), module)
         return module
 
     # -- architecture weights
