@@ -141,6 +141,10 @@ class Primitive:
     outputs_many: bool = False
     doc: str = ""
 
+    def __attrs_post_init__(self) -> None:
+        if self.has_weights and not self.module:
+            raise ValueError(f"primitive {self.name!r} has weights, so it must be a module")
+
     def apply(self, inputs: Sequence[TensorInfo],
               args: Mapping[str, Any]) -> tuple[Args, list[TensorInfo]]:
         """The resolved arguments and the output shapes for bound `args`; raises ShapeError."""

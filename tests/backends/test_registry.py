@@ -260,3 +260,18 @@ def test_derived_facts_are_resolved_once_in_the_ir(load_text):
     assert args["dwconv"]["groups"] == 8 and args["dwconv"]["padding"] == 1
     assert args["maxpool"]["stride"] == 3
     assert args["prelu"]["slopes"] == 8
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    ("conv(input, 8, padding=-1)", "padding must not be negative, got -1"),
+    ("conv(input, 8, k=2)", "'same' padding needs an odd kernel, got k=2"),
+    ("maxpool(input, 3, stride=0)", "stride must be positive, got 0"),
+    ("maxpool(input, 3, padding=2)", "max pool padding must be between 0 and half the kernel"),
+])
+def test_arguments_rules_report_at_the_call(spec_error, call, message):
+    rendered = spec_error(f"""
+        network t(scale = 1) {{
+            return conv({call}, 3, k=1)
+        }}
+        """)
+    assert f"t.space:3:17: error: {message}" in rendered
