@@ -10,8 +10,9 @@ A `Primitive` record says everything the language knows about a primitive:
   works them out again;
 - `infer`: the shape rule, giving output channels and spatial sizes from the
   inputs' (raises `ShapeError`);
-- `cost`: the cost rule. It counts parameters, MACs as thop counts them and
-  conv MACs as `FlopCounterMode` counts them, for concrete sizes;
+- `cost`: the cost rule, `(args, inputs, output) -> Cost` over concrete
+  `Extent`s. It counts parameters, MACs as thop counts them and conv MACs as
+  `FlopCounterMode` counts them (an `outputs_many` rule runs once per output);
 - `has_weights`: the node gets a path and is lowered as a module with weights;
   `module`: lowered as an `nn.Module` (true for weights, and for `avgpool`,
   which thop only counts as a module); `outputs_many`: gives several values,
@@ -35,7 +36,8 @@ Adding a primitive:
 
 1. Append one `Primitive(...)` record to `PRIMITIVES` below: signature, shape
    rule, cost rule (`free` when it costs nothing), and an arguments rule if it
-   derives or validates arguments.
+   derives or validates arguments. A new kind of size change (an upsampling
+   factor, a transposed window) is a new step kind in `ir.Spatial`.
 2. Add one entry to each backend table. In `backends/torch/ops.py`,
    `@lowering(name)` is `(args, in_channels, out_channels) -> nn.Module` for
    a module primitive and `(args, *tensors) -> Tensor` (a tuple when
