@@ -20,7 +20,7 @@ from lark.exceptions import UnexpectedCharacters
 from lark.grammar import NonTerminal
 from lark.lexer import LexerState
 from lark.utils import TextSlice
-from spacelang.backends.text import format_module
+from spacelang.printer import format_module
 
 from spacelang import ast
 from spacelang.api import format_source, loads
