@@ -82,9 +82,7 @@ def test_the_derived_text_of_any_decision_checks_and_is_fixed(data, text):
     assert derived.cost().base == space.cost().architecture(decisions)
 
 
-def test_per_instance_pick_sites_in_cells():
-    """A pick inside a cell is a site per instance, as in the supernet."""
-    spec = """import "ops.space"
+_CELL_PICKS = """import "ops.space"
 
 cell mix(x: C) {
     return sum(pick 1 of [x, relu(x)])
@@ -96,7 +94,11 @@ network n(C = 4, scale = 1) {
     return conv(b, 3, k=3)
 }
 """
-    space = spacelang.loads(spec, path=str(SPACES / "generated.space"))
+
+
+def test_per_instance_pick_sites_in_cells():
+    """A pick inside a cell is a site per instance, as in the supernet."""
+    space = _load(_CELL_PICKS)
     assert [site.key for site in space.network.pick_sites] == ["a", "b"]
     assert [site.instance for site in space.network.pick_sites] == ["a", "b"]
     assert space.network.architecture_count == 4
@@ -107,6 +109,15 @@ network n(C = 4, scale = 1) {
 
 
 torch = pytest.importorskip("torch")
+
+
+@settings(max_examples=5, deadline=None)
+@given(text=spaces() | st.just(_CELL_PICKS))
+def test_the_supernet_has_the_sites_check_reports(text):
+    space = _load(text)
+    net = space.supernet()
+    assert len(net.alphas) == len(space.network.choice_sites)
+    assert len(net.betas) == len(space.network.pick_sites)
 
 
 def _one_hot(net, decisions) -> None:
