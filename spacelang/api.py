@@ -13,26 +13,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from attrs import frozen
 
 from spacelang import ast
+from spacelang.backends.cost import CostReport, cost_report
 from spacelang.checker import CheckResult, check
+from spacelang.decisions import Decisions
+from spacelang.derive import derive_text
 from spacelang.diagnostics import Diagnostic, SpecError, error
 from spacelang.ir import Network
 from spacelang.parser import parse
+from spacelang.printer import format_module
 from spacelang.program import Program, load_program
-
-if TYPE_CHECKING:
-    from spacelang.backends.cost import CostReport
-    from spacelang.derive import Decisions
 
 
 def format_source(text: str, path: str = "<string>") -> str:
     """The canonical layout of `.space` source text; raises `SpecError`."""
-    from spacelang.backends.text import format_module
-
     return format_module(parse(text, path))
 
 
@@ -73,15 +71,11 @@ class Space:
         return build_fixed(self.derived(decisions).network)
 
     def cost(self, hr: tuple[int, int] = (1280, 720)) -> CostReport:
-        from spacelang.backends.cost import cost_report
-
         return cost_report(self.network, hr)
 
     def derive(self, decisions: Decisions, header: str = "") -> str:
         """A fixed `.space` text with every choice resolved by `decisions`."""
-        from spacelang.derive import derive_text
-
-        return derive_text(self, decisions, header=header)
+        return derive_text(self.program, self.network, decisions, header=header)
 
     def derived(self, decisions: Decisions) -> Space:
         """The fixed Space that `decisions` picks (checked like any spec)."""

@@ -8,22 +8,35 @@ channel count and spatial size of every value.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
 from typing import Any
 
 from attrs import define, field, frozen
 
 from spacelang import ast
+from spacelang.constants import ConstantError, arith, evaluate, is_number_expr, require_int
 from spacelang.diagnostics import Diagnostic, SpecError, did_you_mean, error, warning
 from spacelang.ir import (
     INPUT,
     CellInstance,
     ChoiceSite,
     Graph,
+    Instance,
     Network,
     Node,
+    PickRun,
     PickSite,
+    Run,
+)
+from spacelang.naming import (
+    candidate_label,
+    choice_site_base,
+    entity_calls,
+    entity_paths,
+    flatten,
+    join,
+    pick_site_base,
+    site_key,
+    target_path,
 )
 from spacelang.parser import paused_gc
 from spacelang.primitives import BINARY_OPERATORS, PRIMITIVES, Primitive, ShapeError, TensorInfo
@@ -67,7 +80,7 @@ def _check(program: Program, overrides: dict[str, str] | None) -> CheckResult:
     for network in program.networks:
         try:
             networks.append(_Elaborator(program).network(network, overrides))
-        except _Failed as failure:
+        except (_Failed, ConstantError) as failure:
             problems.append(failure.diagnostic)
     if problems:
         raise SpecError(problems + warnings, program.sources)
@@ -195,7 +208,7 @@ class _Resolver:
                                if isinstance(d, ast.ChoiceDef)]
                     self.errors.append(error(f"`shares {name}`: no choice named `{name}`", span,
                                              did_you_mean(name, choices)))
-        statements = list(_flatten(item.body.statements))
+        statements = list(flatten(item.body.statements))
         later = self._later_definitions(statements)
         used: set[str] = set()
         for index, (statement, loop_vars) in enumerate(statements):
@@ -205,7 +218,7 @@ class _Resolver:
                 for var in loop_vars:
                     local[var] = "int"
             self._expr(statement.value, local, used, item, later=later, index=index)
-            is_number = _is_number_expr(statement.value, local)
+            is_number = is_number_expr(statement.value, local)
             for target in statement.targets:
                 if target.index is not None:
                     self._expr(target.index, local, used, item, want="int")
@@ -375,19 +388,6 @@ class _Resolver:
                     break
 
 
-def _is_number_expr(expr, scope: dict[str, str]) -> bool:
-    """Whether an expression is integer arithmetic (a `let` of a number, as `d = C // 4`)."""
-    if isinstance(expr, (ast.Int, ast.Float, ast.Bool)):
-        return True
-    if isinstance(expr, ast.Name):
-        return scope.get(expr.name) == "int"
-    if isinstance(expr, ast.Neg):
-        return _is_number_expr(expr.operand, scope)
-    if isinstance(expr, ast.BinOp):
-        return _is_number_expr(expr.left, scope) and _is_number_expr(expr.right, scope)
-    return False
-
-
 def _find_path(graph: dict[str, list[str]], start: str, goal: str) -> list[str] | None:
     stack, seen = [(start, [start])], set()
     while stack:
@@ -399,21 +399,6 @@ def _find_path(graph: dict[str, list[str]], start: str, goal: str) -> list[str] 
         seen.add(node)
         stack.extend((n, [*path, n]) for n in graph.get(node, []))
     return None
-
-
-def _flatten(statements, loop_vars: tuple[str, ...] = ()) -> Iterator[tuple[ast.Assign, tuple]]:
-    for statement in statements:
-        if isinstance(statement, ast.ForLoop):
-            yield from _flatten(statement.body, (*loop_vars, statement.var))
-        else:
-            yield statement, loop_vars
-
-
-def candidate_label(call: ast.Call) -> str:
-    """The display name of a choice candidate: `sep_conv_7x7`, or `sep_conv(7)`."""
-    from spacelang.backends.text import format_expr
-
-    return format_expr(call) if call.args or call.keywords else call.func
 
 
 # --------------------------------------------------------------------- pass 2
@@ -437,6 +422,47 @@ class _PickValue:
     names: list[str]
     base: str
     span: ast.Span
+    node: ast.Pick
+    exprs: list  # the candidates as expressions, slices expanded
+
+
+@define
+class _RunRecord:
+    """A `Run` while it is elaborated."""
+
+    statement: ast.Assign | None
+    value: Any
+    loop_env: tuple[tuple[str, int], ...]
+    choices: dict[int, str] = field(factory=dict)
+    picks: dict[int, PickRun] = field(factory=dict)
+    calls: dict[int, _Record] = field(factory=dict)
+
+
+@define
+class _Record:
+    """An `Instance` while it is elaborated."""
+
+    definition: str
+    path: str
+    runs: list[_RunRecord] = field(factory=list)
+
+    def freeze(self, always: bool = False) -> Instance | None:
+        """The instance, or None if neither it nor anything it calls holds a site
+        (and not `always`)."""
+        runs, any_site = [], False
+        for run in self.runs:
+            calls = {}
+            for key, record in run.calls.items():
+                child = record.freeze()
+                if child is not None:
+                    calls[key] = child
+            any_site = any_site or bool(calls or run.choices
+                                        or any(p.key for p in run.picks.values()))
+            runs.append(Run(run.statement, run.value, run.loop_env, run.choices, run.picks,
+                            calls))
+        if not (any_site or always):
+            return None
+        return Instance(self.definition, self.path, tuple(runs))
 
 
 @define
@@ -469,81 +495,9 @@ class _Frame:
     values: dict[str, _Tensor] = field(factory=dict)
     families: dict[str, dict[int, _Tensor]] = field(factory=dict)
     value_names: dict[int, str] = field(factory=dict)
-
-
-def _join(*parts: str) -> str:
-    return ".".join(p for p in parts if p)
-
-
-def _has_weights(program: Program, name: str, memo: dict[str, bool]) -> bool:
-    if name in memo:
-        return memo[name]
-    if name in PRIMITIVES:
-        return PRIMITIVES[name].has_weights
-    definition = program.definitions.get(name)
-    memo[name] = False
-    result = False
-    if isinstance(definition, ast.ChoiceDef):
-        result = True
-    elif isinstance(definition, (ast.OpDef, ast.CellDef)):
-        result = any(_has_weights(program, c.func, memo) for c in _calls_in(definition))
-    memo[name] = result
-    return result
-
-
-def calls_of(expr) -> Iterator[ast.Call]:
-    """The calls in an expression in evaluation order (arguments before the call)."""
-    if isinstance(expr, ast.Call):
-        for arg in expr.args:
-            yield from calls_of(arg)
-        for keyword in expr.keywords:
-            yield from calls_of(keyword.value)
-        yield expr
-    elif isinstance(expr, ast.BinOp):
-        yield from calls_of(expr.left)
-        yield from calls_of(expr.right)
-    elif isinstance(expr, ast.Neg):
-        yield from calls_of(expr.operand)
-    elif isinstance(expr, ast.Pick):
-        for candidate in expr.candidates:
-            yield from calls_of(candidate)
-
-
-def _calls_in(definition) -> Iterator[ast.Call]:
-    for statement, _ in _flatten(definition.body.statements):
-        yield from calls_of(statement.value)
-    yield from calls_of(definition.body.result)
-
-
-def entity_calls(program: Program, expr, memo: dict[str, bool]) -> list[ast.Call]:
-    """The calls in one statement that own weights, in evaluation order."""
-    return [call for call in calls_of(expr) if _has_weights(program, call.func, memo)]
-
-
-def entity_paths(calls: list[ast.Call], value: str) -> dict[int, str]:
-    """Module names for the weight-owning calls of one statement, keyed by id(call).
-
-    A statement `d1 = lrelu(conv(x, 24, k=1))` with one such call names it `d1`;
-    with several, each is named `d1.conv`, `d1.esa`, `d1.conv_2`, ...; a `return`
-    statement (no value name) names them after their ops.
-    """
-    if len(calls) == 1 and value:
-        return {id(calls[0]): value}
-    seen: dict[str, int] = {}
-    names = {}
-    for call in calls:
-        seen[call.func] = seen.get(call.func, 0) + 1
-        suffix = f"_{seen[call.func]}" if seen[call.func] > 1 else ""
-        names[id(call)] = _join(value, call.func + suffix)
-    return names
-
-
-def target_path(target_name: str, index: int | None) -> str:
-    return target_name if index is None else f"{target_name}.{index}"
-
-
-def site_key(base: str, ordinal: int) -> str:
-    return base if ordinal == 0 else f"{base}_{ordinal + 1}"
+    loop_env: dict[str, int] = field(factory=dict)
+    record: _Record | None = None  # None inside choice candidates: they hold no sites
+    run: _RunRecord | None = None
 
 
 class _Elaborator:
@@ -560,7 +514,7 @@ class _Elaborator:
 
     # -- network
     def network(self, definition: ast.NetworkDef, overrides: dict[str, str]) -> Network:
-        frame = _Frame(definition, prefix="", scope="")
+        frame = _Frame(definition, prefix="", scope="", record=_Record(definition.name, ""))
         params: dict[str, int] = {}
         tensor_params = [p for p in definition.params if isinstance(p, ast.TensorParam)]
         for param in definition.params:
@@ -613,6 +567,7 @@ class _Elaborator:
             out_channels=out.channels,
             rgb_range=rgb_range,
             source=definition.span.path,
+            body=frame.record.freeze(always=True),
         )
 
     def _check_pick_consumers(self) -> None:
@@ -637,6 +592,7 @@ class _Elaborator:
         self._statements(frame.definition.body.statements, frame)
         result = frame.definition.body.result
         paths = entity_paths(entity_calls(self.program, result, self.memo), "")
+        self._start_run(frame, None, result)
         saved, self.counters = self.counters, {}
         value = self._expr(result, frame, paths, value_path="")
         self.counters = saved
@@ -651,10 +607,18 @@ class _Elaborator:
                 hi = self._int(statement.hi, frame, "loop bound")
                 for i in range(lo, hi + 1):
                     frame.ints[statement.var] = i
+                    frame.loop_env[statement.var] = i
                     self._statements(statement.body, frame)
                 frame.ints.pop(statement.var, None)
+                frame.loop_env.pop(statement.var, None)
             else:
                 self._assign(statement, frame)
+
+    @staticmethod
+    def _start_run(frame: _Frame, statement: ast.Assign | None, value) -> None:
+        if frame.record is not None:
+            frame.run = _RunRecord(statement, value, tuple(frame.loop_env.items()))
+            frame.record.runs.append(frame.run)
 
     def _assign(self, statement: ast.Assign, frame: _Frame) -> None:
         first = statement.targets[0]
@@ -662,6 +626,7 @@ class _Elaborator:
         value_path = target_path(first.name, index)
         calls = entity_calls(self.program, statement.value, self.memo)
         paths = entity_paths(calls, value_path)
+        self._start_run(frame, statement, statement.value)
         saved, self.counters = self.counters, {}
         value = self._expr(statement.value, frame, paths, value_path=value_path)
         self.counters = saved
@@ -696,57 +661,22 @@ class _Elaborator:
 
     # -- expressions
     def _int(self, expr, frame: _Frame, what: str) -> int:
-        value = self._number(expr, frame)
-        if isinstance(value, bool) or not isinstance(value, int):
-            _fail(f"{what} must be an integer, got {value!r}", expr.span)
-        return value
+        return require_int(self._number(expr, frame), expr, what)
 
     def _number(self, expr, frame: _Frame):
-        if isinstance(expr, ast.Int):
-            return expr.value
-        if isinstance(expr, ast.Float):
-            return expr.value
-        if isinstance(expr, ast.Bool):
-            return expr.value
-        if isinstance(expr, ast.Name):
-            if expr.name in frame.ints:
-                return frame.ints[expr.name]
-            if expr.name in frame.values or expr.name in frame.families:
-                _fail(f"expected an integer, but `{expr.name}` is a tensor", expr.span)
-            _fail(f"undefined name `{expr.name}`", expr.span,
-                  did_you_mean(expr.name, list(frame.ints)))
-        if isinstance(expr, ast.Neg):
-            return -self._number(expr.operand, frame)
-        if isinstance(expr, ast.BinOp):
-            left = self._number(expr.left, frame)
-            right = self._number(expr.right, frame)
-            return self._arith(expr, left, right)
-        _fail("expected an integer expression", expr.span)
+        def lookup(name: ast.Name):
+            if name.name in frame.ints:
+                return frame.ints[name.name]
+            if name.name in frame.values or name.name in frame.families:
+                _fail(f"expected an integer, but `{name.name}` is a tensor", name.span)
+            _fail(f"undefined name `{name.name}`", name.span,
+                  did_you_mean(name.name, list(frame.ints)))
 
-    @staticmethod
-    def _arith(expr: ast.BinOp, left, right):
-        if expr.op == "+":
-            return left + right
-        if expr.op == "-":
-            return left - right
-        if expr.op == "*":
-            return left * right
-        if right == 0:
-            _fail(f"division by zero in `{_show(expr)}`", expr.span)
-        if expr.op == "//":
-            if isinstance(left, float) or isinstance(right, float):
-                return math.floor(left / right)
-            return left // right
-        if isinstance(left, int) and isinstance(right, int) and not isinstance(left, bool):
-            if left % right:
-                _fail(f"`{_show(expr)}` does not divide exactly: {left} / {right} = "
-                      f"{left / right:g}", expr.span, "use // for floor division")
-            return left // right
-        return left / right
+        return evaluate(expr, lookup)
 
     def _expr(self, expr, frame: _Frame, paths: dict[int, str], *, value_path: str):
         if isinstance(expr, (ast.Int, ast.Float, ast.Bool)):
-            return expr.value
+            return self._number(expr, frame)
         if isinstance(expr, ast.Name):
             if expr.name in frame.values:
                 return frame.values[expr.name]
@@ -764,7 +694,7 @@ class _Elaborator:
                 if isinstance(left, (_Many, _PickValue)) or isinstance(right, (_Many,
                                                                                _PickValue)):
                     _fail("this value cannot be used in arithmetic", expr.span)
-                return self._arith(expr, left, right)
+                return arith(expr, left, right)
             if left_tensor != right_tensor:
                 _fail(f"cannot combine a tensor and a number with `{expr.op}`", expr.span)
             if expr.op not in BINARY_OPERATORS:
@@ -791,8 +721,9 @@ class _Elaborator:
             _fail(f"`{name}[{index}]` is not defined (defined so far: {shown})", span)
         return family[index]
 
-    def _values(self, exprs, frame: _Frame, paths, *, value_path):
-        """Evaluate arguments, expanding slices `b[1..3]` into several values."""
+    def _values(self, exprs, frame: _Frame, paths, *, value_path, exprs_out=None):
+        """Evaluate arguments, expanding slices `b[1..3]` into several values (and into
+        `exprs_out`, if given, the argument expressions with slices expanded)."""
         out: list[tuple[Any, ast.Span]] = []
         for expr in exprs:
             if isinstance(expr, ast.Slice):
@@ -802,7 +733,13 @@ class _Elaborator:
                     _fail(f"empty slice {expr.name}[{lo}..{hi}]", expr.span)
                 out.extend((self._member(expr.name, i, expr.span, frame), expr.span)
                            for i in range(lo, hi + 1))
-            elif isinstance(expr, ast.Pick):
+                if exprs_out is not None:
+                    exprs_out.extend(ast.Index(expr.name, ast.Int(i), span=expr.span)
+                                     for i in range(lo, hi + 1))
+                continue
+            if exprs_out is not None:
+                exprs_out.append(expr)
+            if isinstance(expr, ast.Pick):
                 out.append((self._pick(expr, frame, value_path), expr.span))
             else:
                 out.append((self._expr(expr, frame, paths, value_path=value_path), expr.span))
@@ -814,7 +751,7 @@ class _Elaborator:
             k.name: (self._expr(k.value, frame, paths, value_path=value_path), k.value.span)
             for k in call.keywords
         }
-        path = _join(frame.prefix, paths.get(id(call), ""))
+        path = join(frame.prefix, paths.get(id(call), ""))
         if call.func in PRIMITIVES:
             prim = PRIMITIVES[call.func]
             if len(args) == 1 and isinstance(args[0][0], _PickValue):
@@ -922,6 +859,9 @@ class _Elaborator:
         if definition.name in self.stack:
             _fail(f"`{definition.name}` is recursive", call.func_span)
         callee = _Frame(definition, prefix=path, scope=frame.scope, cell=frame.cell)
+        if frame.run is not None:
+            callee.record = _Record(definition.name, path)
+            frame.run.calls[id(call)] = callee.record
         if isinstance(definition, ast.CellDef):
             callee.scope = path
             callee.cell = definition.name
@@ -994,13 +934,13 @@ class _Elaborator:
             _fail(f"choice `{choice.name}` needs at least one input", call.span)
         shared = (isinstance(frame.definition, ast.CellDef)
                   and choice.name in frame.definition.shares)
-        if shared:
-            base = _join(frame.cell, frame.prefix[len(frame.scope):].lstrip("."), value_path)
-        else:
-            base = _join(frame.prefix, value_path) or choice.name
+        base = choice_site_base(choice.name, value_path, frame.prefix,
+                                shared_in=frame.cell if shared else "", scope=frame.scope)
         ordinal = self.counters.get("choice", 0)
         self.counters["choice"] = ordinal + 1
         key = site_key(base, ordinal)
+        if frame.run is not None:
+            frame.run.choices[id(call)] = key
         labels = tuple(candidate_label(c) for c in choice.candidates)
         graphs = []
         reference: tuple[int, Any, str] | None = None
@@ -1022,7 +962,7 @@ class _Elaborator:
         site = self.choice_sites.get(key)
         instances = (*site.instances, path) if site else (path,)
         self.choice_sites[key] = ChoiceSite(key, choice.name, labels, shared, instances,
-                                            call.span)
+                                            call.span, call)
         return _Tensor(node)
 
     def _cached_candidate_graph(self, candidate: ast.Call, tensors: list[_Tensor], extra: list,
@@ -1080,7 +1020,9 @@ class _Elaborator:
     # -- pick sites
     def _pick(self, pick: ast.Pick, frame: _Frame, value_path: str) -> _PickValue:
         k = self._int(pick.k, frame, "pick count")
-        values = self._values(pick.candidates, frame, {}, value_path=value_path)
+        exprs: list = []
+        values = self._values(pick.candidates, frame, {}, value_path=value_path,
+                             exprs_out=exprs)
         tensors = [self._tensor(v, s, "pick") for v, s in values]
         if k <= 0:
             _fail(f"pick count must be positive, got {k}", pick.k.span)
@@ -1096,8 +1038,8 @@ class _Elaborator:
                 _fail(f"pick candidates differ: `{names[0]}` has {infos[0].channels} channels "
                       f"({infos[0].spatial.describe()}), `{name}` has {info.channels} "
                       f"({info.spatial.describe()})", pick.span)
-        return _PickValue(k, [t.id for t in tensors], names, _join(frame.prefix, value_path),
-                          pick.span)
+        return _PickValue(k, [t.id for t in tensors], names,
+                          pick_site_base(frame.prefix, value_path), pick.span, pick, exprs)
 
     def _pick_node(self, prim: Primitive, pick: _PickValue, frame: _Frame) -> _Tensor:
         infos = [self.builder.info(i) for i in pick.ids]
@@ -1106,15 +1048,20 @@ class _Elaborator:
             node = self.builder.add(op=prim.name, inputs=tuple(pick.ids),
                                     channels=outputs[0].channels, spatial=outputs[0].spatial,
                                     scope=frame.scope, span=pick.span)
+            if frame.run is not None:
+                frame.run.picks[id(pick.node)] = PickRun("", tuple(pick.exprs))
             return _Tensor(node)
         ordinal = self.counters.get("pick", 0)
         self.counters["pick"] = ordinal + 1
-        key = site_key(pick.base or "pick", ordinal)
+        key = site_key(pick.base, ordinal)
+        if frame.run is not None:
+            frame.run.picks[id(pick.node)] = PickRun(key, tuple(pick.exprs))
         channels = infos[0].channels * (pick.k if prim.name == "concat" else 1)
         node = self.builder.add(op="pick", inputs=tuple(pick.ids), channels=channels,
                                 spatial=infos[0].spatial, scope=frame.scope, span=pick.span,
                                 site=key, k=pick.k, aggregate=prim.name)
-        self.pick_sites.append(PickSite(key, pick.k, tuple(pick.names), prim.name, pick.span))
+        self.pick_sites.append(PickSite(key, pick.k, tuple(pick.names), prim.name, pick.span,
+                                        frame.prefix, pick.node))
         return _Tensor(node)
 
     @staticmethod
@@ -1131,9 +1078,3 @@ def _describe(value) -> str:
     if isinstance(value, _Many):
         return "several values (assign them with a, b = ...)"
     return "a pick"
-
-
-def _show(expr) -> str:
-    from spacelang.backends.text import format_expr
-
-    return format_expr(expr)

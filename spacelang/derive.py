@@ -1,307 +1,175 @@
 """Derivation: decisions for every choice and pick site → a fixed `.space`.
 
-Decisions map each choice site key to a candidate (index or label) and each
-pick site key to the candidates kept (indices or value names). The derived
-spec is written at the level of the source: loops that hold picks are
-unrolled, shared choices are resolved in their cell, per-instance choices give
-one specialised cell per instance, and parameters take the values used.
+Derivation reads the IR, not the source a second time: `Network.body` is the
+tree of elaborated bodies that hold sites, each statement run with its loop
+variables and, for its choice calls, picks and cell calls, the site key or
+instance the checker gave them. Each body is printed with its choice calls
+replaced by the chosen candidate and its picks by the kept values; loops in
+such bodies are unrolled. Instances of one cell that derive to the same body
+share one definition (a shared choice keeps the cell's name); differing ones
+become one cell per instance (`rfdb_b_3`). Parameters take the values used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any
 
 from spacelang import ast
-from spacelang.checker import (
-    _calls_in,
-    _flatten,
-    entity_calls,
-    entity_paths,
-    site_key,
-    target_path,
-)
-from spacelang.diagnostics import SpecError, error
-from spacelang.ir import Network
+from spacelang.constants import substitute
+from spacelang.decisions import Decisions, normalize
+from spacelang.ir import Instance, Network, Run
+from spacelang.naming import calls_in, expressions_in, has_pick
+from spacelang.printer import format_module
+from spacelang.program import Program
 
-if TYPE_CHECKING:
-    from spacelang.api import Space
-
-Decision = Union[int, str, Sequence[int | str]]
-Decisions = Mapping[str, Decision]
+_PLACEHOLDER = "\0"  # a derived body's call of a derived cell, before naming: "\0<version>"
 
 
-def normalize(network: Network, decisions: Decisions) -> dict[str, Any]:
-    """Decisions as indices: `int` per choice site, sorted `tuple` per pick site."""
-    out: dict[str, Any] = {}
-    known = {s.key for s in network.choice_sites} | {s.key for s in network.pick_sites}
-    for key in decisions:
-        if key not in known:
-            raise SpecError([error(f"no choice or pick site named `{key}` in "
-                                   f"`{network.name}` (sites: {', '.join(sorted(known))})",
-                                   None)])
-    for site in network.choice_sites:
-        if site.key not in decisions:
-            raise SpecError([error(f"no decision for choice site `{site.key}`", None)])
-        value = decisions[site.key]
-        if isinstance(value, str):
-            if value not in site.labels:
-                raise SpecError([error(f"`{value}` is not a candidate of `{site.key}` "
-                                       f"({', '.join(site.labels)})", None)])
-            value = site.labels.index(value)
-        if not isinstance(value, int) or not 0 <= value < len(site.labels):
-            raise SpecError([error(f"decision for `{site.key}` must be a candidate index "
-                                   f"0..{len(site.labels) - 1} or label, got {value!r}", None)])
-        out[site.key] = int(value)
-    for site in network.pick_sites:
-        if site.key not in decisions:
-            raise SpecError([error(f"no decision for pick site `{site.key}`", None)])
-        raw = decisions[site.key]
-        values = [site.candidates.index(v) if isinstance(v, str) and v in site.candidates
-                  else v for v in raw]
-        if (len(set(values)) != site.k or any(not isinstance(v, int) for v in values)
-                or any(not 0 <= v < len(site.candidates) for v in values)):
-            raise SpecError([error(f"decision for pick site `{site.key}` must be {site.k} "
-                                   f"distinct candidates of {list(site.candidates)}, got "
-                                   f"{list(raw)!r}", None)])
-        out[site.key] = tuple(sorted(values))
-    return out
+class _Deriver:
+    def __init__(self, program: Program, chosen: dict[str, Any]):
+        self.program = program
+        self.chosen = chosen
+        self.versions: dict[tuple[str, ast.Body], int] = {}  # (definition, body) → version
+        self.first_path: dict[int, str] = {}
+
+    def instance(self, instance: Instance) -> tuple[ast.Body, int]:
+        """The derived body of an instance and its version number."""
+        statements: list[ast.Assign] = []
+        result = None
+        for run in instance.runs:
+            env = dict(run.loop_env)
+            value = self._expr(run.value, run, env)
+            if run.statement is None:
+                result = value
+                continue
+            targets = tuple(ast.Target(t.name, None if t.index is None else
+                                       substitute(t.index, env)) for t in run.statement.targets)
+            statements.append(ast.Assign(targets, value))
+        body = ast.Body(tuple(statements), result)
+        version = self.versions.setdefault((instance.definition, body), len(self.versions))
+        self.first_path.setdefault(version, instance.path)
+        return body, version
+
+    def _expr(self, expr, run: Run, env: dict[str, int]):
+        if isinstance(expr, ast.BinOp):
+            return substitute(ast.BinOp(expr.op, self._expr(expr.left, run, env),
+                                        self._expr(expr.right, run, env), span=expr.span), {})
+        if isinstance(expr, ast.Neg):
+            return substitute(ast.Neg(self._expr(expr.operand, run, env), span=expr.span), {})
+        if not isinstance(expr, ast.Call):
+            return substitute(expr, env)
+        args: list = []
+        for arg in expr.args:
+            if isinstance(arg, ast.Pick) and id(arg) in run.picks:
+                pick = run.picks[id(arg)]
+                kept = self.chosen[pick.key] if pick.key else range(len(pick.candidates))
+                args.extend(self._expr(pick.candidates[i], run, env) for i in kept)
+            else:
+                args.append(self._expr(arg, run, env))
+        keywords = tuple(ast.Keyword(k.name, self._expr(k.value, run, env))
+                         for k in expr.keywords)
+        if id(expr) in run.choices:
+            choice = self.program.definitions[expr.func]
+            candidate = choice.candidates[self.chosen[run.choices[id(expr)]]]
+            return ast.Call(candidate.func, tuple(args) + candidate.args,
+                            keywords + candidate.keywords)
+        func = expr.func
+        if id(expr) in run.calls:
+            _, version = self.instance(run.calls[id(expr)])
+            func = f"{_PLACEHOLDER}{version}"
+        return ast.Call(func, tuple(args), keywords)
 
 
-def _fold(expr, env: Mapping[str, int]):
-    """Substitute loop variables and fold constant arithmetic."""
-    if isinstance(expr, ast.Name) and expr.name in env:
-        return ast.Int(env[expr.name])
-    if isinstance(expr, ast.BinOp):
-        left, right = _fold(expr.left, env), _fold(expr.right, env)
-        if isinstance(left, ast.Int) and isinstance(right, ast.Int):
-            a, b = left.value, right.value
-            if expr.op == "+":
-                return ast.Int(a + b)
-            if expr.op == "-":
-                return ast.Int(a - b)
-            if expr.op == "*":
-                return ast.Int(a * b)
-            if b and expr.op == "//":
-                return ast.Int(a // b)
-            if b and expr.op == "/" and a % b == 0:
-                return ast.Int(a // b)
-        return ast.BinOp(expr.op, left, right)
-    if isinstance(expr, ast.Neg):
-        inner = _fold(expr.operand, env)
-        return ast.Int(-inner.value) if isinstance(inner, ast.Int) else ast.Neg(inner)
-    if isinstance(expr, ast.Index):
-        return ast.Index(expr.name, _fold(expr.index, env))
-    if isinstance(expr, ast.Slice):
-        return ast.Slice(expr.name, _fold(expr.lo, env), _fold(expr.hi, env))
+def _rename(expr, names: dict[str, str]):
     if isinstance(expr, ast.Call):
-        return ast.Call(expr.func, tuple(_fold(a, env) for a in expr.args),
-                        tuple(ast.Keyword(k.name, _fold(k.value, env)) for k in expr.keywords))
-    if isinstance(expr, ast.Pick):
-        return ast.Pick(_fold(expr.k, env), tuple(_fold(c, env) for c in expr.candidates))
+        return ast.Call(names.get(expr.func, expr.func),
+                        tuple(_rename(a, names) for a in expr.args),
+                        tuple(ast.Keyword(k.name, _rename(k.value, names))
+                              for k in expr.keywords))
+    if isinstance(expr, ast.BinOp):
+        return ast.BinOp(expr.op, _rename(expr.left, names), _rename(expr.right, names))
+    if isinstance(expr, ast.Neg):
+        return ast.Neg(_rename(expr.operand, names))
     return expr
 
 
-def _int_value(expr, params: Mapping[str, int]) -> int:
-    folded = _fold(expr, params)
-    if not isinstance(folded, ast.Int):
-        raise SpecError([error("cannot evaluate this bound while deriving", expr.span)])
-    return folded.value
+def _renamed(body: ast.Body, names: dict[str, str]) -> ast.Body:
+    return ast.Body(tuple(ast.Assign(s.targets, _rename(s.value, names))
+                          for s in body.statements), _rename(body.result, names))
 
 
-def _unroll(statements, params: Mapping[str, int], env: dict[str, int]) -> list[ast.Assign]:
-    out = []
-    for statement in statements:
-        if isinstance(statement, ast.ForLoop):
-            scope = {**params, **env}
-            lo, hi = _int_value(statement.lo, scope), _int_value(statement.hi, scope)
-            for i in range(lo, hi + 1):
-                out.extend(_unroll(statement.body, params, {**env, statement.var: i}))
-        else:
-            targets = tuple(ast.Target(t.name, None if t.index is None else _fold(t.index, env))
-                            for t in statement.targets)
-            out.append(ast.Assign(targets, _fold(statement.value, env)))
-    return out
+def _holds_sites(program: Program, name: str, memo: dict[str, bool]) -> bool:
+    """Whether a definition uses a choice or a pick, itself or through what it calls."""
+    if name not in memo:
+        definition = program.definitions.get(name)
+        memo[name] = isinstance(definition, ast.ChoiceDef)
+        if isinstance(definition, (ast.OpDef, ast.CellDef)):
+            memo[name] = (any(has_pick(e) for e in expressions_in(definition))
+                          or any(_holds_sites(program, c.func, memo)
+                                 for c in calls_in(definition)))
+    return memo[name]
 
 
-class _Rewriter:
-    """Rewrites one statement's choice calls and picks from the decisions."""
-
-    def __init__(self, space: Space, decisions: dict[str, Any]):
-        self.network = space.network
-        self.decisions = decisions
-        self.definitions = space.program.definitions
-        self.memo: dict[str, bool] = {}  # which definitions own weights (entity naming)
-
-    def statement(self, expr, base: str, choice_key):
-        counters = {"choice": 0, "pick": 0}
-        return self._expr(expr, base, counters, choice_key)
-
-    def _expr(self, expr, base, counters, choice_key):
-        if isinstance(expr, ast.BinOp):
-            return ast.BinOp(expr.op, self._expr(expr.left, base, counters, choice_key),
-                             self._expr(expr.right, base, counters, choice_key))
-        if not isinstance(expr, ast.Call):
-            return expr
-        args: list = []
-        for arg in expr.args:
-            if isinstance(arg, ast.Pick):
-                args.extend(self._pick(arg, base, counters))
-            else:
-                args.append(self._expr(arg, base, counters, choice_key))
-        keywords = tuple(ast.Keyword(k.name, self._expr(k.value, base, counters, choice_key))
-                         for k in expr.keywords)
-        definition = self.definitions.get(expr.func)
-        if isinstance(definition, ast.ChoiceDef):
-            key = site_key(choice_key(expr), counters["choice"])
-            counters["choice"] += 1
-            candidate = definition.candidates[self.decisions[key]]
-            return ast.Call(candidate.func, tuple(args) + candidate.args,
-                            keywords + candidate.keywords)
-        return ast.Call(expr.func, tuple(args), keywords)
-
-    def _pick(self, pick: ast.Pick, base: str, counters) -> list:
-        candidates: list = []
-        for candidate in pick.candidates:
-            if isinstance(candidate, ast.Slice):
-                lo, hi = _int_value(candidate.lo, self.network.params), _int_value(
-                    candidate.hi, self.network.params)
-                candidates.extend(ast.Index(candidate.name, ast.Int(i)) for i in range(lo, hi + 1))
-            else:
-                candidates.append(candidate)
-        k = _int_value(pick.k, self.network.params)
-        if k == len(candidates):
-            return candidates
-        key = site_key(base or "pick", counters["pick"])
-        counters["pick"] += 1
-        return [candidates[i] for i in self.decisions[key]]
-
-
-def derive_module(space: Space, decisions: Decisions) -> ast.Module:
+def derive_module(program: Program, network: Network, decisions: Decisions) -> ast.Module:
     """The derived spec as an AST (every choice and pick resolved)."""
-    chosen = normalize(space.network, decisions)
-    program = space.program
-    network_def = next(n for n in program.networks if n.name == space.network.name)
-    rewriter = _Rewriter(space, chosen)
-    params = space.network.params
-    cells_with_choices: dict[str, tuple[ast.CellDef, bool]] = {}
-    for name, definition in program.definitions.items():
-        if not isinstance(definition, ast.CellDef):
-            continue
-        choices = [c.func for c in _calls_in(definition)
-                   if isinstance(program.definitions.get(c.func), ast.ChoiceDef)]
-        if choices:
-            per_instance = any(c not in definition.shares for c in choices)
-            cells_with_choices[name] = (definition, per_instance)
-    shared_rewrites: dict[str, ast.CellDef] = {}
-    specialised: list[ast.CellDef] = []
+    chosen = normalize(network, decisions)
+    deriver = _Deriver(program, chosen)
+    assert network.body is not None, "a checked network records its body"
+    network_body, network_version = deriver.instance(network.body)
+
     root_names = {getattr(item, "name", None) for item in program.root.items}
+    by_definition: dict[str, list[tuple[int, ast.Body]]] = {}
+    for (definition, body), version in deriver.versions.items():
+        if version != network_version:
+            by_definition.setdefault(definition, []).append((version, body))
+    names: dict[str, str] = {}
+    for definition, versions in by_definition.items():
+        base = definition if definition in root_names else f"{definition}_derived"
+        for version, _ in versions:
+            suffix = deriver.first_path[version].replace(".", "_")
+            names[f"{_PLACEHOLDER}{version}"] = (base if len(versions) == 1
+                                                 else f"{base}_{suffix}")
+    derived: dict[str, ast.CellDef] = {}
+    for definition, versions in by_definition.items():
+        original = program.definitions[definition]
+        for version, body in versions:
+            name = names[f"{_PLACEHOLDER}{version}"]
+            derived[name] = ast.CellDef(name, original.params, (), _renamed(body, names))
 
-    def derived_cell_name(name: str, instance: str | None) -> str:
-        base = name if name in root_names else f"{name}_derived"
-        return base if instance is None else f"{base}_{instance.replace('.', '_')}"
+    network_def = next(n for n in program.networks if n.name == network.name)
+    params = tuple(
+        ast.IntParam(p.name, ast.Int(network.params[p.name])) if isinstance(p, ast.IntParam)
+        else p for p in network_def.params)
+    network_item = ast.NetworkDef(network_def.name, params, _renamed(network_body, names))
 
-    def rewrite_cell(cell: ast.CellDef, instance: str | None) -> ast.CellDef:
-        if any(isinstance(s, ast.ForLoop) for s in cell.body.statements):
-            raise SpecError([error(f"cannot derive cell `{cell.name}`: loops in cells with "
-                                   "choices are not supported; unroll the loop", cell.span)])
-        statements = []
-        for statement, _ in _flatten(cell.body.statements):
-            first = statement.targets[0]
-            index = None if first.index is None else _int_value(first.index, {})
-            value = target_path(first.name, index)
-
-            def key(call, value=value):
-                if call.func in cell.shares:
-                    return ".".join(p for p in (cell.name, value) if p)
-                return ".".join(p for p in (instance, value) if p)
-
-            statements.append(ast.Assign(statement.targets,
-                                         rewriter.statement(statement.value, value, key)))
-
-        def result_key(call):
-            return cell.name if call.func in cell.shares else instance
-
-        result = rewriter.statement(cell.body.result, "", result_key)
-        return ast.CellDef(derived_cell_name(cell.name, instance), cell.params, (),
-                           ast.Body(tuple(statements), result))
-
-    network_statements = []
-    for statement in _unroll(network_def.body.statements, params, {}):
-        first = statement.targets[0]
-        index = None if first.index is None else _int_value(first.index, params)
-        value_path = target_path(first.name, index)
-        paths = entity_paths(entity_calls(program, statement.value, rewriter.memo), value_path)
-
-        def network_key(call, value_path=value_path):
-            return value_path or call.func
-
-        value = _rename_cells(statement.value, paths, cells_with_choices, shared_rewrites,
-                              specialised, rewrite_cell)
-        value = rewriter.statement(value, value_path, network_key)
-        network_statements.append(ast.Assign(statement.targets, value))
-    result = rewriter.statement(
-        _rename_cells(network_def.body.result,
-                      entity_paths(entity_calls(program, network_def.body.result,
-                                                rewriter.memo), ""),
-                      cells_with_choices, shared_rewrites, specialised, rewrite_cell),
-        "", lambda call: call.func)
-
-    new_params = tuple(
-        ast.IntParam(p.name, ast.Int(params[p.name])) if isinstance(p, ast.IntParam) else p
-        for p in network_def.params)
-    network = ast.NetworkDef(network_def.name, new_params,
-                             ast.Body(tuple(network_statements), result))
+    memo: dict[str, bool] = {}
     items: list = []
     for item in program.root.items:
         if isinstance(item, ast.ChoiceDef):
             continue
-        if isinstance(item, ast.CellDef) and item.name in cells_with_choices:
-            if item.name in shared_rewrites:
-                items.append(shared_rewrites[item.name])
-            continue
         if isinstance(item, ast.NetworkDef):
             if item.name == network_def.name:
-                items.extend(c for c in shared_rewrites.values()
-                             if c.name not in root_names)
-                items.extend(specialised)
-                items.append(network)
+                items.extend(d for name, d in derived.items() if name not in root_names)
+                items.append(network_item)
             continue
+        if isinstance(item, (ast.OpDef, ast.CellDef)):
+            if item.name in derived:
+                items.append(derived[item.name])
+                continue
+            if _holds_sites(program, item.name, memo):
+                continue
         items.append(item)
     return ast.Module(tuple(items), path=program.root.path)
 
 
-def _rename_cells(expr, paths, cells_with_choices, shared_rewrites, specialised, rewrite_cell):
-    """Point calls of cells with choices at their derived definitions."""
-    if isinstance(expr, ast.BinOp):
-        return ast.BinOp(expr.op, *(
-            _rename_cells(e, paths, cells_with_choices, shared_rewrites, specialised,
-                          rewrite_cell) for e in (expr.left, expr.right)))
-    if not isinstance(expr, ast.Call):
-        return expr
-    args = tuple(_rename_cells(a, paths, cells_with_choices, shared_rewrites, specialised,
-                               rewrite_cell) for a in expr.args)
-    cell, per_instance = cells_with_choices.get(expr.func, (None, False))
-    if cell is None:
-        return ast.Call(expr.func, args, expr.keywords)
-    if not per_instance:
-        if cell.name not in shared_rewrites:
-            shared_rewrites[cell.name] = rewrite_cell(cell, None)
-        return ast.Call(shared_rewrites[cell.name].name, args, expr.keywords)
-    derived = rewrite_cell(cell, paths.get(id(expr), ""))
-    specialised.append(derived)
-    return ast.Call(derived.name, args, expr.keywords)
-
-
-def derive_text(space: Space, decisions: Decisions, header: str = "") -> str:
+def derive_text(program: Program, network: Network, decisions: Decisions,
+                header: str = "") -> str:
     """The derived spec as canonical `.space` text, with an optional header comment."""
-    from spacelang.backends.text import format_module
-
-    text = format_module(derive_module(space, decisions))
+    text = format_module(derive_module(program, network, decisions))
     if header:
         lines = [f"# {line}".rstrip() for line in header.rstrip("\n").splitlines()]
         text = "\n".join(lines) + "\n\n" + text
     return text
 
 
-__all__ = ["Decisions", "derive_module", "derive_text", "normalize"]
+__all__ = ["derive_module", "derive_text"]

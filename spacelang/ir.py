@@ -6,6 +6,11 @@ names it (`b.3.d1`), which becomes its module name when lowered. A choice node
 holds one sub-`Graph` per candidate; a pick node selects `k` of its inputs.
 Every node knows its channel count and its `Spatial` size relative to the
 network input.
+
+Each site records its key, the source call or pick that made it and the
+instance path(s) it lives in; `Network.body` is the tree of elaborated bodies
+(`Instance`) that holds sites, which derivation reads instead of walking the
+source again.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 from attrs import field, frozen
 
+from spacelang import ast
 from spacelang.ast import NO_SPAN, Span
 
 
@@ -151,21 +157,60 @@ class ChoiceSite:
     shared: bool
     instances: tuple[str, ...]
     span: Span = field(default=NO_SPAN, eq=False, repr=False)
+    call: ast.Call | None = field(default=None, eq=False, repr=False)
 
 
 @frozen
 class PickSite:
-    """A network-level choice of `k` out of `candidates` (value names)."""
+    """A choice of `k` out of `candidates` (value names) in the body at path `instance`
+    (`""` for the network's own body, else a cell instance as `b.3`)."""
 
     key: str
     k: int
     candidates: tuple[str, ...]
     aggregate: str
     span: Span = field(default=NO_SPAN, eq=False, repr=False)
+    instance: str = ""
+    pick: ast.Pick | None = field(default=None, eq=False, repr=False)
 
     @property
     def combinations(self) -> int:
         return math.comb(len(self.candidates), self.k)
+
+
+@frozen
+class PickRun:
+    """One evaluated `pick`: its site key (`""` when it keeps every candidate) and its
+    candidates as expressions, slices expanded (`b[1..3]` → `b[1]`, `b[2]`, `b[3]`)."""
+
+    key: str
+    candidates: tuple[ast.Expr, ...] = field(eq=False)
+
+
+@frozen
+class Run:
+    """One execution of a statement of a body (`statement` None: the body's result).
+
+    `loop_env` holds the loop variables around it. The maps are keyed by `id()` of
+    AST nodes of `value`: choice calls → site key, picks → `PickRun`, calls of cells
+    and ops → the `Instance` they elaborated (only instances that hold sites).
+    """
+
+    statement: ast.Assign | None = field(eq=False)
+    value: ast.Expr = field(eq=False)
+    loop_env: tuple[tuple[str, int], ...]
+    choices: dict[int, str] = field(eq=False)
+    picks: dict[int, PickRun] = field(eq=False)
+    calls: dict[int, Instance] = field(eq=False)
+
+
+@frozen
+class Instance:
+    """One elaborated body: the network's (`path` "") or a call of a cell or op."""
+
+    definition: str
+    path: str
+    runs: tuple[Run, ...] = field(eq=False)
 
 
 @frozen
@@ -189,6 +234,7 @@ class Network:
     out_channels: int
     rgb_range: int
     source: str = ""
+    body: Instance | None = field(default=None, eq=False, repr=False)
 
     @property
     def is_fixed(self) -> bool:

@@ -12,7 +12,7 @@
 
 A drawn architecture maps every choice site key to a candidate index and every
 pick site key to a sorted tuple of `k` distinct candidate indices: the form
-`spacelang.derive.normalize` returns, accepted by `Space.fixed`,
+`spacelang.decisions.normalize` returns, accepted by `Space.fixed`,
 `Space.derive`, `Space.derived` and `CostReport.architecture`. Hypothesis
 shrinks towards the first candidates.
 """

@@ -12,7 +12,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from spacelang.cli import common
+from spacelang import __version__
+from spacelang.cli import build, common, language, run
 
 COMMANDS = ("check", "fmt", "flops", "compile", "derive", "search", "train", "eval")
 
@@ -25,8 +26,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"spacelang {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=common.Parser)
     sub.required = True
-    from spacelang.cli import build, language, run
-
     language.register(sub)
     build.register(sub)
     run.register(sub)
@@ -34,8 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from spacelang import __version__
-
     return __version__
 
 

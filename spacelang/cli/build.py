@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from spacelang.api import load
+from spacelang.backends.cost import cost_report
 from spacelang.cli import common
+from spacelang.cli.compile_summary import compile_and_summarise
 
 CONVENTION = ("1 multiply-add = 1 MAC; Multi-Adds = convolution MACs plus one op per "
               "element into and out of each global average pool and through each PReLU "
@@ -39,8 +42,6 @@ def register(sub) -> None:
 
 
 def _load(args):
-    from spacelang.api import load
-
     space = load(args.file, network=args.network, **common.parse_overrides(args.overrides))
     common.print_warnings(space.warnings, space.program.sources)
     return space
@@ -76,7 +77,6 @@ def flops_json(space, report) -> dict:
 def run_flops(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from spacelang.backends.cost import cost_report
 
     hr = common.parse_size(args.hr)
     space = _load(args)
@@ -126,6 +126,4 @@ def run_flops(args: argparse.Namespace) -> int:
 
 
 def run_compile(args: argparse.Namespace) -> int:
-    from spacelang.cli.compile_summary import compile_and_summarise
-
     return compile_and_summarise(_load(args), args)

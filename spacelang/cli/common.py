@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any, NoReturn
 
+from spacelang.diagnostics import SpecError
+
 
 class UsageError(Exception):
     """A bad flag or argument; printed without a traceback, exit status 2."""
@@ -24,8 +26,6 @@ def print_error(message: str) -> None:
 
 def user_error_message(exc: BaseException) -> str | None:
     """The message to show for an exception that is the user's to fix, else None."""
-    from spacelang.diagnostics import SpecError
-
     if isinstance(exc, SpecError):
         return exc.render()
     names = {"DataError", "ConfigError", "CheckpointError", "TrainError", "WeightsError",

@@ -13,7 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from spacelang.backends.cost import cost_report
+from spacelang.backends.emit import emit_python
 from spacelang.cli import common
+from spacelang.cli.language import write_atomic
 
 
 class CompileError(RuntimeError):
@@ -121,8 +124,6 @@ def _emit(net, network, x, y, out: Path) -> int:
     """Write the standalone source, then check it rebuilds the same network."""
     import torch
 
-    from spacelang.backends.emit import emit_python
-    from spacelang.cli.language import write_atomic
 
     source = emit_python(network)
     namespace: dict[str, Any] = {"__name__": f"spacelang_emitted_{network.name}"}
@@ -146,7 +147,6 @@ def compile_and_summarise(space, args: argparse.Namespace) -> int:
     """Build `space` (a supernet if it has choices), run it once, print a summary."""
     from rich.markup import escape
 
-    from spacelang.backends.cost import cost_report
 
     network = space.network
     common.prepare_torch()

@@ -8,7 +8,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from spacelang.api import check_file, format_source
 from spacelang.cli import common
+from spacelang.diagnostics import SpecError
 
 
 def register(sub) -> None:
@@ -42,9 +44,6 @@ def network_summary(network) -> str:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from spacelang.api import check_file
-    from spacelang.diagnostics import SpecError
-
     overrides = common.parse_overrides(args.overrides)
     status = 0
     for file in args.files:
@@ -70,9 +69,6 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_fmt(args: argparse.Namespace) -> int:
-    from spacelang.api import format_source
-    from spacelang.diagnostics import SpecError
-
     status = 0
     for file in args.files:
         try:

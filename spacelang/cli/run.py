@@ -7,7 +7,11 @@ import json
 import time
 from pathlib import Path
 
+from spacelang.api import load
+from spacelang.backends.cost import cost_report
 from spacelang.cli import common
+from spacelang.cli.language import write_atomic
+from spacelang.program import load_program
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_SEARCH_CONFIG = CONFIG_DIR / "search_small.yaml"
@@ -104,7 +108,6 @@ def _datasets(data: str | None, val_data: str | None, scale: int, on_error: str)
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from spacelang.api import load
     from spacelang.sr.config import SearchConfig, load_config
     from spacelang.sr.search import search
 
@@ -144,9 +147,6 @@ def _with(cfg, **changes):
 
 
 def _print_derived(path: Path) -> None:
-    from spacelang.api import load
-    from spacelang.backends.cost import cost_report
-
     derived = load(path)
     cost = cost_report(derived.network).base
     print(f"derived architecture written to {path}")
@@ -155,7 +155,6 @@ def _print_derived(path: Path) -> None:
 
 
 def run_derive(args: argparse.Namespace) -> int:
-    from spacelang.api import load
     from spacelang.sr.checkpoint import load_checkpoint
     from spacelang.sr.search import SearchError, derived_header, load_search_checkpoint
 
@@ -174,8 +173,6 @@ def run_derive(args: argparse.Namespace) -> int:
                         header=derived_header(space, net, checkpoint.parent,
                                               int(state.get("iteration", 0))))
     if args.output:
-        from spacelang.cli.language import write_atomic
-
         write_atomic(Path(args.output), text)
         print(f"wrote {args.output}")
     else:
@@ -184,7 +181,6 @@ def run_derive(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from spacelang.api import load
     from spacelang.sr.config import TrainConfig, load_config
     from spacelang.sr.train import train
 
@@ -214,8 +210,6 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from spacelang.api import load
-    from spacelang.program import load_program
     from spacelang.sr.data import open_dataset
     from spacelang.sr.train import evaluate
     from spacelang.sr.weights import load_weights

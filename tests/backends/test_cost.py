@@ -20,7 +20,7 @@ from thop import profile
 from torch.utils.flop_counter import FlopCounterMode
 
 import spacelang
-from spacelang.derive import normalize
+from spacelang.decisions import normalize
 from spacelang.diagnostics import SpecError
 from spacelang.strategies import architectures
 

@@ -12,7 +12,8 @@ from spacelang.backends.torch.supernet import MixedOp, param_key
 from torch import nn
 
 import spacelang
-from spacelang.derive import normalize
+from spacelang.decisions import normalize
+from spacelang.primitives import PRIMITIVES
 
 SPACES = Path(__file__).resolve().parents[2] / "spaces"
 

@@ -20,12 +20,12 @@ from lark.exceptions import UnexpectedCharacters
 from lark.grammar import NonTerminal
 from lark.lexer import LexerState
 from lark.utils import TextSlice
-from spacelang.backends.text import format_module
 
 from spacelang import ast
 from spacelang.api import format_source, loads
 from spacelang.diagnostics import SpecError
 from spacelang.parser import GRAMMAR_PATH, _lark, parse
+from spacelang.printer import format_module
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "spaces"
 SHIPPED = tuple(sorted(SPACES_DIR.glob("*.space")))
