@@ -1,11 +1,15 @@
-"""Text → AST: the lark LALR parser and a Transformer into `spacelang.ast`."""
+"""Text → AST: the lark LALR parser and a Transformer into `spacelang.ast`.
+
+Only lark's public API is used: `Lark(parser="lalr")` with a custom lexer class
+(`lex(text)`, the documented interface) and an inline `transformer=`; lark is
+pinned in pyproject.toml to the minor version this is tested with.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import gc
-import itertools
 import re
 import threading
 from pathlib import Path
@@ -56,8 +60,6 @@ class _Lexer(Lexer):
     was half the parse time.
     """
 
-    __future_interface__ = 2
-
     def __init__(self, conf):
         terminals = {t.name: t for t in conf.terminals}
         self.ignore = frozenset(conf.ignore)  # only these may span lines (white space)
@@ -73,8 +75,8 @@ class _Lexer(Lexer):
             + [f"(?P<{t.name}>{re.escape(t.pattern.value)})" for t in punctuation]))
         self.terminals = conf.terminals_by_name
 
-    def lex(self, state, parser_state):
-        text = state.text.text
+    def lex(self, text: str):
+        """Tokens of `text` (lark's documented custom-lexer interface: the whole input)."""
         match = self.regex.match
         keywords = self.keywords
         ignore = self.ignore
@@ -84,7 +86,7 @@ class _Lexer(Lexer):
             found = match(text, pos)
             if found is None:
                 raise UnexpectedCharacters(
-                    text, pos, line, pos - line_start + 1, state=parser_state,
+                    text, pos, line, pos - line_start + 1,
                     allowed={n for n in self.terminals if n not in ignore},
                     terminals_by_name=self.terminals)
             kind = found.lastgroup
@@ -126,93 +128,6 @@ def _lark() -> Lark:
         transformer=_ToAst(),
         cache=True,
     )
-
-
-@functools.cache
-def _parse_tables():
-    """lark's LALR table, re-keyed for `_run_lalr`: per state, per symbol, either
-    `(True, next_state)` (shift) or `(False, (size, goto_symbol, callback))` (reduce;
-    the callback is None for a rule that passes its single child through)."""
-    from lark.parsers.lalr_analysis import Shift
-
-    inner = _lark().parser.parser.parser
-    table = inner.parse_table
-    states = {}
-    for state, actions in table.states.items():
-        row = {}
-        for symbol, (action, arg) in actions.items():
-            if action is Shift:
-                row[symbol] = (True, arg)
-            else:
-                # a `?rule` with one child is that child: no callback needed
-                passthrough = (arg.options.expand1 and len(arg.expansion) == 1
-                               and arg.alias is None)
-                row[symbol] = (False, (len(arg.expansion), arg.origin.name,
-                                       None if passthrough else inner.callbacks[arg]))
-        states[state] = row
-    return states, table.start_states["start"], table.end_states["start"]
-
-
-class _LexerInput:
-    """What `_Lexer.lex` reads (`state.text.text`), without lark's lexer state."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text):
-        self.text = text
-
-
-def _run_lalr(text: str):
-    """The LALR parse loop over lark's own table and our lexer.
-
-    lark's general loop (interactive parsing, puppets) compares and hashes grammar
-    rules on every reduction; this one looks up plain tuples and is about twice as
-    fast, with the same result and the same `UnexpectedToken` on a syntax error.
-    """
-    states, start, end = _parse_tables()
-    state_stack = [start]
-    value_stack: list = []
-    lexer = _lark().parser.lexer
-    last = None
-    for token in itertools.chain(lexer.lex(_LexerInput(_LexerInput(text)), None), (None,)):
-        is_end = token is None
-        if is_end:
-            token = Token("$END", "", *_end_position(last))
-        while True:
-            row = states[state_stack[-1]]
-            try:
-                shift, arg = row[token.type]
-            except KeyError:
-                expected = {symbol for symbol in row if symbol.isupper()}
-                raise UnexpectedToken(token, expected) from None
-            if shift:
-                state_stack.append(arg)
-                value_stack.append(token)
-                break
-            size, symbol, callback = arg
-            if callback is None:
-                state_stack[-1] = states[state_stack[-2]][symbol][1]
-                continue
-            if size:
-                children = value_stack[-size:]
-                del state_stack[-size:]
-                del value_stack[-size:]
-            else:
-                children = []
-            value_stack.append(callback(children))
-            state_stack.append(states[state_stack[-1]][symbol][1])
-            if is_end and state_stack[-1] == end:
-                return value_stack[-1]
-        last = token
-    raise AssertionError("the LALR table has no accepting state")  # pragma: no cover
-
-
-def _end_position(last) -> tuple:
-    """Where the end-of-input token sits: just after the last token, as lark puts it."""
-    if last is None:
-        return 0, 1, 1, 1, 1, 0
-    return (last.end_pos, last.end_line, last.end_column, last.end_line, last.end_column,
-            last.end_pos)
 
 
 @functools.cache
@@ -522,7 +437,7 @@ def _parse(text: str, path: str) -> ast.Module:
     builder.begin(path)
     try:
         with paused_gc():
-            items = _run_lalr(text)
+            items = parser.parse(text)
         problems = sorted(builder.problems, key=lambda d: (d.span.line, d.span.column))
     except UnexpectedInput as exc:
         raise SpecError([_syntax_diagnostic(exc, text, path)], sources) from None

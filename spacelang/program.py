@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 from attrs import frozen
@@ -11,8 +12,9 @@ from spacelang.diagnostics import SpecError, error
 from spacelang.parser import parse
 from spacelang.primitives import PRIMITIVES
 
-#: Where `import "ops.space"` looks after the importing file's own folder.
-LIBRARY_DIR = Path(__file__).resolve().parent.parent / "spaces"
+#: Where `import "ops.space"` looks after the importing file's own folder: the shipped
+#: spaces (the repository's `spaces/`, installed as the package data `spacelang.spaces`).
+LIBRARY_DIR = Path(str(files("spacelang.spaces")))
 
 Definition = ast.ChoiceDef | ast.OpDef | ast.CellDef | ast.NetworkDef
 

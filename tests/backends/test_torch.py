@@ -13,7 +13,6 @@ from torch import nn
 
 import spacelang
 from spacelang.decisions import normalize
-from spacelang.primitives import PRIMITIVES
 
 SPACES = Path(__file__).resolve().parents[2] / "spaces"
 

@@ -18,13 +18,11 @@ from hypothesis.extra.lark import from_lark
 from lark import Lark
 from lark.exceptions import UnexpectedCharacters
 from lark.grammar import NonTerminal
-from lark.lexer import LexerState
-from lark.utils import TextSlice
 
 from spacelang import ast
 from spacelang.api import format_source, loads
 from spacelang.diagnostics import SpecError
-from spacelang.parser import GRAMMAR_PATH, _lark, parse
+from spacelang.parser import GRAMMAR_PATH, _lark, _Lexer, parse
 from spacelang.printer import format_module
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "spaces"
@@ -189,7 +187,7 @@ def _tokens_of(lex) -> list | str:
     st.lists(st.sampled_from(ALL_TOKENS), max_size=20).map(" ".join),
 ))
 def test_fast_lexer_agrees_with_larks_basic_lexer(text):
-    ours = _lark().parser.lexer.lex(LexerState(TextSlice.cast_from(text)), None)
+    ours = _Lexer(_lark().lexer_conf).lex(text)
     assert _tokens_of(ours) == _tokens_of(_BASIC_LEXER.lex(text))
 
 
