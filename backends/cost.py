@@ -19,8 +19,7 @@ from typing import Any
 from attrs import frozen
 
 from spacelang.ir import Graph, Network, Node
-
-DEFAULT_HR = (1280, 720)
+from spacelang.limits import DEFAULT_HR
 
 
 @frozen

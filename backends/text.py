@@ -8,6 +8,8 @@ A single blank line between statements is kept where the source had one.
 from __future__ import annotations
 
 from spacelang import ast
+from spacelang.diagnostics import SpecError
+from spacelang.limits import depth_errors
 
 INDENT = "    "
 LINE_WIDTH = 100
@@ -113,7 +115,11 @@ class _Writer:
 
 
 def format_module(module: ast.Module) -> str:
-    """The whole file in canonical layout, ending with one newline."""
+    """The whole file in canonical layout, ending with one newline; `SpecError` if an
+    expression is nested too deep to print."""
+    deep = depth_errors(module)
+    if deep:
+        raise SpecError(deep, {module.path: module.source} if module.source else {})
     writer = _Writer(module.comments)
     previous: ast.Definition | None = None
     for item in module.items:

@@ -9,6 +9,7 @@ channel count and spatial size of every value.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,11 +26,13 @@ from spacelang.ir import (
     Node,
     PickSite,
 )
+from spacelang.limits import DEFAULT_HR, DEFAULT_LIMITS, MAX_DEPTH, Limits, depth_errors
 from spacelang.parser import paused_gc
 from spacelang.primitives import BINARY_OPERATORS, PRIMITIVES, Primitive, ShapeError, TensorInfo
 from spacelang.program import Program
 
 RESERVED = {"input"}
+WINDOW_ARGUMENTS = frozenset({"k", "stride", "dilation", "padding"})
 RGB_RANGE = "rgb_range"
 DEFAULT_IN_CHANNELS = 3
 
@@ -49,13 +52,17 @@ class CheckResult:
     warnings: tuple[Diagnostic, ...]
 
 
-def check(program: Program, overrides: dict[str, str] | None = None) -> CheckResult:
+def check(program: Program, overrides: dict[str, str] | None = None,
+          limits: Limits = DEFAULT_LIMITS) -> CheckResult:
     """Resolve and elaborate every network of `program.root`; raises `SpecError`."""
     with paused_gc():
-        return _check(program, overrides)
+        return _check(program, overrides, limits)
 
 
-def _check(program: Program, overrides: dict[str, str] | None) -> CheckResult:
+def _check(program: Program, overrides: dict[str, str] | None, limits: Limits) -> CheckResult:
+    deep = [d for module in program.modules for d in depth_errors(module)]
+    if deep:
+        raise SpecError(deep, program.sources)
     problems, warnings = resolve(program)
     if problems:
         raise SpecError(problems + warnings, program.sources)
@@ -66,7 +73,7 @@ def _check(program: Program, overrides: dict[str, str] | None) -> CheckResult:
         raise SpecError(problems, program.sources)
     for network in program.networks:
         try:
-            networks.append(_Elaborator(program).network(network, overrides))
+            networks.append(_Elaborator(program, limits).network(network, overrides))
         except _Failed as failure:
             problems.append(failure.diagnostic)
     if problems:
@@ -83,11 +90,20 @@ def _check_overrides(program: Program, overrides: dict[str, str]) -> list[Diagno
             problems.append(error(f"--set {name}: no network in {where} has a parameter "
                                   f"`{name}`", None, did_you_mean(name, known)))
             continue
-        try:
-            int(str(value).strip())
-        except ValueError:
+        if override_value(value) is None:
             problems.append(error(f"--set {name}={value}: the value must be an integer", None))
     return problems
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def override_value(value: object) -> int | None:
+    """The integer an override spells (`16`, `-1`), or None: no `3_2`, no full-width digits."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not _INTEGER.fullmatch(text):
+        return None
+    return int(text)
 
 
 # --------------------------------------------------------------------- pass 1
@@ -195,6 +211,7 @@ class _Resolver:
                                if isinstance(d, ast.ChoiceDef)]
                     self.errors.append(error(f"`shares {name}`: no choice named `{name}`", span,
                                              did_you_mean(name, choices)))
+        self._loop_variables(item)
         statements = list(_flatten(item.body.statements))
         later = self._later_definitions(statements)
         used: set[str] = set()
@@ -213,6 +230,13 @@ class _Resolver:
                 else:
                     kind = "int" if is_number else "tensor"
                 previous = scope.get(target.name)
+                if loop_vars and kind == "tensor":
+                    loop = loop_vars[-1]
+                    self.errors.append(error(
+                        f"`{target.name}` is assigned in every iteration of the loop over "
+                        f"`{loop}`, so its ops would all have one name", target.span,
+                        f"make it a family of values: {target.name}[{loop}] = ..."))
+                    continue
                 if target.name in RESERVED:
                     self.errors.append(error(f"`{target.name}` is reserved", target.span))
                 elif previous == "family" and kind == "family":
@@ -238,6 +262,23 @@ class _Resolver:
                 if not any(callee == name for callee, _ in self.calls[item.name]):
                     self.warnings.append(warning(f"cell `{item.name}` shares `{name}` but never "
                                                  "uses it", span))
+
+    def _loop_variables(self, item) -> None:
+        """A loop variable may not shadow a parameter, a value or an enclosing loop's variable."""
+        taken = {p.name for p in item.params}
+        taken |= {t.name for s, _ in _flatten(item.body.statements) for t in s.targets}
+        pending = [(s, frozenset()) for s in item.body.statements]
+        while pending:
+            statement, outer = pending.pop()
+            if not isinstance(statement, ast.ForLoop):
+                continue
+            if statement.var in taken or statement.var in outer:
+                what = "an enclosing loop's variable" if statement.var in outer else \
+                    "a parameter or value of the same name"
+                self.errors.append(error(f"loop variable `{statement.var}` shadows {what}",
+                                         statement.var_span, "choose another name"))
+            inner = outer | {statement.var}
+            pending.extend((s, inner) for s in statement.body)
 
     @staticmethod
     def _later_definitions(statements) -> dict[str, int]:
@@ -441,10 +482,14 @@ class _PickValue:
 
 @define
 class _Builder:
+    max_nodes: int = DEFAULT_LIMITS.nodes
     nodes: list[Node] = field(factory=list)
     inputs: list[int] = field(factory=list)
 
     def add(self, **kwargs: Any) -> int:
+        if len(self.nodes) >= self.max_nodes:
+            _fail(f"the network grows beyond {self.max_nodes:,} primitive ops (limit `nodes`, "
+                  "--max-nodes)", kwargs["span"])
         node = Node(id=len(self.nodes), **kwargs)
         self.nodes.append(node)
         return node.id
@@ -538,6 +583,22 @@ def entity_paths(calls: list[ast.Call], value: str) -> dict[int, str]:
     return names
 
 
+def empty_size(graph: Graph, scale: int, hr: tuple[int, int]) -> tuple[str, ast.Span] | None:
+    """(message, span) for the first value that is empty for an HR output of `hr` (w, h)."""
+    lw, lh = hr[0] // scale, hr[1] // scale
+    pending = [graph]
+    while pending:
+        current = pending.pop()
+        for node in current.nodes:
+            height, width = node.spatial.size(lh, lw)
+            if height <= 0 or width <= 0:
+                what = "the LR input" if node.op == "input" else "this value"
+                return (f"for an HR output of {hr[0]}×{hr[1]} (LR {lw}×{lh}) {what} would be "
+                        f"{max(width, 0)}×{max(height, 0)}, which is empty", node.span)
+            pending.extend(node.candidates or ())
+    return None
+
+
 def target_path(target_name: str, index: int | None) -> str:
     return target_name if index is None else f"{target_name}.{index}"
 
@@ -547,10 +608,11 @@ def site_key(base: str, ordinal: int) -> str:
 
 
 class _Elaborator:
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, limits: Limits = DEFAULT_LIMITS):
         self.program = program
+        self.limits = limits
         self.memo: dict[str, bool] = {}
-        self.builder = _Builder()
+        self.builder = _Builder(limits.nodes)
         self.choice_sites: dict[str, ChoiceSite] = {}
         self.pick_sites: list[PickSite] = []
         self.cells: list[CellInstance] = []
@@ -567,7 +629,7 @@ class _Elaborator:
             if isinstance(param, ast.TensorParam):
                 continue
             if param.name in overrides:
-                value = int(str(overrides[param.name]).strip())
+                value = override_value(overrides[param.name])
             elif param.default is None:
                 _fail(f"parameter `{param.name}` of network `{definition.name}` has no "
                       "default", param.span, f"give one with --set {param.name}=...")
@@ -587,6 +649,7 @@ class _Elaborator:
         (image,) = tensor_params
         in_channels = self._int(image.channels, frame, "input channels")
         self._positive(in_channels, image.span, "input channels")
+        self._channels(in_channels, image.span)
         input_id = self.builder.add(op="input", inputs=(), channels=in_channels, spatial=INPUT,
                                     path=image.name, span=image.span)
         self.builder.inputs.append(input_id)
@@ -600,7 +663,16 @@ class _Elaborator:
         if "scale" in params and params["scale"] != scale:
             _fail(f"network `{definition.name}` has scale = {params['scale']} but its output "
                   f"is {scale}× its input", definition.body.result.span)
+        if out.channels != in_channels:
+            _fail(f"network `{definition.name}` gives {out.channels} output channels for "
+                  f"{in_channels} input channels; an SR network's output has its input's "
+                  "channels", definition.body.result.span)
         self._check_pick_consumers()
+        self._check_module_names()
+        graph = self.builder.graph(output.id)
+        empty = empty_size(graph, scale, DEFAULT_HR)
+        if empty is not None:
+            _fail(empty[0], empty[1])
         return Network(
             name=definition.name,
             params=params,
@@ -615,6 +687,32 @@ class _Elaborator:
             source=definition.span.path,
         )
 
+    def _check_module_names(self) -> None:
+        """Each op that holds weights (and each choice site) becomes a module named by its
+        path; two of them may not share a name, nor may one's name contain another's."""
+        owners: dict[str, Node] = {}
+        for node in self.builder.nodes:
+            if not node.path or node.op == "input":
+                continue
+            clash = owners.get(node.path)
+            parts = node.path.split(".")
+            if clash is None:
+                clash = next((owners[p] for p in (".".join(parts[:i])
+                                                  for i in range(1, len(parts)))
+                              if p in owners), None)
+            if clash is not None:
+                first = clash.span
+                _fail(f"two ops would hold weights under one name `{node.path}` (and "
+                      f"`{clash.path}`)", node.span,
+                      f"the other is at {first.path}:{first.line}:{first.column}; give each "
+                      "its own value name")
+            owners[node.path] = node
+        prefixes = {".".join(p.split(".")[:i]) for p in owners
+                    for i in range(1, p.count(".") + 1)}
+        for path in prefixes & owners.keys():
+            _fail(f"`{path}` names both an op with weights and a group of them",
+                  owners[path].span, "give each its own value name")
+
     def _check_pick_consumers(self) -> None:
         """A concatenating pick carries every candidate in the supernet, so only a conv,
         which can be sliced to the k picked inputs when deriving, may read it."""
@@ -626,11 +724,15 @@ class _Elaborator:
             if node.id == self.builder.nodes[-1].id or not consumers:
                 _fail("a concatenating pick must feed a conv", node.span)
             for consumer in consumers:
-                if consumer.op != "conv" or consumer.args.get("groups", 1) != 1:
+                carries = (f"in the supernet it carries all {len(node.inputs)} candidates, "
+                           f"in a derived network {node.k}")
+                if consumer.op != "conv":
                     _fail(f"a concatenating pick must feed a conv directly (here it feeds "
-                          f"`{consumer.op}`): in the supernet it carries all "
-                          f"{len(node.inputs)} candidates, in a derived network {node.k}",
-                          node.span)
+                          f"`{consumer.op}`): {carries}", node.span)
+                groups = consumer.args.get("groups", 1)
+                if groups != 1:
+                    _fail(f"a concatenating pick must feed a conv with groups=1 (this conv has "
+                          f"groups={groups}): {carries}, so the groups would differ", node.span)
 
     # -- bodies
     def _body(self, frame: _Frame) -> _Tensor:
@@ -649,6 +751,9 @@ class _Elaborator:
             if isinstance(statement, ast.ForLoop):
                 lo = self._int(statement.lo, frame, "loop bound")
                 hi = self._int(statement.hi, frame, "loop bound")
+                if hi - lo + 1 > self.limits.loop:
+                    _fail(f"this loop runs {hi - lo + 1:,} times ({lo}..{hi}); at most "
+                          f"{self.limits.loop:,} (limit `loop`, --max-loop)", statement.span)
                 for i in range(lo, hi + 1):
                     frame.ints[statement.var] = i
                     self._statements(statement.body, frame)
@@ -843,6 +948,8 @@ class _Elaborator:
                 continue
             if spec.kind == "ints":
                 values = [self._typed(v, s, "int", call.func, spec.name) for v, s in positional]
+                for (_, s), v in zip(positional, values, strict=True):
+                    self._argument_range(v, s, "int", call.func, spec.name)
                 bound[spec.name] = values
                 positional = []
                 continue
@@ -860,11 +967,32 @@ class _Elaborator:
                 spans.append(span)
             else:
                 bound[spec.name] = self._typed(value, span, spec.kind, call.func, spec.name)
+                self._argument_range(bound[spec.name], span, spec.kind, call.func, spec.name)
         if positional:
             _fail(f"`{call.func}` takes {len(prim.params)} arguments, got {len(args)}",
                   call.span)
         bound["__tensors__"] = tensors
         return bound, spans
+
+    def _argument_range(self, value, span: ast.Span, kind: str, func: str, name: str) -> None:
+        """Ranges of arguments given explicitly (defaults may be markers, as padding=-1 for
+        'same'): integers are positive, `padding` non-negative, windows within `kernel`,
+        numbers finite."""
+        if kind == "float":
+            if not math.isfinite(value):
+                _fail(f"`{name}` of `{func}` must be a finite number, got {value!r}", span)
+            return
+        if kind != "int":
+            return
+        lowest = 0 if name == "padding" else 1
+        if value < lowest:
+            need = "non-negative" if lowest == 0 else "positive"
+            _fail(f"`{name}` of `{func}` must be {need}, got {value}", span)
+        if name in WINDOW_ARGUMENTS and value > self.limits.kernel:
+            _fail(f"`{name}` of `{func}` is {value:,}; at most {self.limits.kernel} "
+                  "(limit `kernel`, --max-kernel)", span)
+        if name in ("out", "sizes"):
+            self._channels(value, span)
 
     @staticmethod
     def _tensor(value, span: ast.Span, func: str) -> _Tensor:
@@ -899,6 +1027,8 @@ class _Elaborator:
                 message += f" (`{names[0]}` and `{names[1]}`)"
                 culprit = span
             _fail(message, culprit)
+        for out in outputs:
+            self._channels(out.channels, span)
         ids = [
             self.builder.add(op=prim.name, inputs=tuple(t.id for t in tensors),
                              channels=out.channels, spatial=out.spatial, args=dict(args),
@@ -921,6 +1051,8 @@ class _Elaborator:
     def _inline(self, call: ast.Call, definition, args, keywords, frame: _Frame, path: str):
         if definition.name in self.stack:
             _fail(f"`{definition.name}` is recursive", call.func_span)
+        if len(self.stack) >= MAX_DEPTH:
+            _fail(f"ops call ops more than {MAX_DEPTH} levels deep", call.func_span)
         callee = _Frame(definition, prefix=path, scope=frame.scope, cell=frame.cell)
         if isinstance(definition, ast.CellDef):
             callee.scope = path
@@ -1046,7 +1178,7 @@ class _Elaborator:
     def _candidate_graph(self, candidate: ast.Call, tensors: list[_Tensor], extra: list,
                          site_call: ast.Call) -> Graph:
         outer = self.builder
-        self.builder = _Builder()
+        self.builder = _Builder(self.limits.nodes)
         try:
             inner = _Frame(ast.OpDef(candidate.func, (), ast.Body((), candidate)), prefix="",
                            scope="")
@@ -1116,6 +1248,11 @@ class _Elaborator:
                                 site=key, k=pick.k, aggregate=prim.name)
         self.pick_sites.append(PickSite(key, pick.k, tuple(pick.names), prim.name, pick.span))
         return _Tensor(node)
+
+    def _channels(self, channels: int, span: ast.Span) -> None:
+        if channels > self.limits.channels:
+            _fail(f"{channels:,} channels; at most {self.limits.channels:,} (limit `channels`, "
+                  "--max-channels)", span)
 
     @staticmethod
     def _positive(value: int, span: ast.Span, what: str) -> None:

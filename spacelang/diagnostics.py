@@ -34,11 +34,31 @@ class Diagnostic:
                 if span.end_line == span.line and span.end_column > span.column:
                     width = span.end_column - span.column
                 width = max(1, min(width, len(line) - span.column + 1))
+                line, column, width = _window(line, span.column, width)
                 lines.append(f"  {line}")
-                lines.append("  " + " " * (span.column - 1) + "^" + "~" * (width - 1))
+                lines.append("  " + " " * (column - 1) + "^" + "~" * (width - 1))
         if self.hint:
             lines.append(f"  hint: {self.hint}")
         return "\n".join(lines)
+
+
+#: Longest source line shown whole; longer lines are cut around the caret.
+MAX_SHOWN = 120
+
+
+def _window(line: str, column: int, width: int) -> tuple[str, int, int]:
+    """The part of a long `line` around `column` (1-based), and the caret's new place."""
+    if len(line) <= MAX_SHOWN:
+        return line, column, width
+    width = min(width, MAX_SHOWN // 2)
+    start = max(0, min(column - 1 - MAX_SHOWN // 3, len(line) - MAX_SHOWN))
+    shown = line[start:start + MAX_SHOWN]
+    column -= start
+    if start > 0:
+        shown, column = "…" + shown, column + 1
+    if start + MAX_SHOWN < len(line):
+        shown += "…"
+    return shown, column, width
 
 
 class SpecError(Exception):

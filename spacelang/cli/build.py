@@ -18,6 +18,7 @@ def register(sub) -> None:
                                        "alone. " + CONVENTION + ".")
     flops.add_argument("file", metavar="FILE")
     common.add_overrides(flops)
+    common.add_limits(flops)
     flops.add_argument("--hr", default="1280x720", metavar="WxH",
                        help="HR output size (default 1280x720); LR = HR / scale rounded down")
     flops.add_argument("--network", help="which network, when the file has several")
@@ -29,6 +30,7 @@ def register(sub) -> None:
                                           "choices), run one forward pass, print a summary.")
     compile_.add_argument("file", metavar="FILE")
     common.add_overrides(compile_)
+    common.add_limits(compile_)
     compile_.add_argument("--network", help="which network, when the file has several")
     compile_.add_argument("--depth", type=int, default=2, help="module tree depth to show")
     compile_.add_argument("--input-size", default="32x32", metavar="WxH",
@@ -41,7 +43,8 @@ def register(sub) -> None:
 def _load(args):
     from spacelang.api import load
 
-    space = load(args.file, network=args.network, **common.parse_overrides(args.overrides))
+    space = load(args.file, network=args.network, limits=common.limits(args),
+                 **common.parse_overrides(args.overrides))
     common.print_warnings(space.warnings, space.program.sources)
     return space
 
@@ -76,12 +79,10 @@ def flops_json(space, report) -> dict:
 def run_flops(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from spacelang.backends.cost import cost_report
-
     hr = common.parse_size(args.hr)
     space = _load(args)
     network = space.network
-    report = cost_report(network, hr)
+    report = space.cost(hr)
     if args.json:
         print(json.dumps(flops_json(space, report), indent=2))
         return 0

@@ -157,8 +157,8 @@ def compile_and_summarise(space, args: argparse.Namespace) -> int:
             f"{len(network.choice_sites)} choice and {len(network.pick_sites)} pick sites "
             "(derive an architecture first: `spacelang derive`)")
         return 2
-    if emit_py and not Path(emit_py).resolve().parent.is_dir():
-        raise common.UsageError(f"cannot write {emit_py}: its folder does not exist")
+    if emit_py:
+        common.check_output_file(emit_py)
     depth = getattr(args, "depth", 2)
     if depth < 0:
         raise common.UsageError(f"--depth must be 0 or more, got {depth}")
