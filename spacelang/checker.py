@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from attrs import define, field, frozen
+from attrs import define, evolve, field, frozen
 
 from spacelang import ast
 from spacelang.diagnostics import Diagnostic, SpecError, did_you_mean, error, warning
@@ -73,7 +73,9 @@ def _check(program: Program, overrides: dict[str, str] | None, limits: Limits) -
         raise SpecError(problems, program.sources)
     for network in program.networks:
         try:
-            networks.append(_Elaborator(program, limits).network(network, overrides))
+            elaborator = _Elaborator(program, limits)
+            networks.append(elaborator.network(network, overrides))
+            warnings.extend(elaborator.warnings)
         except _Failed as failure:
             problems.append(failure.diagnostic)
     if problems:
@@ -619,6 +621,8 @@ class _Elaborator:
         self.stack: list[str] = []
         self.counters: dict[str, int] = {}  # choice and pick sites seen in this statement
         self.candidate_graphs: dict[tuple, Graph] = {}
+        self.cell_spans: dict[str, ast.Span] = {}
+        self.warnings: list[Diagnostic] = []
 
     # -- network
     def network(self, definition: ast.NetworkDef, overrides: dict[str, str]) -> Network:
@@ -669,7 +673,7 @@ class _Elaborator:
                   "channels", definition.body.result.span)
         self._check_pick_consumers()
         self._check_module_names()
-        graph = self.builder.graph(output.id)
+        graph = self._reachable(output.id)
         empty = empty_size(graph, scale, DEFAULT_HR)
         if empty is not None:
             _fail(empty[0], empty[1])
@@ -686,6 +690,53 @@ class _Elaborator:
             rgb_range=rgb_range,
             source=definition.span.path,
         )
+
+    def _reachable(self, output: int) -> Graph:
+        """The graph of what reaches the output: dead values are neither built nor counted.
+
+        Sites and cell instances that only dead values hold are dropped, with a warning
+        per dead cell instance (values that are never named get one from `resolve`).
+        """
+        nodes = self.builder.nodes
+        alive = [False] * len(nodes)
+        alive[output] = True
+        for i in self.builder.inputs:
+            alive[i] = True
+        for node in reversed(nodes):  # a node's inputs come before it
+            if alive[node.id]:
+                for source in node.inputs:
+                    alive[source] = True
+        if all(alive):
+            return self.builder.graph(output)
+        renumber: dict[int, int] = {}
+        kept = []
+        for node in nodes:
+            if alive[node.id]:
+                renumber[node.id] = len(kept)
+                kept.append(evolve(node, id=len(kept),
+                                   inputs=tuple(renumber[i] for i in node.inputs)))
+        choice_paths = {n.path for n in kept if n.op == "choice"}
+        pick_keys = {n.site for n in kept if n.op == "pick"}
+        scopes = {n.scope for n in kept}
+        for key, site in list(self.choice_sites.items()):
+            instances = tuple(p for p in site.instances if p in choice_paths)
+            if instances:
+                self.choice_sites[key] = evolve(site, instances=instances)
+            else:
+                del self.choice_sites[key]
+        self.pick_sites = [s for s in self.pick_sites if s.key in pick_keys]
+        living = []
+        for cell in self.cells:
+            if cell.path in scopes or any(s.startswith(cell.path + ".") for s in scopes):
+                living.append(cell)
+            else:
+                span = self.cell_spans.get(cell.path)
+                self.warnings.append(warning(
+                    f"`{cell.path}` (cell `{cell.cell}`) does not reach the network's output; "
+                    "it is not built and not counted", span))
+        self.cells = living
+        return Graph(tuple(kept), tuple(renumber[i] for i in self.builder.inputs),
+                     renumber[output])
 
     def _check_module_names(self) -> None:
         """Each op that holds weights (and each choice site) becomes a module named by its
@@ -1058,6 +1109,7 @@ class _Elaborator:
             callee.scope = path
             callee.cell = definition.name
             self.cells.append(CellInstance(path, definition.name))
+            self.cell_spans[path] = call.span
         params = list(definition.params)
         positional = list(args)
         bindings: dict[str, tuple[Any, ast.Span]] = {}
@@ -1110,6 +1162,13 @@ class _Elaborator:
         self.stack.append(definition.name)
         try:
             return self._body(callee)
+        except _Failed as failure:
+            where = call.func_span
+            note = (f"in expansion of `{definition.name}`, called from "
+                    f"{where.path}:{where.line}:{where.column}")
+            failure.diagnostic = evolve(failure.diagnostic,
+                                        notes=(*failure.diagnostic.notes, note))
+            raise
         finally:
             self.stack.pop()
 

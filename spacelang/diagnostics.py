@@ -16,12 +16,14 @@ class Diagnostic:
     message: str
     span: Span | None
     hint: str | None = None
+    notes: tuple[str, ...] = ()  # e.g. "in expansion of `esa`, called from f:3:5"
 
     def render(self, sources: dict[str, str] | None = None) -> str:
         """The diagnostic as a compiler would print it."""
         if self.span is None:
             head = f"{self.severity}: {self.message}"
-            return head if self.hint is None else f"{head}\n  hint: {self.hint}"
+            head = head if self.hint is None else f"{head}\n  hint: {self.hint}"
+            return "\n".join([head, *(f"  note: {n}" for n in self.notes)])
         span = self.span
         lines = [f"{span.path}:{span.line}:{span.column}: {self.severity}: {self.message}"]
         text = (sources or {}).get(span.path)
@@ -39,6 +41,7 @@ class Diagnostic:
                 lines.append("  " + " " * (column - 1) + "^" + "~" * (width - 1))
         if self.hint:
             lines.append(f"  hint: {self.hint}")
+        lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)
 
 

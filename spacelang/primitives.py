@@ -190,6 +190,9 @@ def _infer_global(ts: list[TensorInfo], a: dict[str, Any]) -> list[TensorInfo]:
 def _infer_maxpool(ts: list[TensorInfo], a: dict[str, Any]) -> list[TensorInfo]:
     (x,) = ts
     _positive(a["k"], "k")
+    if not 0 <= a["padding"] <= a["k"] // 2:
+        raise ShapeError(f"maxpool padding must be between 0 and half the kernel (k // 2 = "
+                         f"{a['k'] // 2}), got {a['padding']}")
     stride = a["stride"] if a["stride"] > 0 else a["k"]
     return [TensorInfo(x.channels, _window_spatial(x.spatial, a["k"], stride, 1, a["padding"]))]
 
