@@ -615,6 +615,9 @@ class _Elaborator:
         self.limits = limits
         self.memo: dict[str, bool] = {}
         self.builder = _Builder(limits.nodes)
+        self.main_builder = self.builder
+        self.owners: dict[str, ast.Span] = {}  # module path -> the op that holds it
+        self.groups: dict[str, ast.Span] = {}  # proper prefixes of those paths
         self.choice_sites: dict[str, ChoiceSite] = {}
         self.pick_sites: list[PickSite] = []
         self.cells: list[CellInstance] = []
@@ -672,7 +675,6 @@ class _Elaborator:
                   f"{in_channels} input channels; an SR network's output has its input's "
                   "channels", definition.body.result.span)
         self._check_pick_consumers()
-        self._check_module_names()
         graph = self._reachable(output.id)
         empty = empty_size(graph, scale, DEFAULT_HR)
         if empty is not None:
@@ -738,31 +740,24 @@ class _Elaborator:
         return Graph(tuple(kept), tuple(renumber[i] for i in self.builder.inputs),
                      renumber[output])
 
-    def _check_module_names(self) -> None:
+    def _claim(self, path: str, span: ast.Span) -> None:
         """Each op that holds weights (and each choice site) becomes a module named by its
-        path; two of them may not share a name, nor may one's name contain another's."""
-        owners: dict[str, Node] = {}
-        for node in self.builder.nodes:
-            if not node.path or node.op == "input":
-                continue
-            clash = owners.get(node.path)
-            parts = node.path.split(".")
-            if clash is None:
-                clash = next((owners[p] for p in (".".join(parts[:i])
-                                                  for i in range(1, len(parts)))
-                              if p in owners), None)
-            if clash is not None:
-                first = clash.span
-                _fail(f"two ops would hold weights under one name `{node.path}` (and "
-                      f"`{clash.path}`)", node.span,
-                      f"the other is at {first.path}:{first.line}:{first.column}; give each "
-                      "its own value name")
-            owners[node.path] = node
-        prefixes = {".".join(p.split(".")[:i]) for p in owners
-                    for i in range(1, p.count(".") + 1)}
-        for path in prefixes & owners.keys():
-            _fail(f"`{path}` names both an op with weights and a group of them",
-                  owners[path].span, "give each its own value name")
+        path; two may not share a name, nor may one's name be a group of others."""
+        if not path or self.builder is not self.main_builder:
+            return
+        parts = path.split(".")
+        prefixes = [".".join(parts[:i]) for i in range(1, len(parts))]
+        clash = self.owners.get(path) or next(
+            (self.owners[p] for p in prefixes if p in self.owners), None)
+        if clash is None and path in self.groups:
+            clash = self.groups[path]
+        if clash is not None:
+            _fail(f"two ops would hold weights under one name `{path}`", span,
+                  f"the other is at {clash.path}:{clash.line}:{clash.column}; give each "
+                  "call its own value name")
+        self.owners[path] = span
+        for prefix in prefixes:
+            self.groups.setdefault(prefix, span)
 
     def _check_pick_consumers(self) -> None:
         """A concatenating pick carries every candidate in the supernet, so only a conv,
@@ -1080,6 +1075,8 @@ class _Elaborator:
             _fail(message, culprit)
         for out in outputs:
             self._channels(out.channels, span)
+        if prim.has_weights:
+            self._claim(path, span)
         ids = [
             self.builder.add(op=prim.name, inputs=tuple(t.id for t in tensors),
                              channels=out.channels, spatial=out.spatial, args=dict(args),
@@ -1206,6 +1203,7 @@ class _Elaborator:
                       f"{out.channels} ({out.spatial.describe()})", call.span)
             graphs.append(graph)
         assert reference is not None
+        self._claim(path, call.span)
         node = self.builder.add(op="choice", inputs=tuple(t.id for t in tensors),
                                 channels=reference[0], spatial=reference[1], path=path,
                                 scope=frame.scope, span=call.span, site=key,
