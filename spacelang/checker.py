@@ -810,6 +810,8 @@ class _Elaborator:
     def _assign(self, statement: ast.Assign, frame: _Frame) -> None:
         first = statement.targets[0]
         index = None if first.index is None else self._int(first.index, frame, "index")
+        if index is not None and index in frame.families.get(first.name, {}):
+            _fail(f"`{first.name}[{index}]` is defined twice", first.span)
         value_path = target_path(first.name, index)
         calls = entity_calls(self.program, statement.value, self.memo)
         paths = entity_paths(calls, value_path)
@@ -1017,6 +1019,10 @@ class _Elaborator:
         if positional:
             _fail(f"`{call.func}` takes {len(prim.params)} arguments, got {len(args)}",
                   call.span)
+        for name in WINDOW_ARGUMENTS & bound.keys():
+            if bound[name] > self.limits.kernel:  # a default too, as k=3 under --max-kernel 1
+                _fail(f"`{name}` of `{call.func}` is {bound[name]:,}; at most "
+                      f"{self.limits.kernel} (limit `kernel`, --max-kernel)", call.span)
         bound["__tensors__"] = tensors
         return bound, spans
 
@@ -1036,7 +1042,7 @@ class _Elaborator:
             _fail(f"`{name}` of `{func}` must be {need}, got {value}", span)
         if name in WINDOW_ARGUMENTS and value > self.limits.kernel:
             _fail(f"`{name}` of `{func}` is {value:,}; at most {self.limits.kernel} "
-                  "(limit `kernel`, --max-kernel)", span)
+                  "(limit `kernel`, --max-kernel)", span)  # located at the argument
         if name in ("out", "sizes"):
             self._channels(value, span)
 

@@ -23,7 +23,7 @@ class Diagnostic:
         if self.span is None:
             head = f"{self.severity}: {self.message}"
             head = head if self.hint is None else f"{head}\n  hint: {self.hint}"
-            return "\n".join([head, *(f"  note: {n}" for n in self.notes)])
+            return "\n".join([head, *(f"  note: {n}" for n in _shown_notes(self.notes))])
         span = self.span
         lines = [f"{span.path}:{span.line}:{span.column}: {self.severity}: {self.message}"]
         text = (sources or {}).get(span.path)
@@ -41,7 +41,7 @@ class Diagnostic:
                 lines.append("  " + " " * (column - 1) + "^" + "~" * (width - 1))
         if self.hint:
             lines.append(f"  hint: {self.hint}")
-        lines.extend(f"  note: {note}" for note in self.notes)
+        lines.extend(f"  note: {note}" for note in _shown_notes(self.notes))
         return "\n".join(lines)
 
 
@@ -62,6 +62,14 @@ def _window(line: str, column: int, width: int) -> tuple[str, int, int]:
     if start + MAX_SHOWN < len(line):
         shown += "…"
     return shown, column, width
+
+
+def _shown_notes(notes: tuple[str, ...], most: int = 8) -> tuple[str, ...]:
+    """A long chain of notes (deeply nested ops) as its first and last few."""
+    if len(notes) <= most:
+        return notes
+    half = most // 2
+    return (*notes[:half], f"... {len(notes) - 2 * half} more ...", *notes[-half:])
 
 
 class SpecError(Exception):

@@ -1,0 +1,95 @@
+"""The hostile corpus (`hostile_cases.py`) through the CLI, in this process.
+
+Rejected: exit 2, no traceback, the location and message the case names.
+Accepted: check, flops and compile succeed; the first architecture derives to a
+spec that checks.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from spacelang.api import load, loads
+from spacelang.cli import run_cli
+from tests.language.hostile_cases import CASES, Accept, Case
+
+SPACES = Path(__file__).resolve().parents[2] / "spaces"
+COMMON_FLAGS = ("--set", "--max-")
+FLAGS_BY_COMMAND = {"check": (), "flops": ("--hr", "--network"),
+                    "compile": ("--network", "--emit-py"), "fmt": ()}
+
+
+def _write(case: Case, tmp: Path) -> Path:
+    for name, data in case.files:
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).write_bytes(data)
+    if not case.text:
+        return SPACES / "dlsr.space"
+    spec = tmp / "t.space"
+    spec.write_text(case.text, encoding="utf-8")
+    return spec
+
+
+def _args(case: Case, command: str, tmp: Path) -> list[str]:
+    """The case's flags that `command` takes (`--hr` only for flops, ...)."""
+    out, items = [], list(case.args)
+    while items:
+        flag, value = items.pop(0), items.pop(0)
+        if flag.startswith(COMMON_FLAGS) or flag in FLAGS_BY_COMMAND[command]:
+            out += [flag, value.replace("{tmp}", str(tmp))]
+    return out
+
+
+def _run(capsys, command: str, spec: Path, args: list[str]) -> tuple[int, str, str]:
+    code = run_cli([command, str(spec), *args] + (["--check"] if command == "fmt" else []))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _overrides(case: Case) -> dict[str, str]:
+    items = list(case.args)
+    pairs = [(items[i], items[i + 1]) for i in range(0, len(items), 2)]
+    return dict(value.split("=", 1) for flag, value in pairs if flag == "--set")
+
+
+def _first_decisions(space) -> dict:
+    network = space.network
+    decisions: dict = {site.key: 0 for site in network.choice_sites}
+    decisions.update({site.key: tuple(range(site.k)) for site in network.pick_sites})
+    return decisions
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_hostile_case(case: Case, tmp_path: Path, capsys) -> None:
+    spec = _write(case, tmp_path)
+    if isinstance(case.expect, Accept):
+        for command in ("check", "flops", "compile"):
+            code, _, err = _run(capsys, command, spec, _args(case, command, tmp_path))
+            assert code == 0, (command, err)
+            assert "Traceback" not in err
+            if case.expect.warning is not None:
+                assert case.expect.warning in err, (command, err)
+        space = load(spec, **_overrides(case))
+        derived = space.derive(_first_decisions(space))
+        assert loads(derived, path=str(spec)).is_fixed
+        return
+    expect = case.expect
+    code, _, err = _run(capsys, expect.command, spec, _args(case, expect.command, tmp_path))
+    assert code == 2, err
+    assert "Traceback" not in err and "internal error" not in err
+    assert expect.message in err, err
+    assert len(err) < 5_000, "a diagnostic echoes too much"
+    if expect.line is not None:
+        location = rf"{re.escape(spec.name)}:{expect.line}:\d+: error:"
+        assert re.search(location, err), err
+    for _, data in case.files:
+        assert b"SECRET" not in err.encode() or b"SECRET" not in data
+
+
+def test_corpus_is_large_and_named() -> None:
+    ids = [c.id for c in CASES]
+    assert len(ids) >= 150
+    assert len(set(ids)) == len(ids)
