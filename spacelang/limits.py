@@ -26,7 +26,7 @@ class Limits:
     channels: int = 65_536        # channels of any value
     kernel: int = 255             # k, stride, dilation and padding of a conv or pool
     loop: int = 10_000            # iterations of one `for` loop (the cell count)
-    nodes: int = 1_000_000        # primitive ops after inlining every op and cell
+    nodes: int = 100_000          # primitive ops after inlining every op and cell
     params: int = 10_000_000_000  # parameters of the largest architecture
     macs: int = 10**15            # Multi-Adds of the largest architecture at HR 1280×720
 
