@@ -682,7 +682,7 @@ class _Elaborator:
         return Network(
             name=definition.name,
             params=params,
-            graph=self.builder.graph(output.id),
+            graph=graph,
             choice_sites=tuple(self.choice_sites.values()),
             pick_sites=tuple(self.pick_sites),
             cells=tuple(self.cells),
