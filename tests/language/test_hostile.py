@@ -93,3 +93,20 @@ def test_corpus_is_large_and_named() -> None:
     ids = [c.id for c in CASES]
     assert len(ids) >= 150
     assert len(set(ids)) == len(ids)
+
+
+def test_derive_output_directory_is_refused_before_any_work(tmp_path: Path, capsys) -> None:
+    """`derive -o DIR` where DIR is a directory: a clear message, no temporary name."""
+    code = run_cli(["derive", str(tmp_path / "no-run"), "-o", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"cannot write {tmp_path}: it is a directory" in err
+    assert ".tmp" not in err
+
+
+def test_fmt_writes_nothing_into_a_directory(tmp_path: Path, capsys) -> None:
+    """`fmt DIR`: the directory is named; nothing is written."""
+    code = run_cli(["fmt", str(tmp_path)])
+    assert code == 2
+    assert str(tmp_path) in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
