@@ -34,7 +34,7 @@ def format_source(text: str, path: str = "<string>") -> str:
     """The canonical layout of `.space` source text; raises `SpecError`."""
     from spacelang.backends.text import format_module
 
-    return format_module(parse(text, path))
+    return format_module(parse(_without_bom(text), path))
 
 
 @frozen

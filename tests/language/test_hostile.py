@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from spacelang.api import load, loads
+from spacelang.api import Limits, load, loads
 from spacelang.cli import run_cli
+from spacelang.diagnostics import SpecError
+from spacelang.limits import DEFAULT_LIMITS
 from tests.language.hostile_cases import CASES, Accept, Case
 
 SPACES = Path(__file__).resolve().parents[2] / "spaces"
@@ -110,3 +112,23 @@ def test_fmt_writes_nothing_into_a_directory(tmp_path: Path, capsys) -> None:
     assert code == 2
     assert str(tmp_path) in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_limits_through_the_api() -> None:
+    """`limits=Limits(...)` does what `--max-...` does; an unknown limit name is refused."""
+    text = ("network n(C = 8) {\n    x = conv(input, C)\n"
+            "    return pixel_shuffle(conv(x, 12), 2)\n}\n")
+    assert loads(text, path="t.space", limits=Limits(channels=12)).network.out_channels == 3
+    with pytest.raises(SpecError, match=r"t\.space:2:21: error: 8 channels; at most 4"):
+        loads(text, path="t.space", limits=Limits(channels=4))
+    with pytest.raises(KeyError):
+        DEFAULT_LIMITS.with_overrides({"chanels": 4})
+
+
+def test_fmt_drops_a_utf8_bom(tmp_path: Path, capsys) -> None:
+    spec = tmp_path / "t.space"
+    spec.write_text("\ufeffnetwork n(C = 8) {\n    x = conv(input, C)\n"
+                    "    return pixel_shuffle(conv(x, 12), 2)\n}\n", encoding="utf-8")
+    assert run_cli(["fmt", str(spec)]) == 0
+    assert spec.read_text(encoding="utf-8").startswith("network n(C = 8) {")
+    assert run_cli(["fmt", "--check", str(spec)]) == 0
