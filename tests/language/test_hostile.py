@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from spacelang.api import Limits, load, loads
+from spacelang.api import Limits, format_source, load, loads
 from spacelang.cli import run_cli
 from spacelang.diagnostics import SpecError
 from spacelang.limits import DEFAULT_LIMITS
@@ -132,3 +132,43 @@ def test_fmt_drops_a_utf8_bom(tmp_path: Path, capsys) -> None:
     assert run_cli(["fmt", str(spec)]) == 0
     assert spec.read_text(encoding="utf-8").startswith("network n(C = 8) {")
     assert run_cli(["fmt", "--check", str(spec)]) == 0
+
+
+def test_dead_values_are_not_counted() -> None:
+    """A value that does not reach the output costs nothing (and is not built)."""
+    live = ("network n(C = 8) {\n    x = conv(input, C)\n"
+            "    return pixel_shuffle(conv(x, 12), 2)\n}\n")
+    dead = live.replace("    x = conv(input, C)\n",
+                        "    x = conv(input, C)\n    unused = conv(x, 64, k=7)\n")
+    assert loads(dead, path="t.space").cost().base == loads(live, path="t.space").cost().base
+    assert len(loads(dead, path="t.space").network.graph.nodes) == 4
+
+
+def test_dead_cell_b2_after_set_cells_1_is_not_counted() -> None:
+    """dlsr with cells=1: `b[2]` is dead, so the network costs one cell, not two."""
+    one = load(SPACES / "dlsr.space", C=8, cells=1)
+    two = load(SPACES / "dlsr.space", C=8, cells=2)
+    assert [c.path for c in one.network.cells] == ["b.1"]
+    assert one.cost().extreme("params") < two.cost().extreme("params")
+    assert any("`b.2`" in w.message for w in one.warnings)
+
+
+@pytest.mark.parametrize("text", [
+    "network n(C = 16,  # width\n          scale = 2) {\n    x = conv(input, C)\n"
+    "    return pixel_shuffle(conv(x, 12, k=3), 2)\n}\n",
+    "choice c = [conv_1x1,  # the small one\n            conv_3x3]\n",
+    "choice c = [\n    conv_1x1,  # one\n    # before three\n    conv_3x3  # three\n]  # end\n",
+    "network n(C = 8) {\n    x = conv(input,  # the image\n             C)\n"
+    "    return pixel_shuffle(conv(x, 12,  # out\n 3), 2)\n}\n",
+], ids=["comment-in-parameter-list", "comment-on-choice-candidate",
+        "comments-around-choice-candidates", "comments-in-call-arguments"])
+def test_fmt_is_idempotent_on_comments(text: str) -> None:
+    once = format_source(text, "t.space")
+    assert format_source(once, "t.space") == once
+    comments = [line.split("#", 1)[1] for line in text.splitlines() if "#" in line]
+    assert [line.split("#", 1)[1] for line in once.splitlines() if "#" in line] == comments
+
+
+def test_fmt_keeps_a_candidate_comment_next_to_its_candidate() -> None:
+    once = format_source("choice c = [conv_1x1,  # the small one\n            conv_3x3]\n")
+    assert "    conv_1x1,  # the small one\n" in once
