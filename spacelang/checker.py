@@ -585,20 +585,26 @@ def entity_paths(calls: list[ast.Call], value: str) -> dict[int, str]:
     return names
 
 
+def first_empty(graph: Graph, width: int, height: int) -> tuple[Node, int, int] | None:
+    """The first value (node, its width, its height) that is empty for an LR input of
+    width×height, or None; choice candidates included."""
+    for node in graph.walk():
+        h, w = node.spatial.size(height, width)
+        if h <= 0 or w <= 0:
+            return node, max(w, 0), max(h, 0)
+    return None
+
+
 def empty_size(graph: Graph, scale: int, hr: tuple[int, int]) -> tuple[str, ast.Span] | None:
     """(message, span) for the first value that is empty for an HR output of `hr` (w, h)."""
     lw, lh = hr[0] // scale, hr[1] // scale
-    pending = [graph]
-    while pending:
-        current = pending.pop()
-        for node in current.nodes:
-            height, width = node.spatial.size(lh, lw)
-            if height <= 0 or width <= 0:
-                what = "the LR input" if node.op == "input" else "this value"
-                return (f"for an HR output of {hr[0]}×{hr[1]} (LR {lw}×{lh}) {what} would be "
-                        f"{max(width, 0)}×{max(height, 0)}, which is empty", node.span)
-            pending.extend(node.candidates or ())
-    return None
+    found = first_empty(graph, lw, lh)
+    if found is None:
+        return None
+    node, w, h = found
+    what = "the LR input" if node.op == "input" else "this value"
+    return (f"for an HR output of {hr[0]}×{hr[1]} (LR {lw}×{lh}) {what} would be {w}×{h}, "
+            "which is empty", node.span)
 
 
 def target_path(target_name: str, index: int | None) -> str:

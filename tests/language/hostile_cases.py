@@ -167,6 +167,9 @@ reject("empty-size-default-hr",
        net("a = conv(input, C, k=255, padding=0)", "b = conv(a, C, k=255, padding=0)",
            "x = resize(b, input)"), "empty", 3)
 accept("empty-size-flops-hr-small-ok", net(STEM), "--hr", "8x8")
+reject("empty-size-compile-input-size-3x3",
+       net("a = conv(input, C, k=5, padding=0)", "x = resize(a, input)"), "too small", 2,
+       "--input-size", "3x3", command="compile")
 
 # ------------------------------------------------------------ naming collisions
 reject("naming-plain-name-in-loop",

@@ -21,7 +21,7 @@ from tests.language.hostile_cases import CASES, Accept, Case
 SPACES = Path(__file__).resolve().parents[2] / "spaces"
 COMMON_FLAGS = ("--set", "--max-")
 FLAGS_BY_COMMAND = {"check": (), "flops": ("--hr", "--network"),
-                    "compile": ("--network", "--emit-py"), "fmt": ()}
+                    "compile": ("--network", "--emit-py", "--input-size"), "fmt": ()}
 
 
 def _write(case: Case, tmp: Path) -> Path:
