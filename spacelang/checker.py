@@ -93,7 +93,9 @@ def _check_overrides(program: Program, overrides: dict[str, str]) -> list[Diagno
                                   f"`{name}`", None, did_you_mean(name, known)))
             continue
         if override_value(value) is None:
-            problems.append(error(f"--set {name}={value}: the value must be an integer", None))
+            span = next(p.span for n in program.networks for p in n.params if p.name == name)
+            problems.append(error(f"--set {name}={value}: the value must be an integer", span,
+                                  "ASCII digits with an optional sign, as --set C=32"))
     return problems
 
 

@@ -199,11 +199,11 @@ reject("naming-loop-var-shadows-outer-loop",
            "        b[i] = conv(b[0], C)", "    }", "}", out="b[2]"), "shadows", 4)
 
 # ------------------------------------------------------------ --set strictness
-reject("set-underscore-digits", net(STEM), "must be an integer", None, "--set", "C=3_2")
-reject("set-full-width-digits", net(STEM), "must be an integer", None, "--set", "C=３２")
-reject("set-arabic-indic-digits", net(STEM), "must be an integer", None, "--set", "C=٣٢")
-reject("set-float", net(STEM), "must be an integer", None, "--set", "C=8.0")
-reject("set-expression", net(STEM), "must be an integer", None, "--set", "C=4*2")
+reject("set-underscore-digits", net(STEM), "must be an integer", 1, "--set", "C=3_2")
+reject("set-full-width-digits", net(STEM), "must be an integer", 1, "--set", "C=３２")
+reject("set-arabic-indic-digits", net(STEM), "must be an integer", 1, "--set", "C=٣٢")
+reject("set-float", net(STEM), "must be an integer", 1, "--set", "C=8.0")
+reject("set-expression", net(STEM), "must be an integer", 1, "--set", "C=4*2")
 reject("set-repeated", net(STEM), "given twice", None, "--set", "C=8", "--set", "C=16")
 reject("set-unknown-name", net(STEM), "no network", None, "--set", "D=8")
 reject("set-network-b-lacks-C",
