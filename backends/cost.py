@@ -17,12 +17,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
 from spacelang.ir import Graph, Network, Node
+from spacelang.limits import DEFAULT_HR
 from spacelang.primitives import PRIMITIVES, Cost, Extent
-
-DEFAULT_HR = (1280, 720)
 
 NO_COST = frozenset({"input", "pick"})
 """Node kinds that are not primitives and cost nothing themselves (choices are summed)."""
@@ -40,11 +39,33 @@ def node_cost(node: Node, graph: Graph, h: int, w: int) -> Cost:
     return PRIMITIVES[node.op].cost(node.args, inputs, _extent(node, h, w))
 
 
+def live_nodes(graph: Graph, decisions: Mapping[str, Any] | None = None) -> list[bool]:
+    """Which nodes reach the output once every pick keeps only its chosen inputs.
+
+    Without decisions (or for a pick without one) every input of a pick is live.
+    """
+    alive = [False] * len(graph.nodes)
+    alive[graph.output] = True
+    for node in reversed(graph.nodes):  # a node's inputs come before it
+        if not alive[node.id]:
+            continue
+        sources = node.inputs
+        if node.op == "pick" and decisions is not None and node.site in decisions:
+            sources = tuple(node.inputs[i] for i in decisions[node.site])
+        for source in sources:
+            alive[source] = True
+    return alive
+
+
 def graph_cost(graph: Graph, h: int, w: int,
                decisions: Mapping[str, Any] | None = None) -> Cost:
-    """Total cost of a graph; choice nodes need a decision (candidate index)."""
+    """Total cost of the nodes of a graph that reach its output under `decisions`;
+    choice nodes need a decision (candidate index), picks keep their chosen inputs."""
     total = Cost()
+    alive = live_nodes(graph, decisions)
     for node in graph.nodes:
+        if not alive[node.id]:
+            continue
         if node.op == "choice":
             if decisions is None or node.site not in decisions:
                 raise KeyError(f"no decision for choice site {node.site!r}")
@@ -73,6 +94,7 @@ class CostReport:
     base: Cost
     sites: tuple[SiteTable, ...]
     cells: tuple[tuple[str, Cost], ...]
+    graph: Graph | None = field(default=None, eq=False, repr=False)
 
     @property
     def fixed(self) -> Cost:
@@ -81,6 +103,11 @@ class CostReport:
         return self.base
 
     def architecture(self, decisions: Mapping[str, Any]) -> Cost:
+        """The exact cost of the network that `decisions` derive: what a pick leaves
+        unread (and what only that fed) is not counted."""
+        if self.graph is not None:
+            lw, lh = self.lr
+            return graph_cost(self.graph, lh, lw, decisions)
         total = self.base
         for site in self.sites:
             total += site.costs[decisions[site.key]]
@@ -136,4 +163,4 @@ def cost_report(network: Network, hr: tuple[int, int] = DEFAULT_HR) -> CostRepor
         per_cell[node.scope] = per_cell.get(node.scope, Cost()) + cost
     sites = tuple(SiteTable(key, labels[key], tuple(costs)) for key, costs in per_site.items())
     cells = tuple((scope or "(network)", cost) for scope, cost in per_cell.items())
-    return CostReport(network.name, hr, (lw, lh), base, sites, cells)
+    return CostReport(network.name, hr, (lw, lh), base, sites, cells, graph)

@@ -19,11 +19,12 @@ from attrs import frozen
 
 from spacelang import ast
 from spacelang.backends.cost import CostReport, cost_report
-from spacelang.checker import CheckResult, check
+from spacelang.checker import CheckResult, check, empty_size
 from spacelang.decisions import Decisions
 from spacelang.derive import derive_text
 from spacelang.diagnostics import Diagnostic, SpecError, error
 from spacelang.ir import Network
+from spacelang.limits import DEFAULT_HR, DEFAULT_LIMITS, Limits
 from spacelang.parser import parse
 from spacelang.printer import format_module
 from spacelang.program import Program, load_program
@@ -31,7 +32,7 @@ from spacelang.program import Program, load_program
 
 def format_source(text: str, path: str = "<string>") -> str:
     """The canonical layout of `.space` source text; raises `SpecError`."""
-    return format_module(parse(text, path))
+    return format_module(parse(_without_bom(text), path))
 
 
 @frozen
@@ -70,7 +71,11 @@ class Space:
             return build_fixed(self.network)
         return build_fixed(self.derived(decisions).network)
 
-    def cost(self, hr: tuple[int, int] = (1280, 720)) -> CostReport:
+    def cost(self, hr: tuple[int, int] = DEFAULT_HR) -> CostReport:
+        """Params and MACs for an HR output of `hr` (w, h); `SpecError` if a value is empty."""
+        empty = empty_size(self.network.graph, self.network.scale, hr)
+        if empty is not None:
+            raise SpecError([error(*empty)], self.program.sources)
         return cost_report(self.network, hr)
 
     def derive(self, decisions: Decisions, header: str = "") -> str:
@@ -83,13 +88,18 @@ class Space:
         return loads(text, path=self.path)
 
 
-def _single(result: CheckResult, program: Program, network: str | None) -> Network:
+def _single(result: CheckResult, program: Program, network: str | None,
+            overrides: Mapping[str, str]) -> Network:
     networks = result.networks
     if network is not None:
         chosen = [n for n in networks if n.name == network]
         if not chosen:
             names = ", ".join(n.name for n in networks) or "none"
             raise SpecError([error(f"no network named `{network}` (networks: {names})", None)])
+        foreign = [name for name in overrides if name not in chosen[0].params]
+        if foreign:
+            raise SpecError([error(f"--set {foreign[0]}: network `{network}` has no parameter "
+                                   f"`{foreign[0]}`", None)])
         return chosen[0]
     if not networks:
         raise SpecError([error(f"{program.root.path} defines no network", None)])
@@ -104,28 +114,54 @@ def _overrides(values: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in values.items()}
 
 
-def load(path: str | Path, network: str | None = None, **overrides: Any) -> Space:
+def load(path: str | Path, network: str | None = None, *, limits: Limits = DEFAULT_LIMITS,
+         **overrides: Any) -> Space:
     """Parse, check and elaborate a `.space` file; keyword arguments override parameters."""
-    return _space(load_program(path), network, overrides)
+    return _space(load_program(path), network, overrides, limits)
 
 
-def loads(text: str, path: str = "<string>", network: str | None = None,
-          **overrides: Any) -> Space:
+def loads(text: str, path: str = "<string>", network: str | None = None, *,
+          limits: Limits = DEFAULT_LIMITS, **overrides: Any) -> Space:
     """Like `load`, from source text; imports resolve relative to `path`'s folder."""
-    return _space(load_program(path, text), network, overrides)
+    return _space(load_program(path, _without_bom(text)), network, overrides, limits)
 
 
-def _space(program: Program, network: str | None, overrides: Mapping[str, Any]) -> Space:
+def _without_bom(text: str) -> str:
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _space(program: Program, network: str | None, overrides: Mapping[str, Any],
+           limits: Limits) -> Space:
     values = _overrides(overrides)
-    result = check(program, values)
-    return Space(program, _single(result, program, network), values, result.warnings)
+    result = _checked(program, values, limits)
+    return Space(program, _single(result, program, network, values), values, result.warnings)
+
+
+def _checked(program: Program, values: dict[str, str], limits: Limits) -> CheckResult:
+    """`check`, then the limits on the largest architecture's params and Multi-Adds."""
+    result = check(program, values, limits)
+    problems = []
+    for network in result.networks:
+        report = cost_report(network)
+        span = next(n.name_span for n in program.networks if n.name == network.name)
+        for field, what, flag in (("params", "parameters", "params"),
+                                  ("macs", "Multi-Adds at HR 1280×720", "macs")):
+            largest = report.extreme(field, max)
+            if largest > getattr(limits, field):
+                problems.append(error(
+                    f"the largest architecture of `{network.name}` has {largest:,} {what}; at "
+                    f"most {getattr(limits, field):,} (limit `{flag}`, --max-{flag})", span))
+    if problems:
+        raise SpecError(problems, program.sources)
+    return result
 
 
 def check_file(path: str | Path, overrides: Mapping[str, Any] | None = None,
-               text: str | None = None) -> tuple[Program, CheckResult]:
+               text: str | None = None, *,
+               limits: Limits = DEFAULT_LIMITS) -> tuple[Program, CheckResult]:
     """Check every network of a file; raises `SpecError`."""
-    program = load_program(path, text)
-    return program, check(program, _overrides(overrides or {}))
+    program = load_program(path, None if text is None else _without_bom(text))
+    return program, _checked(program, _overrides(overrides or {}), limits)
 
 
-__all__ = ["Space", "ast", "check_file", "format_source", "load", "loads", "parse"]
+__all__ = ["Limits", "Space", "ast", "check_file", "format_source", "load", "loads", "parse"]

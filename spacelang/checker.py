@@ -8,9 +8,11 @@ channel count and spatial size of every value.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
-from attrs import define, field, frozen
+from attrs import define, evolve, field, frozen
 
 from spacelang import ast
 from spacelang.constants import ConstantError, arith, evaluate, is_number_expr, require_int
@@ -27,6 +29,7 @@ from spacelang.ir import (
     PickSite,
     Run,
 )
+from spacelang.limits import DEFAULT_HR, DEFAULT_LIMITS, MAX_DEPTH, Limits, depth_errors
 from spacelang.naming import (
     candidate_label,
     choice_site_base,
@@ -43,6 +46,7 @@ from spacelang.primitives import BINARY_OPERATORS, PRIMITIVES, Primitive, ShapeE
 from spacelang.program import Program
 
 RESERVED = {"input"}
+WINDOW_ARGUMENTS = frozenset({"k", "stride", "dilation", "padding"})
 RGB_RANGE = "rgb_range"
 DEFAULT_IN_CHANNELS = 3
 
@@ -62,13 +66,17 @@ class CheckResult:
     warnings: tuple[Diagnostic, ...]
 
 
-def check(program: Program, overrides: dict[str, str] | None = None) -> CheckResult:
+def check(program: Program, overrides: dict[str, str] | None = None,
+          limits: Limits = DEFAULT_LIMITS) -> CheckResult:
     """Resolve and elaborate every network of `program.root`; raises `SpecError`."""
     with paused_gc():
-        return _check(program, overrides)
+        return _check(program, overrides, limits)
 
 
-def _check(program: Program, overrides: dict[str, str] | None) -> CheckResult:
+def _check(program: Program, overrides: dict[str, str] | None, limits: Limits) -> CheckResult:
+    deep = [d for module in program.modules for d in depth_errors(module)]
+    if deep:
+        raise SpecError(deep, program.sources)
     problems, warnings = resolve(program)
     if problems:
         raise SpecError(problems + warnings, program.sources)
@@ -79,7 +87,9 @@ def _check(program: Program, overrides: dict[str, str] | None) -> CheckResult:
         raise SpecError(problems, program.sources)
     for network in program.networks:
         try:
-            networks.append(_Elaborator(program).network(network, overrides))
+            elaborator = _Elaborator(program, limits)
+            networks.append(elaborator.network(network, overrides))
+            warnings.extend(elaborator.warnings)
         except (_Failed, ConstantError) as failure:
             problems.append(failure.diagnostic)
     if problems:
@@ -96,11 +106,22 @@ def _check_overrides(program: Program, overrides: dict[str, str]) -> list[Diagno
             problems.append(error(f"--set {name}: no network in {where} has a parameter "
                                   f"`{name}`", None, did_you_mean(name, known)))
             continue
-        try:
-            int(str(value).strip())
-        except ValueError:
-            problems.append(error(f"--set {name}={value}: the value must be an integer", None))
+        if override_value(value) is None:
+            span = next(p.span for n in program.networks for p in n.params if p.name == name)
+            problems.append(error(f"--set {name}={value}: the value must be an integer", span,
+                                  "ASCII digits with an optional sign, as --set C=32"))
     return problems
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def override_value(value: object) -> int | None:
+    """The integer an override spells (`16`, `-1`), or None: no `3_2`, no full-width digits."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not _INTEGER.fullmatch(text):
+        return None
+    return int(text)
 
 
 # --------------------------------------------------------------------- pass 1
@@ -208,6 +229,7 @@ class _Resolver:
                                if isinstance(d, ast.ChoiceDef)]
                     self.errors.append(error(f"`shares {name}`: no choice named `{name}`", span,
                                              did_you_mean(name, choices)))
+        self._loop_variables(item)
         statements = list(flatten(item.body.statements))
         later = self._later_definitions(statements)
         used: set[str] = set()
@@ -226,6 +248,13 @@ class _Resolver:
                 else:
                     kind = "int" if is_number else "tensor"
                 previous = scope.get(target.name)
+                if loop_vars and kind == "tensor":
+                    loop = loop_vars[-1]
+                    self.errors.append(error(
+                        f"`{target.name}` is assigned in every iteration of the loop over "
+                        f"`{loop}`, so its ops would all have one name", target.span,
+                        f"make it a family of values: {target.name}[{loop}] = ..."))
+                    continue
                 if target.name in RESERVED:
                     self.errors.append(error(f"`{target.name}` is reserved", target.span))
                 elif previous == "family" and kind == "family":
@@ -251,6 +280,23 @@ class _Resolver:
                 if not any(callee == name for callee, _ in self.calls[item.name]):
                     self.warnings.append(warning(f"cell `{item.name}` shares `{name}` but never "
                                                  "uses it", span))
+
+    def _loop_variables(self, item) -> None:
+        """A loop variable may not shadow a parameter, a value or an enclosing loop's variable."""
+        taken = {p.name for p in item.params}
+        taken |= {t.name for s, _ in flatten(item.body.statements) for t in s.targets}
+        pending = [(s, frozenset()) for s in item.body.statements]
+        while pending:
+            statement, outer = pending.pop()
+            if not isinstance(statement, ast.ForLoop):
+                continue
+            if statement.var in taken or statement.var in outer:
+                what = "an enclosing loop's variable" if statement.var in outer else \
+                    "a parameter or value of the same name"
+                self.errors.append(error(f"loop variable `{statement.var}` shadows {what}",
+                                         statement.var_span, "choose another name"))
+            inner = outer | {statement.var}
+            pending.extend((s, inner) for s in statement.body)
 
     @staticmethod
     def _later_definitions(statements) -> dict[str, int]:
@@ -467,10 +513,14 @@ class _Record:
 
 @define
 class _Builder:
+    max_nodes: int = DEFAULT_LIMITS.nodes
     nodes: list[Node] = field(factory=list)
     inputs: list[int] = field(factory=list)
 
     def add(self, **kwargs: Any) -> int:
+        if len(self.nodes) >= self.max_nodes:
+            _fail(f"the network grows beyond {self.max_nodes:,} primitive ops (limit `nodes`, "
+                  "--max-nodes)", kwargs["span"])
         node = Node(id=len(self.nodes), **kwargs)
         self.nodes.append(node)
         return node.id
@@ -500,17 +550,45 @@ class _Frame:
     run: _RunRecord | None = None
 
 
+def first_empty(graph: Graph, width: int, height: int) -> tuple[Node, int, int] | None:
+    """The first value (node, its width, its height) that is empty for an LR input of
+    width×height, or None; choice candidates included."""
+    for node in graph.walk():
+        h, w = node.spatial.size(height, width)
+        if h <= 0 or w <= 0:
+            return node, max(w, 0), max(h, 0)
+    return None
+
+
+def empty_size(graph: Graph, scale: int, hr: tuple[int, int]) -> tuple[str, ast.Span] | None:
+    """(message, span) for the first value that is empty for an HR output of `hr` (w, h)."""
+    lw, lh = hr[0] // scale, hr[1] // scale
+    found = first_empty(graph, lw, lh)
+    if found is None:
+        return None
+    node, w, h = found
+    what = "the LR input" if node.op == "input" else "this value"
+    return (f"for an HR output of {hr[0]}×{hr[1]} (LR {lw}×{lh}) {what} would be {w}×{h}, "
+            "which is empty", node.span)
+
+
 class _Elaborator:
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, limits: Limits = DEFAULT_LIMITS):
         self.program = program
+        self.limits = limits
         self.memo: dict[str, bool] = {}
-        self.builder = _Builder()
+        self.builder = _Builder(limits.nodes)
+        self.main_builder = self.builder
+        self.owners: dict[str, ast.Span] = {}  # module path -> the op that holds it
+        self.groups: dict[str, ast.Span] = {}  # proper prefixes of those paths
         self.choice_sites: dict[str, ChoiceSite] = {}
         self.pick_sites: list[PickSite] = []
         self.cells: list[CellInstance] = []
         self.stack: list[str] = []
         self.counters: dict[str, int] = {}  # choice and pick sites seen in this statement
         self.candidate_graphs: dict[tuple, Graph] = {}
+        self.cell_spans: dict[str, ast.Span] = {}
+        self.warnings: list[Diagnostic] = []
 
     # -- network
     def network(self, definition: ast.NetworkDef, overrides: dict[str, str]) -> Network:
@@ -521,7 +599,7 @@ class _Elaborator:
             if isinstance(param, ast.TensorParam):
                 continue
             if param.name in overrides:
-                value = int(str(overrides[param.name]).strip())
+                value = override_value(overrides[param.name])
             elif param.default is None:
                 _fail(f"parameter `{param.name}` of network `{definition.name}` has no "
                       "default", param.span, f"give one with --set {param.name}=...")
@@ -541,6 +619,7 @@ class _Elaborator:
         (image,) = tensor_params
         in_channels = self._int(image.channels, frame, "input channels")
         self._positive(in_channels, image.span, "input channels")
+        self._channels(in_channels, image.span)
         input_id = self.builder.add(op="input", inputs=(), channels=in_channels, spatial=INPUT,
                                     path=image.name, span=image.span)
         self.builder.inputs.append(input_id)
@@ -554,11 +633,19 @@ class _Elaborator:
         if "scale" in params and params["scale"] != scale:
             _fail(f"network `{definition.name}` has scale = {params['scale']} but its output "
                   f"is {scale}× its input", definition.body.result.span)
+        if out.channels != in_channels:
+            _fail(f"network `{definition.name}` gives {out.channels} output channels for "
+                  f"{in_channels} input channels; an SR network's output has its input's "
+                  "channels", definition.body.result.span)
         self._check_pick_consumers()
+        graph = self._reachable(output.id)
+        empty = empty_size(graph, scale, DEFAULT_HR)
+        if empty is not None:
+            _fail(empty[0], empty[1])
         return Network(
             name=definition.name,
             params=params,
-            graph=self.builder.graph(output.id),
+            graph=graph,
             choice_sites=tuple(self.choice_sites.values()),
             pick_sites=tuple(self.pick_sites),
             cells=tuple(self.cells),
@@ -569,6 +656,72 @@ class _Elaborator:
             source=definition.span.path,
             body=frame.record.freeze(always=True),
         )
+
+    def _reachable(self, output: int) -> Graph:
+        """The graph of what reaches the output: dead values are neither built nor counted.
+
+        Sites and cell instances that only dead values hold are dropped, with a warning
+        per dead cell instance (values that are never named get one from `resolve`).
+        """
+        nodes = self.builder.nodes
+        alive = [False] * len(nodes)
+        alive[output] = True
+        for i in self.builder.inputs:
+            alive[i] = True
+        for node in reversed(nodes):  # a node's inputs come before it
+            if alive[node.id]:
+                for source in node.inputs:
+                    alive[source] = True
+        if all(alive):
+            return self.builder.graph(output)
+        renumber: dict[int, int] = {}
+        kept = []
+        for node in nodes:
+            if alive[node.id]:
+                renumber[node.id] = len(kept)
+                kept.append(evolve(node, id=len(kept),
+                                   inputs=tuple(renumber[i] for i in node.inputs)))
+        choice_paths = {n.path for n in kept if n.op == "choice"}
+        pick_keys = {n.site for n in kept if n.op == "pick"}
+        scopes = {n.scope for n in kept}
+        for key, site in list(self.choice_sites.items()):
+            instances = tuple(p for p in site.instances if p in choice_paths)
+            if instances:
+                self.choice_sites[key] = evolve(site, instances=instances)
+            else:
+                del self.choice_sites[key]
+        self.pick_sites = [s for s in self.pick_sites if s.key in pick_keys]
+        living = []
+        for cell in self.cells:
+            if cell.path in scopes or any(s.startswith(cell.path + ".") for s in scopes):
+                living.append(cell)
+            else:
+                span = self.cell_spans.get(cell.path)
+                self.warnings.append(warning(
+                    f"`{cell.path}` (cell `{cell.cell}`) does not reach the network's output; "
+                    "it is not built and not counted", span))
+        self.cells = living
+        return Graph(tuple(kept), tuple(renumber[i] for i in self.builder.inputs),
+                     renumber[output])
+
+    def _claim(self, path: str, span: ast.Span) -> None:
+        """Each op that holds weights (and each choice site) becomes a module named by its
+        path; two may not share a name, nor may one's name be a group of others."""
+        if not path or self.builder is not self.main_builder:
+            return
+        parts = path.split(".")
+        prefixes = [".".join(parts[:i]) for i in range(1, len(parts))]
+        clash = self.owners.get(path) or next(
+            (self.owners[p] for p in prefixes if p in self.owners), None)
+        if clash is None and path in self.groups:
+            clash = self.groups[path]
+        if clash is not None:
+            _fail(f"two ops would hold weights under one name `{path}`", span,
+                  f"the other is at {clash.path}:{clash.line}:{clash.column}; give each "
+                  "call its own value name")
+        self.owners[path] = span
+        for prefix in prefixes:
+            self.groups.setdefault(prefix, span)
 
     def _check_pick_consumers(self) -> None:
         """A concatenating pick carries every candidate in the supernet, so only a conv,
@@ -581,11 +734,15 @@ class _Elaborator:
             if node.id == self.builder.nodes[-1].id or not consumers:
                 _fail("a concatenating pick must feed a conv", node.span)
             for consumer in consumers:
-                if consumer.op != "conv" or consumer.args.get("groups", 1) != 1:
+                carries = (f"in the supernet it carries all {len(node.inputs)} candidates, "
+                           f"in a derived network {node.k}")
+                if consumer.op != "conv":
                     _fail(f"a concatenating pick must feed a conv directly (here it feeds "
-                          f"`{consumer.op}`): in the supernet it carries all "
-                          f"{len(node.inputs)} candidates, in a derived network {node.k}",
-                          node.span)
+                          f"`{consumer.op}`): {carries}", node.span)
+                groups = consumer.args.get("groups", 1)
+                if groups != 1:
+                    _fail(f"a concatenating pick must feed a conv with groups=1 (this conv has "
+                          f"groups={groups}): {carries}, so the groups would differ", node.span)
 
     # -- bodies
     def _body(self, frame: _Frame) -> _Tensor:
@@ -605,6 +762,9 @@ class _Elaborator:
             if isinstance(statement, ast.ForLoop):
                 lo = self._int(statement.lo, frame, "loop bound")
                 hi = self._int(statement.hi, frame, "loop bound")
+                if hi - lo + 1 > self.limits.loop:
+                    _fail(f"this loop runs {hi - lo + 1:,} times ({lo}..{hi}); at most "
+                          f"{self.limits.loop:,} (limit `loop`, --max-loop)", statement.span)
                 for i in range(lo, hi + 1):
                     frame.ints[statement.var] = i
                     frame.loop_env[statement.var] = i
@@ -623,6 +783,8 @@ class _Elaborator:
     def _assign(self, statement: ast.Assign, frame: _Frame) -> None:
         first = statement.targets[0]
         index = None if first.index is None else self._int(first.index, frame, "index")
+        if index is not None and index in frame.families.get(first.name, {}):
+            _fail(f"`{first.name}[{index}]` is defined twice", first.span)
         value_path = target_path(first.name, index)
         calls = entity_calls(self.program, statement.value, self.memo)
         paths = entity_paths(calls, value_path)
@@ -780,6 +942,8 @@ class _Elaborator:
                 continue
             if spec.kind == "ints":
                 values = [self._typed(v, s, "int", call.func, spec.name) for v, s in positional]
+                for (_, s), v in zip(positional, values, strict=True):
+                    self._argument_range(v, s, "int", call.func, spec.name)
                 bound[spec.name] = values
                 positional = []
                 continue
@@ -797,11 +961,37 @@ class _Elaborator:
                 spans.append(span)
             else:
                 bound[spec.name] = self._typed(value, span, spec.kind, call.func, spec.name)
+                self._argument_range(bound[spec.name], span, spec.kind, call.func, spec.name)
         if positional:
             _fail(f"`{call.func}` takes {len(prim.params)} arguments, got {len(args)}",
                   call.span)
+        for name in WINDOW_ARGUMENTS & bound.keys():
+            # a default too, as k=3 under --max-kernel 1; None is a default resolved later
+            if bound[name] is not None and bound[name] > self.limits.kernel:
+                _fail(f"`{name}` of `{call.func}` is {bound[name]:,}; at most "
+                      f"{self.limits.kernel} (limit `kernel`, --max-kernel)", call.span)
         bound["__tensors__"] = tensors
         return bound, spans
+
+    def _argument_range(self, value, span: ast.Span, kind: str, func: str, name: str) -> None:
+        """Ranges of arguments given explicitly (defaults may be markers, as padding=-1 for
+        'same'): integers are positive, `padding` non-negative, windows within `kernel`,
+        numbers finite."""
+        if kind == "float":
+            if not math.isfinite(value):
+                _fail(f"`{name}` of `{func}` must be a finite number, got {value!r}", span)
+            return
+        if kind != "int":
+            return
+        lowest = 0 if name == "padding" else 1
+        if value < lowest:
+            need = "non-negative" if lowest == 0 else "positive"
+            _fail(f"`{name}` of `{func}` must be {need}, got {value}", span)
+        if name in WINDOW_ARGUMENTS and value > self.limits.kernel:
+            _fail(f"`{name}` of `{func}` is {value:,}; at most {self.limits.kernel} "
+                  "(limit `kernel`, --max-kernel)", span)  # located at the argument
+        if name in ("out", "sizes"):
+            self._channels(value, span)
 
     @staticmethod
     def _tensor(value, span: ast.Span, func: str) -> _Tensor:
@@ -836,6 +1026,10 @@ class _Elaborator:
                 message += f" (`{names[0]}` and `{names[1]}`)"
                 culprit = span
             _fail(message, culprit)
+        for out in outputs:
+            self._channels(out.channels, span)
+        if prim.has_weights:
+            self._claim(path, span)
         ids = [
             self.builder.add(op=prim.name, inputs=tuple(t.id for t in tensors),
                              channels=out.channels, spatial=out.spatial, args=dict(args),
@@ -858,6 +1052,8 @@ class _Elaborator:
     def _inline(self, call: ast.Call, definition, args, keywords, frame: _Frame, path: str):
         if definition.name in self.stack:
             _fail(f"`{definition.name}` is recursive", call.func_span)
+        if len(self.stack) >= MAX_DEPTH:
+            _fail(f"ops call ops more than {MAX_DEPTH} levels deep", call.func_span)
         callee = _Frame(definition, prefix=path, scope=frame.scope, cell=frame.cell)
         if frame.run is not None:
             callee.record = _Record(definition.name, path)
@@ -866,6 +1062,7 @@ class _Elaborator:
             callee.scope = path
             callee.cell = definition.name
             self.cells.append(CellInstance(path, definition.name))
+            self.cell_spans[path] = call.span
         params = list(definition.params)
         positional = list(args)
         bindings: dict[str, tuple[Any, ast.Span]] = {}
@@ -918,6 +1115,13 @@ class _Elaborator:
         self.stack.append(definition.name)
         try:
             return self._body(callee)
+        except _Failed as failure:
+            where = call.func_span
+            note = (f"in expansion of `{definition.name}`, called from "
+                    f"{where.path}:{where.line}:{where.column}")
+            failure.diagnostic = evolve(failure.diagnostic,
+                                        notes=(*failure.diagnostic.notes, note))
+            raise
         finally:
             self.stack.pop()
 
@@ -955,6 +1159,7 @@ class _Elaborator:
                       f"{out.channels} ({out.spatial.describe()})", call.span)
             graphs.append(graph)
         assert reference is not None
+        self._claim(path, call.span)
         node = self.builder.add(op="choice", inputs=tuple(t.id for t in tensors),
                                 channels=reference[0], spatial=reference[1], path=path,
                                 scope=frame.scope, span=call.span, site=key,
@@ -986,7 +1191,7 @@ class _Elaborator:
     def _candidate_graph(self, candidate: ast.Call, tensors: list[_Tensor], extra: list,
                          site_call: ast.Call) -> Graph:
         outer = self.builder
-        self.builder = _Builder()
+        self.builder = _Builder(self.limits.nodes)
         try:
             inner = _Frame(ast.OpDef(candidate.func, (), ast.Body((), candidate)), prefix="",
                            scope="")
@@ -1049,13 +1254,13 @@ class _Elaborator:
                                     channels=outputs[0].channels, spatial=outputs[0].spatial,
                                     scope=frame.scope, span=pick.span)
             if frame.run is not None:
-                frame.run.picks[id(pick.node)] = PickRun("", tuple(pick.exprs))
+                frame.run.picks[id(pick.node)] = PickRun("", tuple(pick.exprs), pick.k)
             return _Tensor(node)
         ordinal = self.counters.get("pick", 0)
         self.counters["pick"] = ordinal + 1
         key = site_key(pick.base, ordinal)
         if frame.run is not None:
-            frame.run.picks[id(pick.node)] = PickRun(key, tuple(pick.exprs))
+            frame.run.picks[id(pick.node)] = PickRun(key, tuple(pick.exprs), pick.k)
         channels = infos[0].channels * (pick.k if prim.name == "concat" else 1)
         node = self.builder.add(op="pick", inputs=tuple(pick.ids), channels=channels,
                                 spatial=infos[0].spatial, scope=frame.scope, span=pick.span,
@@ -1063,6 +1268,11 @@ class _Elaborator:
         self.pick_sites.append(PickSite(key, pick.k, tuple(pick.names), prim.name, pick.span,
                                         frame.prefix, pick.node))
         return _Tensor(node)
+
+    def _channels(self, channels: int, span: ast.Span) -> None:
+        if channels > self.limits.channels:
+            _fail(f"{channels:,} channels; at most {self.limits.channels:,} (limit `channels`, "
+                  "--max-channels)", span)
 
     @staticmethod
     def _positive(value: int, span: ast.Span, what: str) -> None:

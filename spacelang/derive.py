@@ -51,6 +51,8 @@ class _Deriver:
         return body, version
 
     def _expr(self, expr, run: Run, env: dict[str, int]):
+        # A site that the checker dropped as dead (it does not reach the output) has no
+        # decision; any candidate derives the same network, so the first is printed.
         if isinstance(expr, ast.BinOp):
             return substitute(ast.BinOp(expr.op, self._expr(expr.left, run, env),
                                         self._expr(expr.right, run, env), span=expr.span), {})
@@ -62,7 +64,8 @@ class _Deriver:
         for arg in expr.args:
             if isinstance(arg, ast.Pick) and id(arg) in run.picks:
                 pick = run.picks[id(arg)]
-                kept = self.chosen[pick.key] if pick.key else range(len(pick.candidates))
+                kept = (self.chosen.get(pick.key, range(pick.k)) if pick.key
+                        else range(len(pick.candidates)))
                 args.extend(self._expr(pick.candidates[i], run, env) for i in kept)
             else:
                 args.append(self._expr(arg, run, env))
@@ -70,7 +73,7 @@ class _Deriver:
                          for k in expr.keywords)
         if id(expr) in run.choices:
             choice = self.program.definitions[expr.func]
-            candidate = choice.candidates[self.chosen[run.choices[id(expr)]]]
+            candidate = choice.candidates[self.chosen.get(run.choices[id(expr)], 0)]
             return ast.Call(candidate.func, tuple(args) + candidate.args,
                             keywords + candidate.keywords)
         func = expr.func

@@ -180,11 +180,13 @@ class PickSite:
 
 @frozen
 class PickRun:
-    """One evaluated `pick`: its site key (`""` when it keeps every candidate) and its
-    candidates as expressions, slices expanded (`b[1..3]` → `b[1]`, `b[2]`, `b[3]`)."""
+    """One evaluated `pick`: its site key (`""` when it keeps every candidate), its
+    candidates as expressions, slices expanded (`b[1..3]` → `b[1]`, `b[2]`, `b[3]`),
+    and how many it keeps."""
 
     key: str
     candidates: tuple[ast.Expr, ...] = field(eq=False)
+    k: int = 0
 
 
 @frozen

@@ -8,6 +8,8 @@ A single blank line between statements is kept where the source had one.
 from __future__ import annotations
 
 from spacelang import ast
+from spacelang.diagnostics import SpecError
+from spacelang.limits import depth_errors
 
 INDENT = "    "
 LINE_WIDTH = 100
@@ -101,19 +103,32 @@ class _Writer:
         if self.next_comment > before and span.line > self.last_source_line + 1:
             self.lines.append("")  # a comment block set apart from what follows stays apart
         last = end_line if end_line is not None else span.end_line
-        # comments inside a multi-line construct move after it
-        inner = []
+        # comments inside a construct printed on one line go on their own lines before it,
+        # where a second run finds them again (so `fmt` is idempotent)
         while (self.next_comment < len(self.comments)
                and span.line <= self.comments[self.next_comment].line < last):
-            inner.append(self.comments[self.next_comment].text)
+            self.lines.append(indent + self.comments[self.next_comment].text)
             self.next_comment += 1
         self.lines.append(indent + text + self.trailing_comment(last))
-        self.lines.extend(indent + c for c in inner)
         self.last_source_line = last
+
+    def comment_inside(self, span: ast.Span) -> bool:
+        """Whether a comment not yet written lies inside `span` (not after its end)."""
+        for comment in self.comments[self.next_comment:]:
+            if comment.line > span.end_line:
+                return False
+            if comment.line >= span.line and (comment.line < span.end_line
+                                              or comment.column < span.end_column):
+                return True
+        return False
 
 
 def format_module(module: ast.Module) -> str:
-    """The whole file in canonical layout, ending with one newline."""
+    """The whole file in canonical layout, ending with one newline; `SpecError` if an
+    expression is nested too deep to print."""
+    deep = depth_errors(module)
+    if deep:
+        raise SpecError(deep, {module.path: module.source} if module.source else {})
     writer = _Writer(module.comments)
     previous: ast.Definition | None = None
     for item in module.items:
@@ -135,13 +150,21 @@ def _item(writer: _Writer, item: ast.Definition) -> None:
         candidates = [format_expr(c) if c.args or c.keywords else c.func
                       for c in item.candidates]
         one_line = f"choice {item.name} = [{', '.join(candidates)}]"
-        if len(one_line) <= LINE_WIDTH:
+        if len(one_line) <= LINE_WIDTH and not writer.comment_inside(item.span):
             writer.emit(one_line, item.span, "")
-        else:
-            writer.emit(f"choice {item.name} = [", item.span, "", end_line=item.span.line)
+        else:  # one candidate a line, each keeping its comments
+            writer.own_line_comments(item.span.line, "")
+            first = item.candidates[0].span.line if item.candidates else item.span.end_line
+            header = f"choice {item.name} = ["
+            if first > item.span.line:
+                header += writer.trailing_comment(item.span.line)
+            writer.lines.append(header)
+            writer.last_source_line = item.span.line
             for candidate, text in zip(item.candidates, candidates, strict=True):
+                writer.own_line_comments(candidate.span.line, INDENT)
                 writer.emit(text + ",", candidate.span, INDENT)
-            writer.lines.append("]")
+            writer.own_line_comments(item.span.end_line, INDENT)
+            writer.lines.append("]" + writer.trailing_comment(item.span.end_line))
             writer.last_source_line = item.span.end_line
     else:
         keyword = {ast.OpDef: "op", ast.CellDef: "cell", ast.NetworkDef: "network"}[type(item)]

@@ -98,20 +98,27 @@ def _resolve_import(item: ast.Import, importer: str, sources: dict[str, str]) ->
     for candidate in candidates:
         if candidate.is_file():
             return str(candidate)
-    searched = ", ".join(str(c.parent) for c in candidates)
+        if candidate.exists():
+            what = "a directory" if candidate.is_dir() else "not a regular file"
+            raise SpecError([error(f"imported `{item.path}` is {what}: {candidate}", item.span,
+                                   "import a .space file")], sources)
+    searched = ", ".join(str(folder) for folder in (here, LIBRARY_DIR))
     raise SpecError([error(f"cannot find imported file `{item.path}`", item.span,
                            f"looked in {searched}")], sources)
 
 
 def _read(path: str, span: ast.Span | None, sources: dict[str, str]) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
+        if "\x00" in text:
+            raise UnicodeDecodeError("utf-8", b"", 0, 1, "a NUL byte")
+        return text[1:] if text.startswith("\ufeff") else text  # a UTF-8 byte order mark
     except FileNotFoundError:
         message = f"no such file: {path}"
     except IsADirectoryError:
         message = f"{path} is a directory, not a .space file"
     except UnicodeDecodeError:
-        message = f"{path} is not UTF-8 text"
+        message = f"{path} is not a UTF-8 text file"
     except OSError as exc:
         message = f"cannot read {path}: {exc.strerror}"
     raise SpecError([error(message, span)], sources)

@@ -6,7 +6,6 @@ import argparse
 import json
 
 from spacelang.api import load
-from spacelang.backends.cost import cost_report
 from spacelang.cli import common
 from spacelang.cli.compile_summary import compile_and_summarise
 
@@ -21,6 +20,7 @@ def register(sub) -> None:
                                        "alone. " + CONVENTION + ".")
     flops.add_argument("file", metavar="FILE")
     common.add_overrides(flops)
+    common.add_limits(flops)
     flops.add_argument("--hr", default="1280x720", metavar="WxH",
                        help="HR output size (default 1280x720); LR = HR / scale rounded down")
     flops.add_argument("--network", help="which network, when the file has several")
@@ -32,6 +32,7 @@ def register(sub) -> None:
                                           "choices), run one forward pass, print a summary.")
     compile_.add_argument("file", metavar="FILE")
     common.add_overrides(compile_)
+    common.add_limits(compile_)
     compile_.add_argument("--network", help="which network, when the file has several")
     compile_.add_argument("--depth", type=int, default=2, help="module tree depth to show")
     compile_.add_argument("--input-size", default="32x32", metavar="WxH",
@@ -42,7 +43,8 @@ def register(sub) -> None:
 
 
 def _load(args):
-    space = load(args.file, network=args.network, **common.parse_overrides(args.overrides))
+    space = load(args.file, network=args.network, limits=common.limits(args),
+                 **common.parse_overrides(args.overrides))
     common.print_warnings(space.warnings, space.program.sources)
     return space
 
@@ -81,7 +83,7 @@ def run_flops(args: argparse.Namespace) -> int:
     hr = common.parse_size(args.hr)
     space = _load(args)
     network = space.network
-    report = cost_report(network, hr)
+    report = space.cost(hr)
     if args.json:
         print(json.dumps(flops_json(space, report), indent=2))
         return 0

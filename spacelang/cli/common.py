@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 from spacelang.diagnostics import SpecError
+from spacelang.limits import DEFAULT_LIMITS, LIMIT_NAMES, Limits
 
 
 class UsageError(Exception):
@@ -50,8 +52,39 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
         name, sep, value = item.partition("=")
         if not sep or not name.strip() or not value.strip():
             raise UsageError(f"--set expects NAME=VALUE, got {item!r}")
+        if name.strip() in out:
+            raise UsageError(f"--set {name.strip()} given twice ({out[name.strip()]} and "
+                             f"{value.strip()})")
         out[name.strip()] = value.strip()
     return out
+
+
+def add_limits(parser: argparse.ArgumentParser) -> None:
+    """`--max-channels N`, ... one flag per field of `spacelang.limits.Limits`."""
+    for name in LIMIT_NAMES:
+        parser.add_argument(f"--max-{name}", type=_positive_int, default=None, metavar="N",
+                            help=f"limit on {name} (default {getattr(DEFAULT_LIMITS, name):,})")
+
+
+def limits(args: argparse.Namespace) -> Limits:
+    """The `Limits` that the `--max-...` flags give."""
+    given = {name: getattr(args, f"max_{name}", None) for name in LIMIT_NAMES}
+    return DEFAULT_LIMITS.with_overrides({k: v for k, v in given.items() if v is not None})
+
+
+def _positive_int(text: str) -> int:
+    if not text.strip().isascii() or not text.strip().isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def check_output_file(path: Any) -> None:
+    """A `UsageError` unless `path` can be written as a file (checked before any work)."""
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"cannot write {path}: it is a directory; give a file name")
+    if not target.resolve().parent.is_dir():
+        raise UsageError(f"cannot write {path}: its folder does not exist")
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -15,24 +15,14 @@ from typing import Any
 
 from spacelang.backends.cost import cost_report
 from spacelang.backends.emit import emit_python
+from spacelang.checker import first_empty
 from spacelang.cli import common
 from spacelang.cli.language import write_atomic
+from spacelang.diagnostics import SpecError, error
 
 
 class CompileError(RuntimeError):
     """The lowered network disagrees with the checked spec: a bug, not a user error."""
-
-
-def _too_small(network, height: int, width: int) -> str | None:
-    """Why an LR input of height×width is too small for the network, or None."""
-    for node in network.graph.walk():
-        h, w = node.spatial.size(height, width)
-        if h < 1 or w < 1:
-            where = (f" at `{node.path}`" if node.path
-                     else f" of {node.op} in `{node.scope}`" if node.scope else f" of {node.op}")
-            return (f"an input of {width}x{height} is too small for `{network.name}`: the "
-                    f"value{where} would be {w}x{h}; give a larger --input-size")
-    return None
 
 
 def _parameter_count(module) -> int:
@@ -157,15 +147,18 @@ def compile_and_summarise(space, args: argparse.Namespace) -> int:
             f"{len(network.choice_sites)} choice and {len(network.pick_sites)} pick sites "
             "(derive an architecture first: `spacelang derive`)")
         return 2
-    if emit_py and not Path(emit_py).resolve().parent.is_dir():
-        raise common.UsageError(f"cannot write {emit_py}: its folder does not exist")
+    if emit_py:
+        common.check_output_file(emit_py)
     depth = getattr(args, "depth", 2)
     if depth < 0:
         raise common.UsageError(f"--depth must be 0 or more, got {depth}")
     width, height = common.parse_size(getattr(args, "input_size", "32x32"))
-    reason = _too_small(network, height, width)
-    if reason:
-        raise common.UsageError(reason)
+    empty = first_empty(network.graph, width, height)
+    if empty is not None:
+        node, w, h = empty
+        raise SpecError([error(f"an input of {width}x{height} is too small for "
+                               f"`{network.name}`: this value would be {w}x{h}; give a larger "
+                               "--input-size", node.span)], space.program.sources)
 
     net = space.supernet() if not space.is_fixed else space.fixed()
     x, y, elapsed = _forward(net, network, height, width)

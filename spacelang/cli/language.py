@@ -19,6 +19,7 @@ def register(sub) -> None:
                                        "'-' reads standard input.")
     check.add_argument("files", nargs="+", metavar="FILE")
     common.add_overrides(check)
+    common.add_limits(check)
     check.set_defaults(handler=run_check)
 
     fmt = sub.add_parser("fmt", help="rewrite .space files in the canonical layout",
@@ -45,13 +46,15 @@ def network_summary(network) -> str:
 
 def run_check(args: argparse.Namespace) -> int:
     overrides = common.parse_overrides(args.overrides)
+    limits = common.limits(args)
     status = 0
     for file in args.files:
         try:
             if file == "-":
-                program, result = check_file("<stdin>", overrides, text=sys.stdin.read())
+                program, result = check_file("<stdin>", overrides, text=sys.stdin.read(),
+                                             limits=limits)
             else:
-                program, result = check_file(file, overrides)
+                program, result = check_file(file, overrides, limits=limits)
         except SpecError as exc:
             common.print_error(exc.render())
             status = 2
@@ -105,6 +108,7 @@ def run_fmt(args: argparse.Namespace) -> int:
 
 def write_atomic(path: Path, text: str) -> None:
     """Replace `path` with `text` so that a crash leaves the old or the new file."""
+    common.check_output_file(path)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:

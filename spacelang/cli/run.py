@@ -158,6 +158,8 @@ def run_derive(args: argparse.Namespace) -> int:
     from spacelang.sr.checkpoint import load_checkpoint
     from spacelang.sr.search import SearchError, derived_header, load_search_checkpoint
 
+    if args.output:
+        common.check_output_file(args.output)  # before any work
     source = Path(args.source)
     checkpoint = source / "last.pt" if source.is_dir() else source
     state = load_checkpoint(checkpoint)

@@ -199,7 +199,7 @@ def test_a_new_primitive_has_its_signature_and_rules_checked(toys, spec_error):
             return toy_power(input, power=0)
         }
         """)
-    assert "t.space:3:12: error: power must be positive, got 0" in message
+    assert "t.space:3:35: error: `power` of `toy_power` must be positive, got 0" in message
 
 
 # -- each record's rules agree with what its torch lowering does
@@ -262,16 +262,17 @@ def test_derived_facts_are_resolved_once_in_the_ir(load_text):
     assert args["prelu"]["slopes"] == 8
 
 
-@pytest.mark.parametrize(("call", "message"), [
-    ("conv(input, 8, padding=-1)", "padding must not be negative, got -1"),
-    ("conv(input, 8, k=2)", "'same' padding needs an odd kernel, got k=2"),
-    ("maxpool(input, 3, stride=0)", "stride must be positive, got 0"),
-    ("maxpool(input, 3, padding=2)", "max pool padding must be between 0 and half the kernel"),
+@pytest.mark.parametrize(("call", "where", "message"), [
+    ("conv(input, 8, padding=-1)", "3:40", "`padding` of `conv` must be non-negative, got -1"),
+    ("conv(input, 8, k=2)", "3:17", "'same' padding needs an odd kernel, got k=2"),
+    ("maxpool(input, 3, stride=0)", "3:42", "`stride` of `maxpool` must be positive, got 0"),
+    ("maxpool(input, 3, padding=2)", "3:17",
+     "max pool padding must be between 0 and half the kernel"),
 ])
-def test_arguments_rules_report_at_the_call(spec_error, call, message):
+def test_arguments_rules_report_at_the_call(spec_error, call, where, message):
     rendered = spec_error(f"""
         network t(scale = 1) {{
             return conv({call}, 3, k=1)
         }}
         """)
-    assert f"t.space:3:17: error: {message}" in rendered
+    assert f"t.space:{where}: error: {message}" in rendered

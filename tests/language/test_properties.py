@@ -124,6 +124,23 @@ def test_format_parse_round_trip_and_fmt_is_idempotent(module, notes):
     assert len(parse(once, "gen.space").comments) == len(parse(messy, "gen.space").comments)
 
 
+@settings(PROPERTY, max_examples=400)
+@given(modules, st.lists(st.integers(0, 10**6), min_size=1, max_size=4))
+def test_fmt_is_idempotent_with_comments_inside_brackets(module, places):
+    """A comment (and the line break it forces) after any `(`, `[` or `,`: in a parameter
+    list, an argument list, a choice's candidates, a pick's list, an index."""
+    text = format_module(module)
+    positions = [m.end() for m in re.finditer(r"[,(\[]", text)]
+    if not positions:
+        return
+    for place in sorted({positions[p % len(positions)] for p in places}, reverse=True):
+        text = text[:place] + "  # inside\n" + text[place:]
+    once = format_source(text, "gen.space")
+    assert format_source(once, "gen.space") == once
+    assert parse(once, "gen.space") == module
+    assert len(parse(once, "gen.space").comments) == len(parse(text, "gen.space").comments)
+
+
 # ------------------------------------------------------------------ robustness
 
 
