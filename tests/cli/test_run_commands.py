@@ -13,7 +13,7 @@ import torch
 
 from spacelang.api import load
 from spacelang.cli import run_cli
-from spacelang.sr.checkpoint import load_checkpoint
+from spacelang.runtime.checkpoint import load_checkpoint
 from spacelang.sr.images import write_image
 
 TINY = """\

@@ -22,8 +22,8 @@ from spacelang.backends.torch.supernet import param_key
 
 import spacelang
 from spacelang.cli import run_cli
+from spacelang.runtime.checkpoint import load_checkpoint
 from spacelang.sr import search as search_module
-from spacelang.sr.checkpoint import load_checkpoint
 from spacelang.sr.config import SearchConfig, dump_config
 from spacelang.sr.data import folder
 from spacelang.sr.images import write_image
