@@ -37,7 +37,7 @@ def test_defaults() -> None:
     assert cfg.lr == 5e-4 and cfg.betas == (0.9, 0.999) and cfg.schedule == "cosine"
     assert cfg.epoch_length is None and cfg.grad_clip is None and cfg.data is None
     search = load_config(SearchConfig, None)
-    assert search.patch_size == 48 and search.warmup == 200 and search.strategy == "darts1"
+    assert search.patch_size == 48 and search.arch_warmup == 200 and search.lr_warmup == 0 and search.strategy == "darts1"
     assert search.arch_betas == (0.5, 0.999) and search.hr_size == (1280, 720)
     assert search.grad_clip == 5.0 and search.overrides == {} and search.gdas_hard is True
 
@@ -127,7 +127,7 @@ def test_invalid_literal_lists_choices(tmp_path: Path) -> None:
         "(did you mean 'cosine'?)"
     )
     message = error_of(SearchConfig, write(tmp_path, "strategy: enas\n"))
-    assert "expected one of 'darts1', 'darts2', 'gdas'; got 'enas'" in message
+    assert "must be one of 'darts1', 'darts2', 'gdas'; got 'enas'" in message
 
 
 @pytest.mark.parametrize(
@@ -140,7 +140,11 @@ def test_invalid_literal_lists_choices(tmp_path: Path) -> None:
         ("seed: 1\nworkers: -1", 2, "'workers' must be >= 0"),
         ("betas: [0.9, 1.0]", 1, "'betas' must hold values in [0, 1)"),
         ("scale: 3\npatch_size: 64", 2, "'patch_size' (64) must be a multiple of 'scale' (3)"),
-        ("warmup: 10\niterations: 10", 1, "'warmup' (10) must be less than 'iterations' (10)"),
+        (
+            "lr_warmup: 10\niterations: 10",
+            1,
+            "'lr_warmup' (10) must be less than 'iterations' (10)",
+        ),
         ("grad_clip: 0", 1, "'grad_clip' must be > 0"),
     ],
 )
@@ -154,8 +158,24 @@ def test_search_cross_checks(tmp_path: Path) -> None:
     path = write(tmp_path, "gdas_tau_max: 1\ngdas_tau_min: 2\n")
     assert error_of(SearchConfig, path).startswith(f"{path}:2: error: 'gdas_tau_min' (2.0)")
     assert error_of(SearchConfig, None, {"iterations": "100"}) == (
-        "--config-set iterations=100: error: 'warmup' (200) must be less than 'iterations' (100)"
+        "--config-set iterations=100: error: 'arch_warmup' (200) must be less than 'iterations' (100)"
     )
+
+
+def test_old_warmup_name_says_which_warmup(tmp_path: Path) -> None:
+    path = write(tmp_path, "iterations: 50\nwarmup: 10\n")
+    for cls in (TrainConfig, SearchConfig):
+        message = error_of(cls, path)
+        assert message.startswith(f"{path}:2: error: unknown option 'warmup' for {cls.__name__}")
+        assert "'lr_warmup' (linear LR warm-up" in message and "'arch_warmup'" in message
+    assert "did you mean 'lr_warmup'?" in error_of(TrainConfig, write(tmp_path, "warmup_iter: 5"))
+
+
+def test_strategy_is_a_registered_name(tmp_path: Path) -> None:
+    assert load_config(SearchConfig, None, {"strategy": "gdas"}).strategy == "gdas"
+    message = error_of(SearchConfig, write(tmp_path, "strategy: gdass\n"))
+    assert message.startswith(f"{tmp_path / 'run.yaml'}:1: error: 'strategy' must be one of")
+    assert "'darts1', 'darts2', 'gdas'" in message and "did you mean 'gdas'?" in message
 
 
 def test_optional_int_and_mapping_field(tmp_path: Path) -> None:
