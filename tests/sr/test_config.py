@@ -37,7 +37,8 @@ def test_defaults() -> None:
     assert cfg.lr == 5e-4 and cfg.betas == (0.9, 0.999) and cfg.schedule == "cosine"
     assert cfg.epoch_length is None and cfg.grad_clip is None and cfg.data is None
     search = load_config(SearchConfig, None)
-    assert search.patch_size == 48 and search.arch_warmup == 200 and search.lr_warmup == 0 and search.strategy == "darts1"
+    assert search.patch_size == 48 and search.strategy == "darts1"
+    assert search.arch_warmup == 200 and search.lr_warmup == 0
     assert search.arch_betas == (0.5, 0.999) and search.hr_size == (1280, 720)
     assert search.grad_clip == 5.0 and search.overrides == {} and search.gdas_hard is True
 
@@ -158,7 +159,8 @@ def test_search_cross_checks(tmp_path: Path) -> None:
     path = write(tmp_path, "gdas_tau_max: 1\ngdas_tau_min: 2\n")
     assert error_of(SearchConfig, path).startswith(f"{path}:2: error: 'gdas_tau_min' (2.0)")
     assert error_of(SearchConfig, None, {"iterations": "100"}) == (
-        "--config-set iterations=100: error: 'arch_warmup' (200) must be less than 'iterations' (100)"
+        "--config-set iterations=100: error: 'arch_warmup' (200) must be less than "
+        "'iterations' (100)"
     )
 
 
