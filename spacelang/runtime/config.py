@@ -15,7 +15,7 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import attrs
 import yaml
@@ -117,8 +117,12 @@ def _validate_field(instance: Any, attribute: attrs.Attribute, value: Any) -> No
 
 
 def validated(cls: type, fields: list[attrs.Attribute]) -> list[attrs.Attribute]:
-    """attrs field transformer: validate every field by its annotation and ``cls.checks``."""
-    return [f.evolve(validator=_validate_field) for f in fields]
+    """attrs field transformer: validate every field by its annotation and ``cls.checks``.
+
+    String annotations (``from __future__ import annotations``) are resolved first.
+    """
+    hints = get_type_hints(cls)
+    return [f.evolve(type=hints.get(f.name, f.type), validator=_validate_field) for f in fields]
 
 
 def first_problem(checks: Iterable[tuple[bool, tuple[str, ...], str]]) -> None:
