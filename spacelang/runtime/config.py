@@ -5,7 +5,8 @@ field is converted from YAML (or a ``--config-set key=value`` string) by its typ
 annotation (int, float, bool, str, Literal, tuples, ``X | None``, ``dict[str, T]``) and
 checked by ``cls.checks[name]`` (a function ``value -> problem or None``). Mistakes are
 reported as ``path:line: error: ...`` before a run starts. ``cls.renamed`` maps an old
-option name to a sentence saying what replaced it. `config_changes` lists the fields two
+option name to a sentence saying what replaced it, ``cls.familiar`` a name from another
+tool's option files to the field it means ("did you mean"). `config_changes` lists the fields two
 configs disagree on (the resume check of `spacelang.runtime.loop`).
 """
 
@@ -417,26 +418,6 @@ def _read_entries(text: str, source: str) -> list[_Entry]:
         loader.dispose()
 
 
-# Option names from BasicSR-style option files, to point people at the new name.
-_FAMILIAR_NAMES = {
-    "total_iter": "iterations",
-    "niter": "iterations",
-    "learning_rate": "lr",
-    "manual_seed": "seed",
-    "gt_size": "patch_size",
-    "batch_size_per_gpu": "batch_size",
-    "num_worker": "workers",
-    "num_workers": "workers",
-    "num_worker_per_gpu": "workers",
-    "val_freq": "val_every",
-    "print_freq": "log_every",
-    "save_checkpoint_freq": "checkpoint_every",
-    "warmup_iter": "lr_warmup",
-    "lr_schedule": "schedule",
-    "scheduler": "schedule",
-    "clip_grad": "grad_clip",
-    "grad_clip_norm": "grad_clip",
-}
 
 
 def _unknown_key(cls: type, key: str) -> str:
@@ -445,9 +426,9 @@ def _unknown_key(cls: type, key: str) -> str:
     renamed = getattr(cls, "renamed", {}).get(key)
     if renamed is not None:
         return f"{message}: {renamed}"
-    familiar = _FAMILIAR_NAMES.get(key)
+    familiar = getattr(cls, "familiar", {}).get(key)
     if familiar not in names and f"weight_{familiar or key}" in names:
-        familiar = f"weight_{familiar or key}"  # e.g. lr -> weight_lr in SearchConfig
+        familiar = f"weight_{familiar or key}"  # e.g. lr -> weight_lr in a search config
     if familiar in names:
         return f"{message}; did you mean {familiar!r}?"
     close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)

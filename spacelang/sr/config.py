@@ -56,6 +56,27 @@ _WARMUP_RENAMED = (
     "iterations) or, in a search, 'arch_warmup' (iterations before α/β updates start)"
 )
 
+#: Option names from BasicSR-style option files, to point people at the new name.
+_FAMILIAR_NAMES: dict[str, str] = {
+    "total_iter": "iterations",
+    "niter": "iterations",
+    "learning_rate": "lr",
+    "manual_seed": "seed",
+    "gt_size": "patch_size",
+    "batch_size_per_gpu": "batch_size",
+    "num_worker": "workers",
+    "num_workers": "workers",
+    "num_worker_per_gpu": "workers",
+    "val_freq": "val_every",
+    "print_freq": "log_every",
+    "save_checkpoint_freq": "checkpoint_every",
+    "warmup_iter": "lr_warmup",
+    "lr_schedule": "schedule",
+    "scheduler": "schedule",
+    "clip_grad": "grad_clip",
+    "grad_clip_norm": "grad_clip",
+}
+
 #: Checks of the fields every run has: its data and its loop.
 _DATA_CHECKS: dict[str, Check] = {
     "scale": positive,
@@ -137,6 +158,7 @@ class TrainConfig:
         **_RUN_CHECKS,
     }
     renamed: ClassVar[dict[str, str]] = {"warmup": _WARMUP_RENAMED}
+    familiar: ClassVar[dict[str, str]] = _FAMILIAR_NAMES
 
     def __attrs_post_init__(self) -> None:
         first_problem(_common_problems(self))
@@ -201,6 +223,7 @@ class SearchConfig:
         **_RUN_CHECKS,
     }
     renamed: ClassVar[dict[str, str]] = {"warmup": _WARMUP_RENAMED}
+    familiar: ClassVar[dict[str, str]] = _FAMILIAR_NAMES
 
     def __attrs_post_init__(self) -> None:
         problems = _common_problems(self)
