@@ -75,7 +75,7 @@ def main() -> None:
           f"cuda {gpu * 1e3:.1f} ms, ratio {cpu / gpu:.1f}×")
 
     cfg = attrs.evolve(load_config(SearchConfig, DEFAULT_SEARCH_CONFIG), iterations=40,
-                       warmup=10, val_every=40, checkpoint_every=20, batch_size=16)
+                       arch_warmup=10, val_every=40, checkpoint_every=20, batch_size=16)
     small = spacelang.load("spaces/dlsr.space", **cfg.overrides)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

@@ -29,7 +29,8 @@ from spacelang.cli.run import DEFAULT_SEARCH_CONFIG, DEFAULT_TRAIN_CONFIG
 from spacelang.sr.config import SearchConfig, TrainConfig, load_config
 from spacelang.sr.data import open_dataset
 from spacelang.sr.search import search
-from spacelang.sr.train import evaluate, train
+from spacelang.sr.task import evaluate
+from spacelang.sr.train import train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -20,7 +20,7 @@ import torch
 
 from spacelang.api import load
 from spacelang.cli import run_cli
-from spacelang.sr.checkpoint import load_checkpoint
+from spacelang.runtime.checkpoint import load_checkpoint
 from spacelang.sr.weights import WeightsError, load_weights
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ candidate with Gumbel-softmax at temperature `tau` (straight-through when
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -160,6 +160,52 @@ class SuperNet(nn.Module):
             top = torch.topk(self.betas[param_key(site.key)], site.k).indices
             out[site.key] = tuple(sorted(int(i) for i in top))
         return out
+
+    def fixed_state_dict(self, decisions: Mapping[str, Any] | None = None
+                         ) -> dict[str, torch.Tensor]:
+        """The weights of the network ``decisions`` derive (default: the current argmax).
+
+        Keyed as that fixed network's `state_dict`: each choice site contributes only its
+        chosen candidate, whose weights take the mixed op's place; α/β are left out.
+        """
+        decisions = self.decisions() if decisions is None else decisions
+        out: dict[str, torch.Tensor] = {}
+
+        def collect(module: nn.Module, prefix: str) -> None:
+            if isinstance(module, MixedOp):
+                chosen = list(module.candidates.values())[int(decisions[module.site])]
+                collect(chosen, prefix)
+                return
+            for name, param in module._parameters.items():
+                if param is not None:
+                    out[prefix + name] = param.detach()
+            for name, buffer in module._buffers.items():
+                if buffer is not None and name not in module._non_persistent_buffers_set:
+                    out[prefix + name] = buffer.detach()
+            for name, child in module._modules.items():
+                if child is not None:
+                    collect(child, f"{prefix}{name}.")
+
+        collect(self.body, "")
+        return out
+
+    def inherit_into(self, fixed: nn.Module, decisions: Mapping[str, Any] | None = None
+                     ) -> list[str]:
+        """Copy this supernet's weights into ``fixed``, the network ``decisions`` derive.
+
+        A weight whose shape differs (such as the conv after a concatenating pick, which
+        sees k inputs instead of all candidates) keeps its initial value; those keys are
+        returned.
+        """
+        source = self.fixed_state_dict(decisions)
+        kept = []
+        with torch.no_grad():
+            for key, value in fixed.state_dict().items():
+                if key in source and source[key].shape == value.shape:
+                    value.copy_(source[key])
+                else:
+                    kept.append(key)
+        return kept
 
     def arch_state(self) -> dict[str, list[float]]:
         """α and β as plain lists, by site key (for logs and derived headers)."""

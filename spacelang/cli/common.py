@@ -31,7 +31,7 @@ def user_error_message(exc: BaseException) -> str | None:
     if isinstance(exc, SpecError):
         return exc.render()
     names = {"DataError", "ConfigError", "CheckpointError", "TrainError", "WeightsError",
-             "ImageError", "SearchError"}
+             "ImageError", "SearchError", "RunError"}
     kind = type(exc)
     if kind.__name__ in names and kind.__module__.startswith("spacelang."):
         return str(exc)

@@ -155,16 +155,11 @@ def _print_derived(path: Path) -> None:
 
 
 def run_derive(args: argparse.Namespace) -> int:
-    from spacelang.sr.checkpoint import load_checkpoint
-    from spacelang.sr.search import SearchError, derived_header, load_search_checkpoint
+    from spacelang.nas.search import derived_header, load_search_checkpoint, read_search_checkpoint
 
     if args.output:
         common.check_output_file(args.output)  # before any work
-    source = Path(args.source)
-    checkpoint = source / "last.pt" if source.is_dir() else source
-    state = load_checkpoint(checkpoint)
-    if not isinstance(state, dict) or "spec_path" not in state:
-        raise SearchError(f"{checkpoint} is not a spacelang search checkpoint")
+    checkpoint, state = read_search_checkpoint(args.source)
     spec_path = Path(state["spec_path"])
     if not spec_path.exists():
         spec_path = checkpoint.parent / "spec.space"
@@ -213,7 +208,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from spacelang.sr.data import open_dataset
-    from spacelang.sr.train import evaluate
+    from spacelang.sr.task import evaluate
     from spacelang.sr.weights import load_weights
 
     overrides = common.parse_overrides(args.overrides)

@@ -1,21 +1,32 @@
-"""Typed run configuration for training and search, loaded from YAML.
+"""The SR task's run configurations: `TrainConfig` (retraining) and `SearchConfig` (search).
 
-Each run is described by a frozen attrs class (`TrainConfig`, `SearchConfig`). Values come
-from a YAML mapping plus optional ``--config-set key=value`` overrides and are converted and
-validated by the fields' type annotations, so mistakes are reported up front as
-``path:line: error: ...`` instead of surfacing as a crash hours into a run.
+Both are typed configs of `spacelang.runtime.config` (YAML, checked by annotation). The
+loss is computed on the 0–1 scale whatever the network's input range, so ``grad_clip``
+and ``complexity_weight`` mean the same for every spec. ``lr_warmup`` is the weights' LR
+warm-up; ``arch_warmup`` (search) the iterations before α/β start to move.
 """
 
 import difflib
-import math
-import types
-from collections.abc import Callable, Iterable, Mapping
-from decimal import Decimal, InvalidOperation
-from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, ClassVar, Literal
 
 import attrs
-import yaml
+
+from spacelang.nas.strategies import STRATEGIES
+from spacelang.runtime.config import (
+    Check,
+    ConfigError,
+    adam_betas,
+    all_positive,
+    dump_config,
+    first_problem,
+    load_config,
+    non_negative,
+    parse_config,
+    parse_overrides,
+    positive,
+    valid_seed,
+    validated,
+)
 
 __all__ = [
     "ConfigError",
@@ -27,95 +38,72 @@ __all__ = [
     "parse_overrides",
 ]
 
-C = TypeVar("C")
-
 Schedule = Literal["step", "cosine"]
 ArchSchedule = Literal["constant", "step", "cosine"]
-Strategy = Literal["darts1", "darts2", "gdas"]
-SearchLoss = Literal["l1", "l1_hfen"]
+Loss = Literal["l1", "l1_hfen"]
 Complexity = Literal["macs", "params", "none"]
 
-_NULL_STRINGS = frozenset({"", "~", "null", "none"})
-_TRUE_STRINGS = frozenset({"true", "yes", "on", "1"})
-_FALSE_STRINGS = frozenset({"false", "no", "off", "0"})
-_SEED_MAX = 2**32 - 1
+#: Settings that may change when a run is resumed. The rest would make the resumed run
+#: differ from the one its checkpoint began, so a change to them is refused. ``iterations``
+#: may grow (or shrink) to extend a run; schedules that depend on it (cosine LR, GDAS τ)
+#: then follow the new length from the resumed iteration on.
+RESUME_SAFE = frozenset(
+    {"iterations", "val_every", "log_every", "checkpoint_every", "workers", "data", "val_data"}
+)
+
+_WARMUP_RENAMED = (
+    "'warmup' was split in two: use 'lr_warmup' (linear LR warm-up of the weights, "
+    "iterations) or, in a search, 'arch_warmup' (iterations before α/β updates start)"
+)
+
+#: Option names from BasicSR-style option files, to point people at the new name.
+_FAMILIAR_NAMES: dict[str, str] = {
+    "total_iter": "iterations",
+    "niter": "iterations",
+    "learning_rate": "lr",
+    "manual_seed": "seed",
+    "gt_size": "patch_size",
+    "batch_size_per_gpu": "batch_size",
+    "num_worker": "workers",
+    "num_workers": "workers",
+    "num_worker_per_gpu": "workers",
+    "val_freq": "val_every",
+    "print_freq": "log_every",
+    "save_checkpoint_freq": "checkpoint_every",
+    "warmup_iter": "lr_warmup",
+    "lr_schedule": "schedule",
+    "scheduler": "schedule",
+    "clip_grad": "grad_clip",
+    "grad_clip_norm": "grad_clip",
+}
+
+#: Checks of the fields every run has: its data and its loop.
+_DATA_CHECKS: dict[str, Check] = {
+    "scale": positive,
+    "patch_size": positive,
+    "batch_size": positive,
+    "iterations": positive,
+}
+_RUN_CHECKS: dict[str, Check] = {
+    "lr_warmup": non_negative,
+    "hfen_weight": non_negative,
+    "val_every": positive,
+    "log_every": positive,
+    "checkpoint_every": positive,
+    "seed": valid_seed,
+    "workers": non_negative,
+    "epoch_length": positive,
+    "grad_clip": positive,
+}
 
 
-class ConfigError(Exception):
-    """A configuration problem; ``str()`` is ``source:line: error: message``."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        source: str | None = None,
-        line: int | None = None,
-        key: str | None = None,
-        related: tuple[str, ...] = (),
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.source = source
-        self.line = line
-        self.key = key  # the option at fault, used to locate the error
-        self.related = related  # other options involved (cross-field checks)
-
-    def __str__(self) -> str:
-        where = self.source or "config"
-        if self.line is not None:
-            where = f"{where}:{self.line}"
-        return f"{where}: error: {self.message}"
-
-
-# --------------------------------------------------------------------------- field checks
-
-Check = Callable[[Any], str | None]
-
-
-def _positive(value: Any) -> str | None:
-    return None if value is None or value > 0 else f"must be > 0, got {value!r}"
-
-
-def _non_negative(value: Any) -> str | None:
-    return None if value is None or value >= 0 else f"must be >= 0, got {value!r}"
-
-
-def _seed(value: int) -> str | None:
-    return None if 0 <= value <= _SEED_MAX else f"must be in [0, {_SEED_MAX}], got {value!r}"
-
-
-def _betas(value: tuple[float, float]) -> str | None:
-    if all(0.0 <= b < 1.0 for b in value):
+def _registered_strategy(name: str) -> str | None:
+    if name in STRATEGIES:
         return None
-    return f"must hold values in [0, 1), got {list(value)!r}"
-
-
-def _all_positive(value: tuple[int, ...]) -> str | None:
-    return None if all(v > 0 for v in value) else f"must hold values > 0, got {list(value)!r}"
-
-
-def _validate_field(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    """attrs validator: check the value's type against the annotation, then its constraint."""
-    if not _conforms(value, attribute.type):
-        raise ConfigError(
-            f"{attribute.name!r} must be {_describe(attribute.type)}, got {value!r}",
-            key=attribute.name,
-        )
-    check = type(instance).checks.get(attribute.name)
-    problem = check(value) if check is not None else None
-    if problem is not None:
-        raise ConfigError(f"{attribute.name!r} {problem}", key=attribute.name)
-
-
-def _with_validation(cls: type, fields: list[attrs.Attribute]) -> list[attrs.Attribute]:
-    """attrs field transformer: validate every field by its annotation and ``cls.checks``."""
-    return [f.evolve(validator=_validate_field) for f in fields]
-
-
-def _first_problem(checks: Iterable[tuple[bool, tuple[str, ...], str]]) -> None:
-    for failed, keys, message in checks:
-        if failed:
-            raise ConfigError(message, key=keys[0], related=keys[1:])
+    known = ", ".join(repr(s) for s in STRATEGIES)
+    close = difflib.get_close_matches(name, list(STRATEGIES), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"must be one of {known}; got {name!r}{hint}"
 
 
 def _common_problems(cfg: Any) -> list[tuple[bool, tuple[str, ...], str]]:
@@ -126,35 +114,14 @@ def _common_problems(cfg: Any) -> list[tuple[bool, tuple[str, ...], str]]:
             f"'patch_size' ({cfg.patch_size}) must be a multiple of 'scale' ({cfg.scale})",
         ),
         (
-            cfg.warmup >= cfg.iterations,
-            ("warmup", "iterations"),
-            f"'warmup' ({cfg.warmup}) must be less than 'iterations' ({cfg.iterations})",
+            cfg.lr_warmup >= cfg.iterations,
+            ("lr_warmup", "iterations"),
+            f"'lr_warmup' ({cfg.lr_warmup}) must be less than 'iterations' ({cfg.iterations})",
         ),
     ]
 
 
-# --------------------------------------------------------------------------- configs
-
-
-#: Checks of the fields every run has: its data and its loop.
-_DATA_CHECKS: dict[str, Check] = {
-    "scale": _positive,
-    "patch_size": _positive,
-    "batch_size": _positive,
-    "iterations": _positive,
-}
-_RUN_CHECKS: dict[str, Check] = {
-    "val_every": _positive,
-    "log_every": _positive,
-    "checkpoint_every": _positive,
-    "seed": _seed,
-    "workers": _non_negative,
-    "epoch_length": _positive,
-    "grad_clip": _positive,
-}
-
-
-@attrs.frozen(kw_only=True, field_transformer=_with_validation)
+@attrs.frozen(kw_only=True, field_transformer=validated)
 class TrainConfig:
     """Supervised SR training run."""
 
@@ -168,7 +135,9 @@ class TrainConfig:
     schedule: Schedule = "cosine"
     step_size: int = 200000
     gamma: float = 0.5
-    warmup: int = 0  # linear LR warmup iterations
+    lr_warmup: int = 0  # linear LR warm-up iterations
+    loss: Loss = "l1"
+    hfen_weight: float = 0.2  # for loss: l1_hfen
     val_every: int = 200
     log_every: int = 10
     checkpoint_every: int = 100
@@ -177,24 +146,25 @@ class TrainConfig:
     epoch_length: int | None = None  # patches per epoch; None: the dataset's own length
     data: str | None = None
     val_data: str | None = None
-    grad_clip: float | None = None
+    grad_clip: float | None = None  # max gradient norm of the 0–1-scale loss
 
     checks: ClassVar[dict[str, Check]] = {
         **_DATA_CHECKS,
-        "lr": _positive,
-        "betas": _betas,
-        "weight_decay": _non_negative,
-        "step_size": _positive,
-        "gamma": _positive,
-        "warmup": _non_negative,
+        "lr": positive,
+        "betas": adam_betas,
+        "weight_decay": non_negative,
+        "step_size": positive,
+        "gamma": positive,
         **_RUN_CHECKS,
     }
+    renamed: ClassVar[dict[str, str]] = {"warmup": _WARMUP_RENAMED}
+    familiar: ClassVar[dict[str, str]] = _FAMILIAR_NAMES
 
     def __attrs_post_init__(self) -> None:
-        _first_problem(_common_problems(self))
+        first_problem(_common_problems(self))
 
 
-@attrs.frozen(kw_only=True, field_transformer=_with_validation)
+@attrs.frozen(kw_only=True, field_transformer=validated)
 class SearchConfig:
     """Differentiable architecture search run."""
 
@@ -202,20 +172,21 @@ class SearchConfig:
     patch_size: int = 48  # HR patch side
     batch_size: int = 16
     iterations: int = 2000
-    warmup: int = 200  # iterations before architecture updates start
+    arch_warmup: int = 200  # iterations before architecture updates start
     weight_lr: float = 5e-4
     weight_schedule: Schedule = "cosine"
+    lr_warmup: int = 0  # linear LR warm-up of the weights, iterations
     step_size: int = 200000  # for weight_schedule: step
     gamma: float = 0.5  # for weight_schedule: step
     arch_lr: float = 3e-4
-    arch_schedule: ArchSchedule = "constant"  # over the iterations after warmup
+    arch_schedule: ArchSchedule = "constant"  # over the iterations after arch_warmup
     arch_betas: tuple[float, float] = (0.5, 0.999)
     arch_weight_decay: float = 1e-3
-    strategy: Strategy = "darts1"
+    strategy: str = "darts1"  # a name in spacelang.nas.strategies.STRATEGIES
     gdas_tau_max: float = 10.0
     gdas_tau_min: float = 0.1
     gdas_hard: bool = True
-    loss: SearchLoss = "l1"
+    loss: Loss = "l1"
     hfen_weight: float = 0.2
     complexity: Complexity = "macs"
     complexity_weight: float = 0.1
@@ -230,478 +201,44 @@ class SearchConfig:
     data: str | None = None
     val_data: str | None = None
     epoch_length: int | None = None
-    grad_clip: float | None = 5.0
+    grad_clip: float | None = 5.0  # max gradient norm of the 0–1-scale loss
     overrides: dict[str, int] = attrs.Factory(dict)  # spec parameter overrides, e.g. C: 16
 
     checks: ClassVar[dict[str, Check]] = {
         **_DATA_CHECKS,
-        "warmup": _non_negative,
-        "weight_lr": _positive,
-        "step_size": _positive,
-        "gamma": _positive,
-        "arch_lr": _positive,
-        "arch_betas": _betas,
-        "arch_weight_decay": _non_negative,
-        "gdas_tau_max": _positive,
-        "gdas_tau_min": _positive,
-        "hfen_weight": _non_negative,
-        "complexity_weight": _non_negative,
-        "budget_macs": _positive,
-        "budget_params": _positive,
-        "hr_size": _all_positive,
+        "arch_warmup": non_negative,
+        "strategy": _registered_strategy,
+        "weight_lr": positive,
+        "step_size": positive,
+        "gamma": positive,
+        "arch_lr": positive,
+        "arch_betas": adam_betas,
+        "arch_weight_decay": non_negative,
+        "gdas_tau_max": positive,
+        "gdas_tau_min": positive,
+        "complexity_weight": non_negative,
+        "budget_macs": positive,
+        "budget_params": positive,
+        "hr_size": all_positive,
         **_RUN_CHECKS,
     }
+    renamed: ClassVar[dict[str, str]] = {"warmup": _WARMUP_RENAMED}
+    familiar: ClassVar[dict[str, str]] = _FAMILIAR_NAMES
 
     def __attrs_post_init__(self) -> None:
         problems = _common_problems(self)
-        problems.append(
+        problems += [
+            (
+                self.arch_warmup >= self.iterations,
+                ("arch_warmup", "iterations"),
+                f"'arch_warmup' ({self.arch_warmup}) must be less than "
+                f"'iterations' ({self.iterations})",
+            ),
             (
                 self.gdas_tau_min > self.gdas_tau_max,
                 ("gdas_tau_min", "gdas_tau_max"),
                 f"'gdas_tau_min' ({self.gdas_tau_min}) must not exceed "
                 f"'gdas_tau_max' ({self.gdas_tau_max})",
-            )
-        )
-        _first_problem(problems)
-
-
-# --------------------------------------------------------------------------- type rules
-
-
-class _ConvError(Exception):
-    """A conversion failure; ``subkey`` names the offending entry of a mapping value."""
-
-    def __init__(self, message: str, subkey: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.subkey = subkey
-
-
-def _is_union(tp: Any) -> bool:
-    return get_origin(tp) in (Union, types.UnionType)
-
-
-def _describe(tp: Any) -> str:
-    """Human wording of a type annotation."""
-    if _is_union(tp):
-        parts = [_describe(a) for a in get_args(tp) if a is not type(None)]
-        text = " or ".join(parts)
-        return f"{text} or null" if type(None) in get_args(tp) else text
-    origin = get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(c) for c in get_args(tp))
-    if origin is tuple:
-        args = get_args(tp)
-        words = [_describe(a).removeprefix("a ").removeprefix("an ") for a in args]
-        if len(set(words)) == 1:
-            return f"a list of {len(args)} {words[0]}s"
-        return f"a list [{', '.join(words)}]"
-    if origin is dict:
-        return "a mapping of names to " + _describe(get_args(tp)[1]).removeprefix("an ") + "s"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        tp, str(tp)
-    )
-
-
-def _conforms(value: Any, tp: Any) -> bool:
-    """Whether ``value`` already has exactly the annotated type."""
-    if _is_union(tp):
-        return any(_conforms(value, a) for a in get_args(tp))
-    if tp is type(None):
-        return value is None
-    origin = get_origin(tp)
-    if origin is Literal:
-        return any(type(value) is type(c) and value == c for c in get_args(tp))
-    if origin is tuple:
-        args = get_args(tp)
-        return (
-            isinstance(value, tuple)
-            and len(value) == len(args)
-            and all(_conforms(v, a) for v, a in zip(value, args, strict=True))
-        )
-    if origin is dict:
-        key_tp, val_tp = get_args(tp)
-        return isinstance(value, dict) and all(
-            _conforms(k, key_tp) and _conforms(v, val_tp) for k, v in value.items()
-        )
-    if tp is float:
-        return type(value) is float and math.isfinite(value)
-    if tp in (int, bool, str):
-        return type(value) is tp
-    return isinstance(value, tp)
-
-
-def _to_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise _ConvError(f"expected an integer, got {_yaml_word(value)}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        if math.isfinite(value) and value.is_integer():
-            return int(value)
-        raise _ConvError(f"expected an integer, got {value!r} (not a whole number)")
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            return int(text)
-        except ValueError:
-            pass
-        try:
-            number = Decimal(text.replace("_", ""))
-        except InvalidOperation:
-            raise _ConvError(f"expected an integer, got {value!r}") from None
-        if number.is_finite() and number == number.to_integral_value():
-            return int(number)
-        raise _ConvError(f"expected an integer, got {value!r} (not a whole number)")
-    raise _ConvError(f"expected an integer, got {_yaml_word(value)}")
-
-
-def _to_float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise _ConvError(f"expected a number, got {_yaml_word(value)}")
-    if isinstance(value, int | float):
-        result = float(value)
-    elif isinstance(value, str):
-        try:
-            result = float(value.strip())
-        except ValueError:
-            raise _ConvError(f"expected a number, got {value!r}") from None
-    else:
-        raise _ConvError(f"expected a number, got {_yaml_word(value)}")
-    if not math.isfinite(result):
-        raise _ConvError(f"expected a finite number, got {value!r}")
-    return result
-
-
-def _to_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in _TRUE_STRINGS:
-            return True
-        if word in _FALSE_STRINGS:
-            return False
-    raise _ConvError(f"expected true or false, got {value!r}")
-
-
-def _to_literal(value: Any, choices: tuple[Any, ...]) -> Any:
-    for choice in choices:
-        if type(value) is type(choice) and value == choice:
-            return choice
-        if isinstance(value, str) and not isinstance(choice, str) and value.strip() == str(choice):
-            return choice
-    message = f"expected one of {', '.join(repr(c) for c in choices)}; got {value!r}"
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-    if close:
-        message += f" (did you mean {close[0]!r}?)"
-    raise _ConvError(message)
-
-
-def _parse_structured(value: Any) -> Any:
-    """An override string for a list or mapping field, parsed as inline YAML."""
-    if not isinstance(value, str):
-        return value
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        raise _ConvError(f"could not parse {value!r}") from None
-    if isinstance(parsed, str) and "," in parsed:
-        return [part.strip() for part in parsed.split(",")]
-    return parsed
-
-
-def _convert(value: Any, tp: Any, *, from_string: bool = False) -> Any:
-    """Convert ``value`` to annotation ``tp`` by the config rules, or raise `_ConvError`."""
-    if _is_union(tp):
-        args = get_args(tp)
-        if type(None) in args and (
-            value is None
-            or (from_string and isinstance(value, str) and value.strip().lower() in _NULL_STRINGS)
-        ):
-            return None
-        options = [a for a in args if a is not type(None)]
-        errors = []
-        for option in options:
-            try:
-                return _convert(value, option, from_string=from_string)
-            except _ConvError as exc:
-                errors.append(exc)
-        if len(errors) == 1:
-            raise errors[0]
-        raise _ConvError(f"expected {_describe(tp)}, got {value!r}")
-    if value is None:
-        raise _ConvError(f"expected {_describe(tp)}, got null")
-    origin = get_origin(tp)
-    if origin is Literal:
-        return _to_literal(value, get_args(tp))
-    if tp is bool:
-        return _to_bool(value)
-    if tp is int:
-        return _to_int(value)
-    if tp is float:
-        return _to_float(value)
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _ConvError(f"expected a string, got {_yaml_word(value)} (quote it in YAML)")
-    if origin is tuple:
-        args = get_args(tp)
-        items = _parse_structured(value)
-        if not isinstance(items, list | tuple) or len(items) != len(args):
-            raise _ConvError(f"expected {_describe(tp)}, got {value!r}")
-        out = []
-        for index, (item, arg) in enumerate(zip(items, args, strict=True)):
-            try:
-                out.append(_convert(item, arg))
-            except _ConvError as exc:
-                raise _ConvError(f"item {index}: {exc.message}") from None
-        return tuple(out)
-    if origin is dict:
-        key_tp, val_tp = get_args(tp)
-        mapping = _parse_structured(value)
-        if not isinstance(mapping, Mapping):
-            raise _ConvError(f"expected {_describe(tp)}, got {value!r}")
-        result = {}
-        for key, item in mapping.items():
-            try:
-                result[_convert(key, key_tp)] = _convert(item, val_tp)
-            except _ConvError as exc:
-                raise _ConvError(f"entry {key!r}: {exc.message}", subkey=str(key)) from None
-        return result
-    raise _ConvError(f"unsupported field type {tp!r}")  # pragma: no cover - config bug
-
-
-def _yaml_word(value: Any) -> str:
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, list):
-        return f"a list {value!r}"
-    if isinstance(value, dict):
-        return f"a mapping {value!r}"
-    return repr(value)
-
-
-# --------------------------------------------------------------------------- YAML reading
-
-
-@attrs.frozen
-class _Entry:
-    key: str
-    value: Any
-    line: int
-    value_line: int
-    sub_lines: dict[str, int]
-
-
-def _read_entries(text: str, source: str) -> list[_Entry]:
-    """Top-level ``key: value`` entries of a YAML mapping, with their line numbers."""
-    loader = yaml.SafeLoader(text)
-    try:
-        try:
-            root = loader.get_single_node()
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            problem = exc.problem or exc.context or "invalid YAML"
-            raise ConfigError(
-                f"invalid YAML: {problem}",
-                source=source,
-                line=mark.line + 1 if mark else None,
-            ) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"invalid YAML: {exc}", source=source) from None
-        if root is None or (isinstance(root, yaml.ScalarNode) and root.tag.endswith(":null")):
-            return []  # empty document
-        if not isinstance(root, yaml.MappingNode):
-            kind = "a list" if isinstance(root, yaml.SequenceNode) else "a single value"
-            raise ConfigError(
-                f"expected a mapping of option names to values, got {kind}",
-                source=source,
-                line=root.start_mark.line + 1,
-            )
-        entries: list[_Entry] = []
-        seen: dict[str, int] = {}
-        for key_node, value_node in root.value:
-            line = key_node.start_mark.line + 1
-            try:
-                key = loader.construct_object(key_node, deep=True)
-                value = loader.construct_object(value_node, deep=True)
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"invalid YAML: {exc}", source=source, line=line) from None
-            if not isinstance(key, str):
-                raise ConfigError(
-                    f"option names must be strings, got {key!r}", source=source, line=line
-                )
-            if key in seen:
-                raise ConfigError(
-                    f"duplicate key {key!r} (first set on line {seen[key]})",
-                    source=source,
-                    line=line,
-                )
-            seen[key] = line
-            sub_lines = {}
-            if isinstance(value_node, yaml.MappingNode):
-                for sub_key, _ in value_node.value:
-                    if isinstance(sub_key, yaml.ScalarNode):
-                        sub_lines[str(sub_key.value)] = sub_key.start_mark.line + 1
-            entries.append(_Entry(key, value, line, value_node.start_mark.line + 1, sub_lines))
-        return entries
-    finally:
-        loader.dispose()
-
-
-# Option names from BasicSR-style option files, to point people at the new name.
-_FAMILIAR_NAMES = {
-    "total_iter": "iterations",
-    "niter": "iterations",
-    "learning_rate": "lr",
-    "manual_seed": "seed",
-    "gt_size": "patch_size",
-    "batch_size_per_gpu": "batch_size",
-    "num_worker": "workers",
-    "num_workers": "workers",
-    "num_worker_per_gpu": "workers",
-    "val_freq": "val_every",
-    "print_freq": "log_every",
-    "save_checkpoint_freq": "checkpoint_every",
-    "warmup_iter": "warmup",
-    "lr_schedule": "schedule",
-    "scheduler": "schedule",
-    "clip_grad": "grad_clip",
-    "grad_clip_norm": "grad_clip",
-}
-
-
-def _unknown_key(cls: type, key: str) -> str:
-    names = [f.name for f in attrs.fields(cls)]
-    message = f"unknown option {key!r} for {cls.__name__}"
-    familiar = _FAMILIAR_NAMES.get(key)
-    if familiar not in names and f"weight_{familiar or key}" in names:
-        familiar = f"weight_{familiar or key}"  # e.g. lr -> weight_lr in SearchConfig
-    if familiar in names:
-        return f"{message}; did you mean {familiar!r}?"
-    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
-    if close:
-        return f"{message}; did you mean {close[0]!r}?"
-    return f"{message}; valid options are: {', '.join(names)}"
-
-
-# --------------------------------------------------------------------------- public API
-
-
-def parse_config(
-    cls: type[C],
-    text: str,
-    *,
-    source: str = "<config>",
-    overrides: Mapping[str, Any] | None = None,
-) -> C:
-    """Build ``cls`` from YAML ``text`` (errors are reported against ``source``)."""
-    if not attrs.has(cls):
-        raise TypeError(f"{cls!r} is not an attrs config class")
-    fields = {f.name: f for f in attrs.fields(cls)}
-    values: dict[str, Any] = {}
-    # key -> (source, line) for locating errors raised by validators
-    where: dict[str, tuple[str, int | None]] = {}
-
-    for entry in _read_entries(text, source):
-        if entry.key not in fields:
-            raise ConfigError(_unknown_key(cls, entry.key), source=source, line=entry.line)
-        try:
-            values[entry.key] = _convert(entry.value, fields[entry.key].type)
-        except _ConvError as exc:
-            line = entry.sub_lines.get(exc.subkey, entry.value_line) if exc.subkey else None
-            raise ConfigError(
-                f"{entry.key!r}: {exc.message}", source=source, line=line or entry.value_line
-            ) from None
-        where[entry.key] = (source, entry.line)
-
-    for raw_key, raw_value in (overrides or {}).items():
-        key, _, sub = str(raw_key).strip().partition(".")
-        override_source = f"--config-set {raw_key}={raw_value}"
-        if key not in fields:
-            raise ConfigError(_unknown_key(cls, key), source=override_source)
-        field_type = fields[key].type
-        try:
-            if sub:
-                if get_origin(field_type) is not dict:
-                    raise _ConvError(f"{key!r} has no sub-options (got {raw_key!r})")
-                current = dict(values.get(key, getattr(_defaults(cls), key)))
-                current.update(_convert({sub: raw_value}, field_type, from_string=True))
-                values[key] = current
-            else:
-                values[key] = _convert(raw_value, field_type, from_string=True)
-        except _ConvError as exc:
-            raise ConfigError(f"{key!r}: {exc.message}", source=override_source) from None
-        where[key] = (override_source, None)
-
-    try:
-        return cls(**values)
-    except ConfigError as exc:
-        # Point at the option at fault, or else at a related option the user did set.
-        candidates = [k for k in (exc.key, *exc.related) if k in where]
-        exc_source, exc_line = where[candidates[0]] if candidates else (source, None)
-        raise ConfigError(
-            exc.message, source=exc_source, line=exc_line, key=exc.key, related=exc.related
-        ) from None
-
-
-def _defaults(cls: type[C]) -> C:
-    return cls()
-
-
-def load_config(
-    cls: type[C],
-    path: str | Path | None,
-    overrides: Mapping[str, Any] | None = None,
-) -> C:
-    """Load ``cls`` from a YAML file (``None``: defaults), then apply ``overrides``.
-
-    Raises `ConfigError` (``path:line: error: ...``) on any unknown key, wrong type or
-    invalid value.
-    """
-    if path is None:
-        return parse_config(cls, "", source="<defaults>", overrides=overrides)
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("config file not found", source=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file: {exc}", source=str(path)) from None
-    return parse_config(cls, text, source=str(path), overrides=overrides)
-
-
-def parse_overrides(items: Iterable[str]) -> dict[str, str]:
-    """Split CLI ``key=value`` strings into an overrides mapping (later items win)."""
-    result: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"expected key=value, got {item!r}", source="--config-set")
-        result[key.strip()] = value.strip()
-    return result
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
-def dump_config(cfg: Any) -> str:
-    """YAML text of a resolved config; `load_config` reads it back to an equal object."""
-    data = {f.name: _plain(getattr(cfg, f.name)) for f in attrs.fields(type(cfg))}
-    header = f"# {type(cfg).__name__} (resolved)\n"
-    text = header + yaml.safe_dump(
-        data, sort_keys=False, default_flow_style=None, allow_unicode=True
-    )
-    try:
-        if parse_config(type(cfg), text) == cfg:
-            return text
-    except ConfigError:
-        pass
-    # Some characters (e.g. U+0085) do not survive PyYAML's unicode output; escape them all.
-    return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+            ),
+        ]
+        first_problem(problems)

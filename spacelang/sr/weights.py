@@ -28,7 +28,7 @@ import yaml
 from attrs import frozen
 from torch import nn
 
-from spacelang.sr.checkpoint import CheckpointError, load_checkpoint
+from spacelang.runtime.checkpoint import CheckpointError, load_checkpoint
 
 
 class WeightsError(Exception):

@@ -13,7 +13,7 @@ import torch
 
 from spacelang.api import load
 from spacelang.cli import run_cli
-from spacelang.sr.checkpoint import load_checkpoint
+from spacelang.runtime.checkpoint import load_checkpoint
 from spacelang.sr.images import write_image
 
 TINY = """\
@@ -330,3 +330,96 @@ def test_train_refuses_a_network_that_is_not_rgb(tmp_path, capsys):
     assert run_cli(["train", str(spec), "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "maps 1 to 1 channels" in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- one loop, one format
+
+SEARCHABLE = """\
+import "ops.space"
+
+choice mix = [conv_1x1, conv_3x3]
+
+network tiny(C = 4, scale = 2) {
+    s = conv(input, C, k=3)
+    m = mix(s)
+    return pixel_shuffle(conv(m, 3 * scale * scale, k=3), scale)
+}
+"""
+
+SEARCH_CONFIG = """\
+iterations: 6
+arch_warmup: 2
+batch_size: 2
+patch_size: 16
+checkpoint_every: 3
+val_every: 6
+epoch_length: 4
+complexity: none
+"""
+
+#: What the runtime loop writes into every run's last.pt, whichever command runs it.
+LOOP_KEYS = {"kind", "version", "iteration", "config", "rng", "loss_window", "elapsed", "model"}
+
+
+@pytest.fixture(params=["train", "search"])
+def run_of(request, tmp_path, spec):
+    """(command, spec, config text) of a short run of either command."""
+    if request.param == "train":
+        return "train", spec, TRAIN_CONFIG
+    path = tmp_path / "searchable.space"
+    path.write_text(SEARCHABLE, encoding="utf-8")
+    return "search", path, SEARCH_CONFIG
+
+
+def test_train_and_search_share_the_loop_checkpoint_and_resume(cli, run_of, images, tmp_path):
+    command, spec_path, text = run_of
+    config = tmp_path / "run.yaml"
+    config.write_text(text, encoding="utf-8")
+    run = tmp_path / "run"
+    args = (command, str(spec_path), "--config", str(config), "--data", str(images),
+            "--run-dir", str(run), "--no-progress")
+    code, _, err = cli(*args)
+    assert code == 0, err
+    last = load_checkpoint(run / "last.pt")
+    assert set(last) >= LOOP_KEYS
+    assert (last["kind"], last["version"], last["iteration"]) == (f"spacelang.{command}", 2, 6)
+
+    # extending a finished run is a resume the config check allows
+    config.write_text(text.replace("iterations: 6", "iterations: 9"), encoding="utf-8")
+    code, _, err = cli(*args, "--resume")
+    assert code == 0, err
+    assert load_checkpoint(run / "last.pt")["iteration"] == 9
+    records = [json.loads(line) for line in
+               (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert max(r["iteration"] for r in records) == 9
+
+
+def test_resume_with_a_changed_config_is_refused_naming_the_keys(cli, run_of, images,
+                                                                 tmp_path):
+    command, spec_path, text = run_of
+    config = tmp_path / "run.yaml"
+    config.write_text(text, encoding="utf-8")
+    run = tmp_path / "run"
+    args = (command, str(spec_path), "--config", str(config), "--data", str(images),
+            "--run-dir", str(run), "--no-progress")
+    assert cli(*args)[0] == 0
+    before = (run / "last.pt").read_bytes()
+    config.write_text(text.replace("batch_size: 2", "batch_size: 4") + "seed: 7\n",
+                      encoding="utf-8")
+    err = user_error(cli(*args, "--resume"), "cannot resume",
+                     "the config changed in batch_size, seed", "batch_size 2 -> 4")
+    assert "iterations" in err  # listed among the settings that may change
+    assert (run / "last.pt").read_bytes() == before  # nothing lost
+
+
+def test_resume_of_another_commands_run_is_refused(cli, spec, images, config, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", str(spec), "--config", str(config), "--data", str(images),
+               "--run-dir", str(run), "--no-progress")[0] == 0
+    searchable = tmp_path / "searchable.space"
+    searchable.write_text(SEARCHABLE, encoding="utf-8")
+    search_config = tmp_path / "search.yaml"
+    search_config.write_text(SEARCH_CONFIG, encoding="utf-8")
+    user_error(cli("search", str(searchable), "--config", str(search_config), "--data",
+                   str(images), "--run-dir", str(run), "--resume", "--no-progress"),
+               "is a 'spacelang.train' checkpoint, not 'spacelang.search'")

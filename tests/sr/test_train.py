@@ -20,68 +20,16 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import Dataset
 
-from spacelang.sr.checkpoint import load_checkpoint
+from spacelang.runtime.checkpoint import load_checkpoint
+from spacelang.runtime.log import MetricsLog
+from spacelang.runtime.loop import state_dict_mismatch
 from spacelang.sr.config import TrainConfig, load_config
-from spacelang.sr.train import (
-    BatchStream,
-    LRSchedule,
-    MetricsLog,
-    TrainError,
-    TrainingProgress,
-    evaluate,
-    state_dict_mismatch,
-    train,
-)
+from spacelang.sr.task import evaluate
+from spacelang.sr.train import TrainError, lr_schedule, train
 
 REPO = Path(__file__).resolve().parents[2]
 
 # --------------------------------------------------------------------------- fixtures
-
-
-def _fake_data_module() -> types.ModuleType:
-    module = types.ModuleType("spacelang.sr.data")
-
-    def full_image_tensors(pair: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        def conv(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(a.transpose(2, 0, 1).astype(np.float32) / 255.0)
-
-        return conv(pair.lr), conv(pair.hr)
-
-    module.full_image_tensors = full_image_tensors  # type: ignore[attr-defined]
-    return module
-
-
-def _fake_metrics_module() -> types.ModuleType:
-    module = types.ModuleType("spacelang.sr.metrics")
-
-    def to_uint8(image: torch.Tensor, rgb_range: float) -> np.ndarray:
-        a = image.detach().double().numpy().transpose(1, 2, 0) * (255.0 / rgb_range)
-        return np.floor(np.clip(a, 0, 255) + 0.5).astype(np.uint8)
-
-    def psnr(sr: np.ndarray, hr: np.ndarray, *, crop: int, y_channel: bool = True) -> float:
-        a = sr[crop:-crop, crop:-crop].astype(np.float64)
-        b = hr[crop:-crop, crop:-crop].astype(np.float64)
-        mse = float(np.mean((a - b) ** 2))
-        return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-    def ssim(sr: np.ndarray, hr: np.ndarray, *, crop: int, y_channel: bool = True) -> float:
-        return 1.0 / (1.0 + float(np.mean(np.abs(sr.astype(float) - hr.astype(float)))))
-
-    module.to_uint8, module.psnr, module.ssim = to_uint8, psnr, ssim  # type: ignore[attr-defined]
-    return module
-
-
-@pytest.fixture(autouse=True)
-def sr_modules(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Use the real data/metrics modules when importable, else small stand-ins."""
-    try:
-        from spacelang.sr.data import full_image_tensors  # noqa: F401
-    except Exception:
-        monkeypatch.setitem(sys.modules, "spacelang.sr.data", _fake_data_module())
-    try:
-        from spacelang.sr.metrics import psnr, ssim, to_uint8  # noqa: F401
-    except Exception:
-        monkeypatch.setitem(sys.modules, "spacelang.sr.metrics", _fake_metrics_module())
 
 
 def smooth_image(seed: int, size: int) -> np.ndarray:
@@ -145,120 +93,6 @@ def tiny_config(**changes: Any) -> TrainConfig:
     return TrainConfig(**values)
 
 
-# --------------------------------------------------------------------------- LR schedule
-
-
-def test_lr_schedule_closed_form() -> None:
-    cosine = LRSchedule(total=100)
-    assert cosine.factor(0) == 1.0
-    assert cosine.factor(50) == pytest.approx(0.5)
-    assert cosine.factor(100) == pytest.approx(0.0)
-    warm = LRSchedule(total=110, warmup=10)
-    assert [warm.factor(i) for i in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
-    assert warm.factor(60) == pytest.approx(0.5)
-    step = LRSchedule(total=1000, kind="step", step_size=100, gamma=0.5)
-    assert [step.factor(i) for i in (0, 99, 100, 250)] == [1.0, 1.0, 0.5, 0.25]
-    assert LRSchedule(total=5, kind="constant").factor(4) == 1.0
-    cfg = tiny_config(schedule="step", step_size=7, gamma=0.1, warmup=2)
-    assert LRSchedule.from_config(cfg) == LRSchedule(
-        total=20, kind="step", warmup=2, step_size=7, gamma=0.1
-    )
-
-
-def test_lr_schedule_apply_scales_each_group() -> None:
-    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
-    optimizer = torch.optim.Adam(
-        [{"params": a.parameters()}, {"params": b.parameters(), "lr": 1.0}], lr=0.1
-    )
-    schedule = LRSchedule(total=10, kind="step", step_size=2, gamma=0.5)
-    assert schedule.apply(optimizer, 5) == pytest.approx(0.025)
-    assert optimizer.param_groups[1]["lr"] == pytest.approx(0.25)
-    assert schedule.apply(optimizer, 0) == pytest.approx(0.1)  # pure function of iteration
-
-
-# --------------------------------------------------------------------------- batches
-
-
-def batches_of(stream: BatchStream, count: int) -> list[torch.Tensor]:
-    iterator = iter(stream)
-    return [next(iterator)[1] for _ in range(count)]
-
-
-def test_batch_stream_resumes_exactly_and_spares_global_rng() -> None:
-    dataset = Patches(length=10)
-    torch.manual_seed(5)
-    before = torch.get_rng_state()
-    full = batches_of(BatchStream(dataset, 3, seed=1), 12)  # 3 batches per epoch, 4 epochs
-    assert torch.equal(before, torch.get_rng_state())
-    resumed = batches_of(BatchStream(dataset, 3, seed=1, start=4), 8)
-    for a, b in zip(full[4:], resumed, strict=True):
-        assert torch.equal(a, b)
-    other = batches_of(BatchStream(dataset, 3, seed=2), 3)
-    assert not all(torch.equal(a, b) for a, b in zip(full[:3], other, strict=True))
-    stream = BatchStream(dataset, 3, seed=1)
-    epochs = [stream.epoch_order(e) for e in range(2)]
-    assert epochs[0].shape == (3, 3) and not torch.equal(epochs[0], epochs[1])
-    assert len(set(epochs[0].flatten().tolist())) == 9  # no repeats inside an epoch
-
-
-def test_batch_stream_with_workers_matches_in_process() -> None:
-    dataset = Patches(length=8)
-    serial = batches_of(BatchStream(dataset, 2, seed=4, start=3), 6)
-    parallel = batches_of(BatchStream(dataset, 2, seed=4, start=3, workers=2), 6)
-    for a, b in zip(serial, parallel, strict=True):
-        assert torch.equal(a, b)
-
-
-def test_batch_stream_factory_and_short_epoch() -> None:
-    seen: list[int] = []
-
-    def make(epoch: int) -> Dataset:
-        seen.append(epoch)
-        return Patches(length=4, seed=epoch)
-
-    stream = BatchStream(make, 2, seed=0, start=3)
-    batches_of(stream, 4)  # batches 3..6 span epochs 1, 2 and 3
-    assert seen == [0, 1, 2, 3] and stream.position == 7
-    with pytest.raises(ValueError, match="fewer than one batch"):
-        BatchStream(Patches(length=3), 4, seed=0)
-
-
-# --------------------------------------------------------------------------- logs, progress
-
-
-def test_metrics_log_truncate_drops_later_and_torn_lines(tmp_path: Path) -> None:
-    log = MetricsLog(tmp_path / "metrics.jsonl")
-    for i in (1, 2, 3, 4):
-        log.write({"iteration": i, "loss": i / 10})
-    with log.path.open("a") as handle:
-        handle.write('{"iteration": 5, "lo')  # a crash in mid-write
-    assert [r["iteration"] for r in log.read()] == [1, 2, 3, 4]
-    log.truncate_after(2)
-    log.write({"iteration": 3, "loss": 9.0})
-    assert log.read() == [
-        {"iteration": 1, "loss": 0.1},
-        {"iteration": 2, "loss": 0.2},
-        {"iteration": 3, "loss": 9.0},
-    ]
-
-
-def test_progress_renders_on_a_terminal_and_is_quiet_otherwise() -> None:
-    out = io.StringIO()
-    console = Console(file=out, force_terminal=True, width=120)
-    with TrainingProgress(10, console=console, start=2) as bar:
-        assert bar.active
-        for i in range(3, 6):
-            bar.update(i, loss=0.5, lr=1e-3)
-        bar.print("a message")
-    assert "a message" in out.getvalue() and "it/s" in out.getvalue()
-    plain = io.StringIO()
-    with TrainingProgress(10, console=Console(file=plain, force_terminal=False)) as bar:
-        assert not bar.active
-        bar.update(1, loss=0.5)
-    assert plain.getvalue() == ""
-    assert not TrainingProgress(10, console=console, enabled=False).active
-
-
 # --------------------------------------------------------------------------- evaluate
 
 
@@ -310,7 +144,8 @@ def test_train_tiny_model(tmp_path: Path) -> None:
     assert load_config(TrainConfig, run / "config.yaml") == cfg
     assert (run / "spec.space").read_text() == "space tiny {}\n"
     last = load_checkpoint(run / "last.pt")
-    assert last["iteration"] == 20 and last["scheduler"]["iteration"] == 20
+    assert last["iteration"] == 20
+    assert (last["kind"], last["version"]) == ("spacelang.train", 2)
     assert set(last) >= {"model", "optimizer", "rng", "best_psnr", "config"}
     best = load_checkpoint(run / "best.pt")
     assert best["psnr"] == result.best_psnr and best["iteration"] == result.best_iteration
@@ -401,7 +236,7 @@ def test_resume_errors(tmp_path: Path) -> None:
         )
 
 
-def test_resume_extends_run_and_warns_about_changed_settings(tmp_path: Path) -> None:
+def test_resume_may_extend_a_run_but_refuses_other_changes(tmp_path: Path) -> None:
     cfg = tiny_config(iterations=4, log_every=1, checkpoint_every=2)
     train(
         tiny_model(),
@@ -412,26 +247,50 @@ def test_resume_extends_run_and_warns_about_changed_settings(tmp_path: Path) -> 
         rgb_range=1,
         **quiet(),
     )
-    out = io.StringIO()
-    longer = tiny_config(iterations=8, log_every=1, checkpoint_every=2, lr=2e-2)
-    result = train(
-        tiny_model(),
-        longer,
-        train_set=Patches(),
-        val_set=None,
-        run_dir=tmp_path,
-        rgb_range=1,
-        progress=False,
-        console=Console(file=out, width=200),
-        resume=True,
-    )
+    changed = tiny_config(iterations=8, log_every=1, checkpoint_every=2, lr=2e-2, seed=4)
+    with pytest.raises(TrainError) as info:
+        train(tiny_model(), changed, train_set=Patches(), val_set=None, run_dir=tmp_path,
+              rgb_range=1, resume=True, **quiet())
+    message = str(info.value)
+    assert message.startswith(f"cannot resume {tmp_path}: the config changed in lr, seed (")
+    assert "lr 0.01 -> 0.02; seed 3 -> 4" in message and "iterations" not in message.split(
+        "(settings")[0]
+    assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 4  # nothing lost
+
+    longer = tiny_config(iterations=8, log_every=1, checkpoint_every=2)
+    result = train(tiny_model(), longer, train_set=Patches(), val_set=None, run_dir=tmp_path,
+                   rgb_range=1, resume=True, **quiet())
     assert result.last_iteration == 8
-    message = " ".join(out.getvalue().split())
-    assert "warning: resuming with changed settings" in message
-    assert "iterations 4 -> 8; lr 0.01 -> 0.02" in message
     records = MetricsLog(tmp_path / "metrics.jsonl").read()
     assert [r["iteration"] for r in records] == list(range(1, 9))
     assert load_config(TrainConfig, tmp_path / "config.yaml") == longer
+
+
+def test_lr_schedule_of_a_config() -> None:
+    cfg = tiny_config(schedule="step", step_size=7, gamma=0.1, lr_warmup=2)
+    schedule = lr_schedule(cfg)
+    assert (schedule.total, schedule.kind, schedule.warmup) == (20, "step", 2)
+    assert schedule.factor(0) == pytest.approx(0.5) and schedule.factor(7) == pytest.approx(0.1)
+
+
+def test_loss_is_on_the_unit_scale_whatever_the_range(tmp_path: Path) -> None:
+    """The same model and data give the same logged loss for rgb_range 1 and 255."""
+    losses = {}
+    for rgb_range in (1, 255):
+
+        class Ranged(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.body = tiny_model()
+
+            def forward(self, x: torch.Tensor, r: int = rgb_range) -> torch.Tensor:
+                return self.body(x / r) * r
+
+        run = tmp_path / str(rgb_range)
+        train(Ranged(), tiny_config(iterations=3, log_every=1, lr=1e-3), train_set=Patches(),
+              val_set=None, run_dir=run, rgb_range=rgb_range, **quiet())
+        losses[rgb_range] = [r["loss"] for r in MetricsLog(run / "metrics.jsonl").read()]
+    assert losses[255] == pytest.approx(losses[1], rel=1e-4)
 
 
 def test_state_dict_mismatch_names_first_key() -> None:
@@ -587,7 +446,7 @@ class Noisy(nn.Module):
 
 torch.manual_seed(123)
 cfg = TrainConfig(
-    scale=2, patch_size=8, batch_size=4, iterations={iterations}, lr=5e-3, warmup=3,
+    scale=2, patch_size=8, batch_size=4, iterations={iterations}, lr=5e-3, lr_warmup=3,
     log_every=1, val_every=1000, checkpoint_every={checkpoint_every}, seed=7,
 )
 result = train(Noisy(), cfg, train_set=Patches(), val_set=None, run_dir=run_dir,

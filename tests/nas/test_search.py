@@ -1,4 +1,4 @@
-"""Tests for spacelang.sr.search: the DARTS/GDAS search loop, its losses and its run folder.
+"""Tests for spacelang.nas.search with the SR task: the DARTS/GDAS loop and its run folder.
 
 Everything runs on tiny inline specs and a handful of 48×48 images, with one torch thread.
 """
@@ -21,22 +21,16 @@ from spacelang.backends.cost import cost_report
 from spacelang.backends.torch.supernet import param_key
 
 import spacelang
+import spacelang.sr.task as task_module
 from spacelang.cli import run_cli
-from spacelang.sr import search as search_module
-from spacelang.sr.checkpoint import load_checkpoint
+from spacelang.nas.penalty import ComplexityPenalty
+from spacelang.nas.search import SearchError, load_search_checkpoint
+from spacelang.nas.strategies import arch_gradient_first_order, arch_gradient_unrolled
+from spacelang.runtime.checkpoint import load_checkpoint
 from spacelang.sr.config import SearchConfig, dump_config
 from spacelang.sr.data import folder
 from spacelang.sr.images import write_image
-from spacelang.sr.search import (
-    ComplexityPenalty,
-    SearchError,
-    arch_gradient_first_order,
-    arch_gradient_unrolled,
-    laplacian_of_gaussian,
-    load_search_checkpoint,
-    pixel_loss,
-    search,
-)
+from spacelang.sr.search import search
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -109,7 +103,7 @@ network smooth(C = 4, scale = 2, rgb_range = 1) {
 def _config(**changes) -> SearchConfig:
     values = {
         "iterations": 60,
-        "warmup": 20,
+        "arch_warmup": 20,
         "patch_size": 16,
         "batch_size": 4,
         "epoch_length": 16,
@@ -350,7 +344,7 @@ def _poisoned_loss(monkeypatch, from_call: int, kind: str) -> None:
     `nan`: the loss value becomes NaN. `nan_grad`: the value stays finite but its
     gradient is NaN (d/dx sqrt(|x|) at 0).
     """
-    real = search_module.pixel_loss
+    real = task_module.pixel_loss
     calls = [0]
 
     def make(kind_name, hfen_weight=0.2):
@@ -367,7 +361,7 @@ def _poisoned_loss(monkeypatch, from_call: int, kind: str) -> None:
 
         return loss
 
-    monkeypatch.setattr(search_module, "pixel_loss", make)
+    monkeypatch.setattr(task_module, "pixel_loss", make)
 
 
 def test_nan_loss_stops_the_search_and_keeps_the_last_good_checkpoint(
@@ -376,7 +370,7 @@ def test_nan_loss_stops_the_search_and_keeps_the_last_good_checkpoint(
     # warmup 10: one loss call per iteration, then two (architecture, weights); call 16
     # is the architecture loss of iteration 13 (0-based)
     _poisoned_loss(monkeypatch, 10 + 2 * 3, "nan")
-    cfg = _config(iterations=30, warmup=10, checkpoint_every=5, log_every=1)
+    cfg = _config(iterations=30, arch_warmup=10, checkpoint_every=5, log_every=1)
     with pytest.raises(SearchError, match="non-finite") as caught:
         search(space, cfg, train_set=images, val_set=None, run_dir=tmp_path / "run",
                progress=False)
@@ -398,7 +392,7 @@ def test_nan_gradient_never_reaches_the_checkpoint(tmp_path, images, monkeypatch
     # the loss of iteration 9 (0-based) is finite but its gradient is not; the run would
     # checkpoint right after that iteration's weight step
     _poisoned_loss(monkeypatch, 9, "nan_grad")
-    cfg = _config(iterations=30, warmup=20, checkpoint_every=5, grad_clip=grad_clip)
+    cfg = _config(iterations=30, arch_warmup=20, checkpoint_every=5, grad_clip=grad_clip)
     with pytest.raises(SearchError, match="non-finite weight gradient at iteration 10"):
         search(space, cfg, train_set=images, val_set=None, run_dir=tmp_path / "run",
                progress=False)
@@ -423,13 +417,14 @@ from pathlib import Path
 import torch
 
 import spacelang
-from spacelang.sr import search as S
+import spacelang.runtime.loop as L
+from spacelang.sr.search import search
 from spacelang.sr.config import SearchConfig, parse_config
 from spacelang.sr.data import folder
 
 torch.set_num_threads(1)
 spec, config, images, run_dir, kill_at = sys.argv[1:6]
-save = S.save_checkpoint
+save = L.save_checkpoint
 
 
 def save_or_die(path, payload):
@@ -438,10 +433,10 @@ def save_or_die(path, payload):
     save(path, payload)
 
 
-S.save_checkpoint = save_or_die
+L.save_checkpoint = save_or_die
 space = spacelang.loads(Path(spec).read_text(), path=spec)
 cfg = parse_config(SearchConfig, Path(config).read_text())
-S.search(space, cfg, train_set=folder(images, 2).materialize(), val_set=None,
+search(space, cfg, train_set=folder(images, 2).materialize(), val_set=None,
          run_dir=run_dir, progress=False)
 """
 
@@ -452,7 +447,7 @@ def test_resume_after_sigkill_continues_exactly(tmp_path, image_dir, images, str
     spec.write_text(TOY)
     # checkpoints at 15 and 30; the subprocess dies as it is about to write the second,
     # after logging iterations 16..30, which the resumed run must drop and redo
-    cfg = _config(iterations=40, warmup=10, checkpoint_every=15, log_every=1,
+    cfg = _config(iterations=40, arch_warmup=10, checkpoint_every=15, log_every=1,
                   strategy=strategy)
     config = tmp_path / "search.yaml"
     config.write_text(dump_config(cfg))
@@ -559,39 +554,3 @@ def test_derive_rejects_what_is_not_a_search_checkpoint(tmp_path, capsys, make):
     assert str(source.name) in err
     assert {"text": "not a PyTorch checkpoint", "torch": "not a spacelang search checkpoint",
             "empty_dir": "not found"}[make] in err
-
-
-# --------------------------------------------------------------------------- losses
-
-
-def test_hfen_loss_is_l1_plus_weighted_log_l1():
-    gen = torch.Generator().manual_seed(0)
-    sr = torch.rand(2, 3, 20, 20, generator=gen)
-    hr = torch.rand(2, 3, 20, 20, generator=gen)
-    expected = F.l1_loss(sr, hr) + 0.2 * F.l1_loss(laplacian_of_gaussian(sr),
-                                                   laplacian_of_gaussian(hr))
-    torch.testing.assert_close(pixel_loss("l1_hfen")(sr, hr), expected)
-    assert float(pixel_loss("l1_hfen")(sr, hr)) > float(F.l1_loss(sr, hr))
-    torch.testing.assert_close(pixel_loss("l1_hfen", 0.5)(sr, hr),
-                               F.l1_loss(sr, hr) + 0.5 * F.l1_loss(laplacian_of_gaussian(sr),
-                                                                   laplacian_of_gaussian(hr)))
-    torch.testing.assert_close(pixel_loss("l1")(sr, hr), F.l1_loss(sr, hr))
-    with pytest.raises(SearchError, match="unknown loss"):
-        pixel_loss("l2")
-
-
-def test_laplacian_of_gaussian_ignores_flat_images_and_sees_edges():
-    flat = torch.full((1, 3, 16, 16), 0.7)
-    response = laplacian_of_gaussian(flat)
-    assert response.shape == flat.shape
-    assert float(response.abs().max()) < 1e-6
-    edge = torch.zeros(1, 1, 16, 16)
-    edge[..., 8:] = 1.0
-    response = laplacian_of_gaussian(edge)
-    assert float(response.abs().max()) > 0.01
-    # zero far from the edge, opposite signs on its two sides
-    assert float(response[..., 0].abs().max()) < 1e-3
-    assert float(response[..., 7].mean()) * float(response[..., 8].mean()) < 0
-    # channels are filtered independently
-    two = torch.cat([flat[:, :1], edge], dim=1)
-    torch.testing.assert_close(laplacian_of_gaussian(two)[:, 1:], response)

@@ -1,4 +1,4 @@
-"""Tests for spacelang.sr.checkpoint: atomic saves, safe loads, RNG state."""
+"""Tests for spacelang.runtime.checkpoint: atomic saves, safe loads, RNG state."""
 
 import os
 import pickle
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-import spacelang.sr.checkpoint as checkpoint_module
-from spacelang.sr.checkpoint import (
+import spacelang.runtime.checkpoint as checkpoint_module
+from spacelang.runtime.checkpoint import (
     CheckpointError,
     atomic_write_bytes,
     load_checkpoint,
@@ -97,7 +97,7 @@ def test_hard_crash_before_replace_keeps_old_file(tmp_path: Path) -> None:
         f"""
         import os, sys
         sys.path.insert(0, {str(REPO)!r})
-        import spacelang.sr.checkpoint as ck
+        import spacelang.runtime.checkpoint as ck
         ck.os.replace = lambda src, dst: os._exit(17)
         ck.save_checkpoint({str(path)!r}, {{"iteration": 2}})
         """

@@ -1,0 +1,314 @@
+"""The search driver: a spec's supernet, a task and a strategy on the runtime loop.
+
+Bi-level optimisation: the weights learn on one data split, α/β on the other. For
+``arch_warmup`` updates only the weights move; from then on each update first lets the
+strategy set α/β's gradient (task loss on an architecture batch plus the complexity
+penalty) and steps them, then steps the weights on a training batch. The run folder
+holds ``last.pt`` (kind ``spacelang.search``), ``metrics.jsonl``, ``arch.jsonl`` (α/β
+once per epoch) and, at the end, ``derived.space``.
+
+The task is any object with ``stream(data, seed=, start=)`` (resumable batches),
+``to_device(batch)``, ``criterion(output, target)``, ``has_validation`` and
+``validate(model) -> (score, second score)``; `spacelang.sr.task.SRTask` is one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from rich.console import Console
+
+from spacelang.backends.cost import CostReport, cost_report
+from spacelang.backends.torch.supernet import SuperNet
+from spacelang.nas.penalty import ComplexityPenalty
+from spacelang.nas.strategies import Strategy, make_strategy
+from spacelang.runtime.checkpoint import atomic_write_bytes, load_checkpoint
+from spacelang.runtime.log import MetricsLog
+from spacelang.runtime.loop import (
+    FORMAT_VERSION,
+    Hook,
+    Loop,
+    NonFinite,
+    RunError,
+    clip_gradients,
+    due,
+    state_dict_mismatch,
+)
+from spacelang.runtime.schedule import LRSchedule
+
+__all__ = [
+    "CHECKPOINT_KIND",
+    "SearchError",
+    "SearchResult",
+    "architecture_summary",
+    "derived_header",
+    "finish",
+    "load_search_checkpoint",
+    "run_search",
+]
+
+CHECKPOINT_KIND = "spacelang.search"
+
+
+class SearchError(RunError):
+    """A search that cannot start or cannot go on; the message says why."""
+
+
+@attrs.frozen
+class SearchResult:
+    run_dir: Path
+    decisions: dict[str, Any]
+    derived_path: Path
+    iterations: int
+
+
+def architecture_summary(net: SuperNet) -> str:
+    """The current argmax architecture in one line: ``site=label ... site<-a,b``."""
+    decisions = net.decisions()
+    parts = []
+    for site in net.network.choice_sites:
+        parts.append(f"{site.key}={site.labels[decisions[site.key]]}")
+    for site in net.network.pick_sites:
+        chosen = ",".join(site.candidates[i] for i in decisions[site.key])
+        parts.append(f"{site.key}<-{chosen}")
+    return " ".join(parts)
+
+
+@attrs.define
+class _SearchStep:
+    """One update: α/β by the strategy (after warm-up), then the weights."""
+
+    net: SuperNet
+    task: Any
+    strategy: Strategy
+    penalty: ComplexityPenalty
+    weight_opt: torch.optim.Optimizer
+    arch_opt: torch.optim.Optimizer
+    cfg: Any
+    weight_data: Any
+    arch_data: Any
+    schedule: LRSchedule = attrs.field(init=False)
+    arch_schedule: LRSchedule = attrs.field(init=False)
+    epoch_length: int = 1
+    arch_loss: torch.Tensor = attrs.Factory(lambda: torch.zeros(()))
+    _weights: Any = None
+    _arch: Any = None
+
+    def __attrs_post_init__(self) -> None:
+        cfg = self.cfg
+        self.schedule = LRSchedule(total=cfg.iterations, kind=cfg.weight_schedule,
+                                   warmup=cfg.lr_warmup, step_size=cfg.step_size,
+                                   gamma=cfg.gamma)
+        self.arch_schedule = LRSchedule(total=max(1, cfg.iterations - cfg.arch_warmup),
+                                        kind=cfg.arch_schedule, step_size=cfg.step_size,
+                                        gamma=cfg.gamma)
+
+    def begin(self, start: int) -> None:
+        cfg = self.cfg
+        try:
+            weight_stream = self.task.stream(self.weight_data, seed=cfg.seed, start=start)
+            arch_stream = self.task.stream(self.arch_data, seed=cfg.seed + 1,
+                                           start=max(0, start - cfg.arch_warmup))
+        except ValueError as exc:
+            raise SearchError(f"training data: {exc}") from None
+        self.epoch_length = weight_stream.batches_per_epoch
+        self._weights, self._arch = iter(weight_stream), iter(arch_stream)
+        self.net.train()
+
+    def __call__(self, iteration: int) -> dict[str, float]:
+        cfg, net, task = self.cfg, self.net, self.task
+        lr_now = self.schedule.apply(self.weight_opt, iteration)
+        self.strategy.prepare(net, iteration, cfg.iterations)
+        x, target = task.to_device(next(self._weights))
+        if iteration >= cfg.arch_warmup:
+            val_batch = task.to_device(next(self._arch))
+            self.arch_schedule.apply(self.arch_opt, iteration - cfg.arch_warmup)
+            self.arch_opt.zero_grad(set_to_none=True)
+            self.arch_loss = self.strategy.arch_gradient(net, (x, target), val_batch,
+                                                         task.criterion, self.penalty, lr_now)
+            if not all(torch.isfinite(p.grad).all() for p in net.arch_parameters()):
+                raise NonFinite("architecture gradient")
+            self.arch_opt.step()
+        self.weight_opt.zero_grad(set_to_none=True)
+        loss = task.criterion(net(x), target)
+        if not torch.isfinite(loss):
+            raise NonFinite("weight loss")
+        if not torch.isfinite(self.arch_loss):
+            raise NonFinite("architecture loss")
+        loss.backward()
+        # a finite loss can still have a non-finite gradient: stop before the step
+        clip_gradients(net.weight_parameters(), cfg.grad_clip)
+        self.weight_opt.step()
+        with torch.no_grad():
+            expected = float(self.penalty.expected(net))
+        return {"loss": loss.item(), "arch_loss": self.arch_loss.item(), "lr": lr_now,
+                f"expected_{self.penalty.field}": expected}
+
+    def end(self) -> None:
+        for batches in (self._weights, self._arch):
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+
+
+@attrs.define
+class _ArchitectureLog(Hook):
+    """The argmax architecture in each metrics record; α/β in ``arch.jsonl`` each epoch."""
+
+    net: SuperNet
+    step: _SearchStep
+    log: MetricsLog
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decisions": json.dumps(self.net.decisions())}
+
+    def on_start(self, start: int, loop: Loop) -> None:
+        if start:
+            self.log.truncate_after(start)
+        else:
+            self.log.reset()
+
+    def after_step(self, done: int, record: dict[str, Any] | None, loop: Loop) -> None:
+        if record is not None:
+            record["architecture"] = architecture_summary(self.net)
+        if due(done, self.step.epoch_length, loop.config.iterations):
+            self.log.write({"iteration": done, "epoch": done // self.step.epoch_length,
+                            "arch": self.net.arch_state(),
+                            "decisions": {k: list(v) if isinstance(v, tuple) else v
+                                          for k, v in self.net.decisions().items()}})
+
+
+@attrs.define
+class _ArgmaxValidation(Hook):
+    """Scores the current argmax network, with the supernet's weights, every val_every."""
+
+    space: Any
+    net: SuperNet
+    task: Any
+    device: torch.device
+    every: int
+    total: int
+
+    def wants_record(self, done: int) -> bool:
+        return self.task.has_validation and due(done, self.every, self.total)
+
+    def after_step(self, done: int, record: dict[str, Any] | None, loop: Loop) -> None:
+        if record is None or not self.wants_record(done):
+            return
+        decisions = self.net.decisions()
+        fixed = self.space.fixed(decisions).to(self.device)
+        self.net.inherit_into(fixed, decisions)
+        psnr, ssim = self.task.validate(fixed)
+        record["val_psnr_argmax"], record["val_ssim_argmax"] = psnr, ssim
+        loop.print(f"{done}: argmax architecture {architecture_summary(self.net)}; "
+                   f"PSNR {psnr:.2f} dB with supernet weights")
+
+
+def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: Any,
+               run_dir: str | Path, device: torch.device, resume: bool = False,
+               resume_safe: Iterable[str] = (), console: Console | None = None,
+               progress: bool = True) -> SearchResult:
+    """Search ``space``'s architecture with ``task``; write ``run_dir/derived.space``.
+
+    ``cfg`` is a search config (`spacelang.sr.config.SearchConfig` names the fields read).
+    ``weight_data`` trains the weights, ``arch_data`` α/β (``task.stream`` reads them).
+    """
+    network = space.network
+    if network.is_fixed:
+        raise SearchError(f"network `{network.name}` has no choice or pick sites; "
+                          "there is nothing to search (use `spacelang train`)")
+    run_dir = Path(run_dir)
+    strategy = make_strategy(cfg.strategy, cfg)
+    torch.manual_seed(cfg.seed)
+    net = space.supernet(**strategy.supernet_options()).to(device)
+    report = cost_report(network, tuple(cfg.hr_size))
+    field = "params" if cfg.complexity == "params" else "macs"
+    budget = cfg.budget_params if field == "params" else cfg.budget_macs
+    penalty = ComplexityPenalty(report, field,
+                                0.0 if cfg.complexity == "none" else cfg.complexity_weight,
+                                budget)
+    weight_opt = torch.optim.Adam(net.weight_parameters(), lr=cfg.weight_lr)
+    arch_opt = torch.optim.Adam(net.arch_parameters(), lr=cfg.arch_lr,
+                                betas=tuple(cfg.arch_betas),
+                                weight_decay=cfg.arch_weight_decay)
+    step = _SearchStep(net, task, strategy, penalty, weight_opt, arch_opt, cfg,
+                       weight_data, arch_data)
+    loop = Loop(
+        kind=CHECKPOINT_KIND,
+        noun="search",
+        run_dir=run_dir,
+        config=cfg,
+        step=step,
+        stateful={"model": net, "weight_opt": weight_opt, "arch_opt": arch_opt},
+        hooks=[_ArchitectureLog(net, step, MetricsLog(run_dir / "arch.jsonl")),
+               _ArgmaxValidation(space, net, task, device, cfg.val_every, cfg.iterations)],
+        resume_safe=frozenset(resume_safe),
+        extra={"network": network.name, "spec_path": str(Path(space.path).resolve()),
+               "overrides": json.dumps(space.overrides)},
+        files={"spec.space": space.program.root.source},
+        error=SearchError,
+        console=console or Console(stderr=True),
+        progress=progress,
+    )
+    loop.run(resume=resume)
+    return finish(space, net, run_dir, cfg.iterations, report)
+
+
+def derived_header(space: Any, net: SuperNet, run_dir: Path, iterations: int) -> str:
+    """The comment block of a derived spec: where it came from and the final α/β."""
+    lines = [f"Derived by `spacelang search` from {space.path}",
+             f"run: {run_dir} ({iterations} iterations)"]
+    if space.overrides:
+        lines.append("overrides: " + ", ".join(f"{k}={v}" for k, v in space.overrides.items()))
+    probabilities = net.probabilities()
+    decisions = net.decisions()
+    for site in net.network.choice_sites:
+        p = probabilities[site.key].tolist()
+        shown = ", ".join(f"{label} {v:.3f}" for label, v in zip(site.labels, p, strict=True))
+        lines.append(f"{site.key} -> {site.labels[decisions[site.key]]}  (softmax α: {shown})")
+    for site in net.network.pick_sites:
+        p = probabilities[site.key].tolist()
+        shown = ", ".join(f"{c} {v:.3f}" for c, v in zip(site.candidates, p, strict=True))
+        chosen = ", ".join(site.candidates[i] for i in decisions[site.key])
+        lines.append(f"{site.key} -> {chosen}  (softmax β: {shown})")
+    return "\n".join(lines)
+
+
+def finish(space: Any, net: SuperNet, run_dir: Path, iterations: int,
+           report: CostReport | None = None) -> SearchResult:
+    """Derive the current architecture of `net` into `run_dir/derived.space`."""
+    decisions = net.decisions()
+    text = space.derive(decisions, header=derived_header(space, net, run_dir, iterations))
+    path = run_dir / "derived.space"
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return SearchResult(run_dir, decisions, path, iterations)
+
+
+def read_search_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """``(file, payload)`` of a search run's ``last.pt`` (a run folder or the file)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    state = load_checkpoint(path)
+    if state.get("kind") != CHECKPOINT_KIND or "model" not in state:
+        raise SearchError(f"{path} is not a spacelang search checkpoint")
+    if state.get("version") != FORMAT_VERSION:
+        raise SearchError(f"{path} has checkpoint format version {state.get('version')!r}; "
+                          f"this spacelang reads version {FORMAT_VERSION}")
+    return path, state
+
+
+def load_search_checkpoint(space: Any, path: str | Path) -> SuperNet:
+    """The supernet saved in a search run's `last.pt` (a run folder or the file)."""
+    path, state = read_search_checkpoint(path)
+    net = space.supernet()
+    problem = state_dict_mismatch(net.state_dict(), state["model"])
+    if problem:
+        raise SearchError(f"{path} does not belong to {space.path}: {problem}")
+    net.load_state_dict(state["model"])
+    return net

@@ -1,0 +1,180 @@
+"""Search strategies: how α/β get their gradient, as registered objects.
+
+A strategy says which supernet relaxation it needs (`mode`), adjusts the supernet
+before each update (`prepare`: e.g. GDAS' temperature) and sets the gradients of the
+architecture parameters (`arch_gradient`). `STRATEGIES` maps a config's ``strategy``
+name to its class; `register_strategy` adds one, `make_strategy` builds one from a
+config. ``loss_fn(output, target)`` is the task's loss; batches are ``(input, target)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from spacelang.backends.torch.supernet import SuperNet
+
+__all__ = [
+    "STRATEGIES",
+    "Darts1",
+    "Darts2",
+    "Gdas",
+    "Strategy",
+    "arch_gradient_first_order",
+    "arch_gradient_unrolled",
+    "make_strategy",
+    "register_strategy",
+]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Penalty = Callable[[SuperNet], torch.Tensor]
+Batch = Sequence[torch.Tensor]
+
+
+def _weights_of(net: SuperNet) -> list[torch.nn.Parameter]:
+    return [p for p in net.weight_parameters() if p.requires_grad]
+
+
+def arch_gradient_first_order(net: SuperNet, batch: Batch, loss_fn: LossFn,
+                              penalty: Penalty) -> torch.Tensor:
+    """Set α/β gradients from the validation batch at the current weights; return the loss."""
+    x, target = batch
+    loss = loss_fn(net(x), target) + penalty(net)
+    arch = net.arch_parameters()
+    grads = torch.autograd.grad(loss, arch, allow_unused=True)
+    for p, g in zip(arch, grads, strict=True):
+        p.grad = torch.zeros_like(p) if g is None else g
+    return loss.detach()
+
+
+def arch_gradient_unrolled(net: SuperNet, train_batch: Batch, val_batch: Batch,
+                           loss_fn: LossFn, penalty: Penalty, xi: float) -> torch.Tensor:
+    """DARTS' second-order gradient: ∇α L_val(w − ξ∇w L_train(w, α), α).
+
+    The Hessian-vector product is a central finite difference with
+    ε = 0.01 / ‖∇w' L_val‖, as in DARTS. Weights are restored afterwards.
+    """
+    weights = _weights_of(net)
+    arch = net.arch_parameters()
+    backup = [w.detach().clone() for w in weights]
+    x, target = train_batch
+    train_grads = torch.autograd.grad(loss_fn(net(x), target), weights, allow_unused=True)
+    with torch.no_grad():
+        for w, g in zip(weights, train_grads, strict=True):
+            if g is not None:
+                w.sub_(xi * g)
+    vx, vtarget = val_batch
+    val_loss = loss_fn(net(vx), vtarget) + penalty(net)
+    grads = torch.autograd.grad(val_loss, [*arch, *weights], allow_unused=True)
+    d_arch = [torch.zeros_like(p) if g is None else g
+              for p, g in zip(arch, grads[:len(arch)], strict=True)]
+    d_weights = [torch.zeros_like(w) if g is None else g
+                 for w, g in zip(weights, grads[len(arch):], strict=True)]
+    norm = torch.sqrt(sum((g * g).sum() for g in d_weights))
+    eps = 0.01 / (float(norm) + 1e-12)
+
+    def train_arch_grad(sign: float) -> list[torch.Tensor]:
+        with torch.no_grad():
+            for w, b, d in zip(weights, backup, d_weights, strict=True):
+                w.copy_(b + sign * eps * d)
+        g = torch.autograd.grad(loss_fn(net(x), target), arch, allow_unused=True)
+        return [torch.zeros_like(p) if v is None else v for p, v in zip(arch, g, strict=True)]
+
+    plus, minus = train_arch_grad(+1.0), train_arch_grad(-1.0)
+    with torch.no_grad():
+        for w, b in zip(weights, backup, strict=True):
+            w.copy_(b)
+    for p, d, gp, gm in zip(arch, d_arch, plus, minus, strict=True):
+        p.grad = d - xi * (gp - gm) / (2 * eps)
+    return val_loss.detach()
+
+
+class Strategy:
+    """How the architecture parameters learn; subclasses set `name` and may set `mode`."""
+
+    name: ClassVar[str]
+    mode: ClassVar[str] = "darts"  # the SuperNet relaxation the strategy needs
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Strategy:
+        """The strategy a search config describes."""
+        return cls()
+
+    def supernet_options(self) -> dict[str, Any]:
+        """Keyword arguments for `SuperNet` (mode, temperature, ...)."""
+        return {"mode": self.mode}
+
+    def prepare(self, net: SuperNet, iteration: int, total: int) -> None:
+        """Adjust ``net`` before update ``iteration`` (0-based) of ``total``."""
+
+    def arch_gradient(self, net: SuperNet, train_batch: Batch, val_batch: Batch,
+                      loss_fn: LossFn, penalty: Penalty, weight_lr: float) -> torch.Tensor:
+        """Set the gradients of ``net.arch_parameters()``; return the architecture loss."""
+        raise NotImplementedError
+
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: make ``cls`` available as ``strategy: <cls.name>``."""
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def make_strategy(name: str, cfg: Any) -> Strategy:
+    """The registered strategy ``name``, configured from ``cfg``."""
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown search strategy {name!r}; known: {', '.join(STRATEGIES)}")
+    return STRATEGIES[name].from_config(cfg)
+
+
+@register_strategy
+class Darts1(Strategy):
+    """First-order DARTS: the validation gradient at the current weights."""
+
+    name = "darts1"
+
+    def arch_gradient(self, net, train_batch, val_batch, loss_fn, penalty, weight_lr):
+        return arch_gradient_first_order(net, val_batch, loss_fn, penalty)
+
+
+@register_strategy
+class Darts2(Strategy):
+    """Second-order DARTS: unrolled by one weight step of the current LR."""
+
+    name = "darts2"
+
+    def arch_gradient(self, net, train_batch, val_batch, loss_fn, penalty, weight_lr):
+        return arch_gradient_unrolled(net, train_batch, val_batch, loss_fn, penalty, weight_lr)
+
+
+@register_strategy
+class Gdas(Strategy):
+    """GDAS: one candidate sampled by Gumbel-softmax, temperature annealed linearly."""
+
+    name = "gdas"
+    mode = "gdas"
+
+    def __init__(self, tau_max: float = 10.0, tau_min: float = 0.1, hard: bool = True):
+        self.tau_max, self.tau_min, self.hard = tau_max, tau_min, hard
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Strategy:
+        return cls(cfg.gdas_tau_max, cfg.gdas_tau_min, cfg.gdas_hard)
+
+    def supernet_options(self) -> dict[str, Any]:
+        return {"mode": self.mode, "hard": self.hard, "tau": self.tau_max}
+
+    def tau(self, iteration: int, total: int) -> float:
+        """The temperature at update ``iteration``: ``tau_max`` down to ``tau_min``."""
+        t = iteration / max(1, total - 1)
+        return self.tau_max - (self.tau_max - self.tau_min) * t
+
+    def prepare(self, net: SuperNet, iteration: int, total: int) -> None:
+        net.tau = self.tau(iteration, total)
+
+    def arch_gradient(self, net, train_batch, val_batch, loss_fn, penalty, weight_lr):
+        return arch_gradient_first_order(net, val_batch, loss_fn, penalty)

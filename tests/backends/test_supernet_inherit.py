@@ -1,0 +1,75 @@
+"""SuperNet.fixed_state_dict / inherit_into: the derived network with the supernet's
+weights computes what the supernet computes when α/β are one-hot on the same decisions."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from spacelang.backends.torch.supernet import param_key
+
+import spacelang
+
+SPEC = """\
+import "ops.space"
+
+choice light = [conv_1x1, conv_3x3, sep_conv(3), dil_conv(3)]
+
+cell block(x: C) {
+    r = lrelu(light(x) + x)
+    return conv(r, C, k=1)
+}
+
+network net(C = 4, scale = 2, rgb_range = 1) {
+    s = conv(input, C, k=3)
+    b1 = block(s)
+    b2 = block(b1)
+    a = sum(pick 1 of [s, b1, b2])
+    return pixel_shuffle(conv(a + s, 3 * scale * scale, k=3), scale)
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def space(spaces_dir):
+    return spacelang.loads(SPEC, path=str(spaces_dir / "inherit.space"))
+
+
+def _one_hot(net, decisions) -> None:
+    with torch.no_grad():
+        for site in net.network.choice_sites:
+            alpha = net.alphas[param_key(site.key)]
+            alpha.fill_(-1e4)
+            alpha[decisions[site.key]] = 0.0
+        for site in net.network.pick_sites:
+            beta = net.betas[param_key(site.key)]
+            beta.fill_(-1e4)
+            beta[list(decisions[site.key])] = 0.0
+
+
+@settings(max_examples=8, deadline=None)
+@given(data=st.data())
+def test_inherited_network_matches_the_one_hot_supernet(space, data):
+    net = space.supernet()
+    decisions = {}
+    for site in net.network.choice_sites:
+        decisions[site.key] = data.draw(st.integers(0, len(site.labels) - 1), label=site.key)
+    for site in net.network.pick_sites:
+        chosen = data.draw(st.sets(st.integers(0, len(site.candidates) - 1),
+                                   min_size=site.k, max_size=site.k), label=site.key)
+        decisions[site.key] = tuple(sorted(chosen))
+    _one_hot(net, decisions)
+    assert net.decisions() == decisions
+    fixed = space.fixed(decisions)
+    kept = net.inherit_into(fixed)
+    assert kept == []  # every derived weight has a supernet source of its shape
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(fixed(x), net(x), rtol=1e-5, atol=1e-6)
+
+
+def test_fixed_state_dict_takes_only_the_chosen_candidate(space):
+    net = space.supernet()
+    decisions = net.decisions()
+    weights = net.fixed_state_dict(decisions)
+    assert set(weights) == set(space.fixed(decisions).state_dict())
+    assert not any("candidates" in key or key.startswith(("alphas", "betas")) for key in weights)
