@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 from spacelang.cli import common
 
-COMMANDS = ("check", "fmt", "flops", "compile", "derive", "search", "train", "eval")
+COMMANDS = ("check", "fmt", "flops", "compile", "derive", "search", "train", "eval",
+            "upscale", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,11 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"spacelang {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=common.Parser)
     sub.required = True
-    from spacelang.cli import build, language, run
+    from spacelang.cli import build, language, run, tools
 
     language.register(sub)
     build.register(sub)
     run.register(sub)
+    tools.register(sub)
     return parser
 
 
