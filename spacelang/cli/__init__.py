@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from spacelang.cli import common
 
 COMMANDS = ("check", "fmt", "flops", "compile", "derive", "search", "train", "eval",
-            "upscale", "export")
+            "upscale", "export", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

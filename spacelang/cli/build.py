@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from spacelang.cli import common
 
@@ -35,6 +36,9 @@ def register(sub) -> None:
                           help="LR size of the test forward pass (default 32x32)")
     compile_.add_argument("--emit-py", metavar="OUT.py",
                           help="write standalone PyTorch source (fixed specs only)")
+    compile_.add_argument("--graph", metavar="OUT.svg",
+                          help="also draw the network (cells, chosen ops and wiring) as SVG "
+                               "with Graphviz `dot`")
     compile_.set_defaults(handler=run_compile)
 
 
@@ -128,4 +132,9 @@ def run_flops(args: argparse.Namespace) -> int:
 def run_compile(args: argparse.Namespace) -> int:
     from spacelang.cli.compile_summary import compile_and_summarise
 
-    return compile_and_summarise(_load(args), args)
+    space = _load(args)
+    if args.graph:
+        from spacelang.cli.tools import write_graph
+
+        write_graph(space, Path(args.graph))
+    return compile_and_summarise(space, args)

@@ -56,6 +56,17 @@ def register(sub) -> None:
     common.add_overrides(export)
     export.set_defaults(handler=run_export)
 
+    report = sub.add_parser(
+        "report", help="an offline HTML page of a search, training or sweep folder",
+        description="One self-contained HTML file: loss and validation curves, α/β per site, "
+                    "expected cost against the budget, the network drawn, config and final "
+                    "table; for a folder of runs, PSNR against Multi-Adds with the Pareto "
+                    "front. Needs the `report` extra (plotly) and Graphviz `dot`.")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument("-o", "--output", metavar="OUT.html",
+                        help="where to write (default: RUN_DIR/report.html)")
+    report.set_defaults(handler=run_report)
+
 
 def _non_negative(text: str) -> int:
     try:
@@ -332,3 +343,31 @@ def run_export(args: argparse.Namespace) -> int:
           f"[0, {network.rgb_range}], output `sr` N×{network.out_channels}×"
           f"{network.scale}H×{network.scale}W)", file=sys.stdout)
     return 0
+
+
+# --------------------------------------------------------------------------- report, graph
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from spacelang.report import ReportError, write_report
+
+    target = Path(args.output) if args.output else Path(args.run_dir) / "report.html"
+    try:
+        written = write_report(args.run_dir, target)
+    except ReportError as exc:
+        raise common.UsageError(str(exc)) from None
+    print(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB, opens offline)")
+    return 0
+
+
+def write_graph(space: Any, target: Path) -> None:
+    """Draw a checked space's network to an SVG file (Graphviz `dot`)."""
+    from spacelang.cli.language import write_atomic
+    from spacelang.graph import GraphError, render_svg, to_dot
+
+    try:
+        svg = render_svg(to_dot(space.network))
+    except GraphError as exc:
+        raise common.UsageError(str(exc)) from None
+    write_atomic(target, '<?xml version="1.0" encoding="UTF-8"?>\n' + svg)
+    print(f"drew {space.network.name} in {target}", file=sys.stderr)
