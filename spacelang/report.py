@@ -113,8 +113,13 @@ def _load_space(path: Path, overrides: dict[str, Any]) -> Space | None:
             return None
 
 
-def read_run(path: str | os.PathLike[str]) -> RunRecord:
-    """Read one run folder, tolerating missing files, keys and torn lines."""
+def read_run(path: str | os.PathLike[str],
+             spec: str | os.PathLike[str] | None = None) -> RunRecord:
+    """Read one run folder, tolerating missing files, keys and torn lines.
+
+    The search space comes from ``spec`` when given, else from the folder's copy
+    ``spec.space`` (which loads only when its imports resolve from the run folder).
+    """
     base = Path(path)
     config_text = ""
     config: dict[str, Any] = {}
@@ -132,7 +137,7 @@ def read_run(path: str | os.PathLike[str]) -> RunRecord:
         arch=tuple(_records(base / "arch.jsonl")),
         config=config,
         config_text=config_text,
-        space=_load_space(base / "spec.space", overrides or {}),
+        space=_load_space(Path(spec) if spec else base / "spec.space", overrides or {}),
         derived=_load_space(base / "derived.space", {}),
     )
 
@@ -362,18 +367,23 @@ def _sweep_sections(page: _Page, runs: list[RunRecord], go: Any) -> None:
                  f"{body}</table>")
 
 
-def write_report(run_dir: str | os.PathLike[str], output: str | os.PathLike[str]) -> Path:
-    """Write the HTML page for a run or sweep folder; returns the output path."""
+def write_report(run_dir: str | os.PathLike[str], output: str | os.PathLike[str], *,
+                 spec: str | os.PathLike[str] | None = None) -> Path:
+    """Write the HTML page for a run or sweep folder; returns the output path.
+
+    ``spec``: the searched space, when the run folder's copy cannot be loaded on its own
+    (its imports are not in the run folder); it names the candidates of each site.
+    """
     go, offline = _plotly()
     base = Path(run_dir)
     if not base.is_dir():
         raise ReportError(f"run folder {base} does not exist")
     if _is_run(base):
-        run = read_run(base)
+        run = read_run(base, spec)
         page = _Page(f"spacelang {run.kind} run {base.name}")
         _run_sections(page, run, go)
     else:
-        subruns = [read_run(p) for p in sorted(base.iterdir()) if p.is_dir() and _is_run(p)]
+        subruns = [read_run(p, spec) for p in sorted(base.iterdir()) if p.is_dir() and _is_run(p)]
         if not subruns:
             raise ReportError(f"{base} holds no run (metrics.jsonl or arch.jsonl) and no "
                               "folders of runs")

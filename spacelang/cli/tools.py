@@ -65,6 +65,9 @@ def register(sub) -> None:
     report.add_argument("run_dir", metavar="RUN_DIR")
     report.add_argument("-o", "--output", metavar="OUT.html",
                         help="where to write (default: RUN_DIR/report.html)")
+    report.add_argument("--spec", metavar="SPEC",
+                        help="the searched .space, when RUN_DIR/spec.space imports files that "
+                             "are not in RUN_DIR (names each site's candidates)")
     report.set_defaults(handler=run_report)
 
 
@@ -353,7 +356,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     target = Path(args.output) if args.output else Path(args.run_dir) / "report.html"
     try:
-        written = write_report(args.run_dir, target)
+        written = write_report(args.run_dir, target, spec=args.spec)
     except ReportError as exc:
         raise common.UsageError(str(exc)) from None
     print(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB, opens offline)")

@@ -186,3 +186,34 @@ def test_report_of_a_search_run_renders_in_chromium(cli, search_run, tmp_path):
     assert graph["width"] > 100 and graph["height"] > 100
     assert "b.3: block" in graph["text"]
     print(json.dumps({"screenshot": str(ARTIFACTS / "report.png"), "charts": len(charts)}))
+
+
+def test_report_of_a_sweep_plots_psnr_against_cost(cli, search_run, tmp_path):
+    pytest.importorskip("plotly", reason="the report extra (plotly) is not installed")
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    for name in ("a", "b"):
+        shutil.copytree(search_run, sweep / name, ignore=shutil.ignore_patterns("*.pt"))
+    (sweep / "notes").mkdir()  # not a run
+    code, _, err = cli("report", str(sweep))
+    assert code == 0, err
+    text = (sweep / "report.html").read_text(encoding="utf-8")
+    assert "PSNR against Multi-Adds" in text and "Pareto front" in text
+    assert text.count("<td>a</td>") == 1 and text.count("<td>b</td>") == 1
+
+
+def test_report_takes_the_spec_when_the_run_copy_cannot_load(cli, search_run, tmp_path):
+    pytest.importorskip("plotly", reason="the report extra (plotly) is not installed")
+    run = tmp_path / "run"
+    shutil.copytree(search_run, run, ignore=shutil.ignore_patterns("*.pt"))
+    (run / "spec.space").write_text('import "elsewhere.space"\n' + SEARCH_SPEC,
+                                    encoding="utf-8")
+    spec = tmp_path / "space.space"
+    spec.write_text(SEARCH_SPEC, encoding="utf-8")
+    assert cli("report", str(run), "-o", str(tmp_path / "bare.html"))[0] == 0
+    assert cli("report", str(run), "-o", str(tmp_path / "named.html"), "--spec",
+               str(spec))[0] == 0
+    bare = (tmp_path / "bare.html").read_text(encoding="utf-8")
+    named = (tmp_path / "named.html").read_text(encoding="utf-8")
+    assert '"name":"wide"' not in bare and '"name":"#1"' in bare
+    assert '"name":"wide"' in named
