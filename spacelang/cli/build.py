@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from spacelang.cli import common
+from spacelang.cli import common, tools
 
 CONVENTION = ("1 multiply-add = 1 MAC; Multi-Adds = convolution MACs plus one op per "
               "element into and out of each global average pool and through each PReLU "
@@ -134,7 +134,5 @@ def run_compile(args: argparse.Namespace) -> int:
 
     space = _load(args)
     if args.graph:
-        from spacelang.cli.tools import write_graph
-
-        write_graph(space, Path(args.graph))
+        tools.write_graph(space, Path(args.graph))
     return compile_and_summarise(space, args)

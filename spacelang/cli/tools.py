@@ -10,7 +10,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from spacelang.api import load
 from spacelang.cli import common
+from spacelang.cli.language import write_atomic
+from spacelang.graph import GraphError, render_svg, to_dot
+from spacelang.program import load_program
+from spacelang.report import ReportError, write_report
+from spacelang.sr.images import ImageError, read_image, write_image
 
 DEFAULT_TILE = 192
 
@@ -92,8 +98,6 @@ def load_model(spec: str, overrides: dict[str, str], *, scale: int | None = None
     ``scale`` sets the spec's `scale` parameter when it has one (unless --set gives it) and
     must match the network's factor.
     """
-    from spacelang.api import load
-    from spacelang.program import load_program
     from spacelang.sr.weights import load_weights
 
     overrides = dict(overrides)
@@ -266,8 +270,6 @@ def _read_for(path: Path, channels: int) -> Any:
     import numpy as np
     from PIL import Image
 
-    from spacelang.sr.images import read_image
-
     rgb = read_image(path)
     if channels == 3:
         return rgb
@@ -275,7 +277,6 @@ def _read_for(path: Path, channels: int) -> Any:
 
 
 def run_upscale(args: argparse.Namespace) -> int:
-    from spacelang.sr.images import ImageError, write_image
     from spacelang.sr.upscale import receptive_radius, upscale_array
 
     space, model = load_model(args.spec, common.parse_overrides(args.overrides),
@@ -352,7 +353,6 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from spacelang.report import ReportError, write_report
 
     target = Path(args.output) if args.output else Path(args.run_dir) / "report.html"
     try:
@@ -365,8 +365,6 @@ def run_report(args: argparse.Namespace) -> int:
 
 def write_graph(space: Any, target: Path) -> None:
     """Draw a checked space's network to an SVG file (Graphviz `dot`)."""
-    from spacelang.cli.language import write_atomic
-    from spacelang.graph import GraphError, render_svg, to_dot
 
     try:
         svg = render_svg(to_dot(space.network))

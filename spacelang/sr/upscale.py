@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from spacelang.ir import Graph, Network, Node
+from spacelang.sr.metrics import to_uint8
 
 __all__ = ["UpscaleError", "receptive_radius", "upscale_array"]
 
@@ -109,8 +110,6 @@ def upscale_array(
     The network sees the image on its ``[0, rgb_range]`` scale; the output is clamped and
     rounded to ``uint8`` (``sH×sW[×3]``). ``on_tile(done, total)`` reports progress.
     """
-    from spacelang.sr.metrics import to_uint8
-
     if tile < 0 or overlap < 0:
         raise UpscaleError(f"tile and overlap must be ≥ 0, got {tile} and {overlap}")
     grey = image.ndim == 2
