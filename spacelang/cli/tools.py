@@ -16,7 +16,6 @@ from spacelang.cli.language import write_atomic
 from spacelang.graph import GraphError, render_svg, to_dot
 from spacelang.program import load_program
 from spacelang.report import ReportError, write_report
-from spacelang.sr.images import ImageError, read_image, write_image
 
 DEFAULT_TILE = 192
 
@@ -270,6 +269,8 @@ def _read_for(path: Path, channels: int) -> Any:
     import numpy as np
     from PIL import Image
 
+    from spacelang.sr.images import read_image
+
     rgb = read_image(path)
     if channels == 3:
         return rgb
@@ -277,6 +278,7 @@ def _read_for(path: Path, channels: int) -> Any:
 
 
 def run_upscale(args: argparse.Namespace) -> int:
+    from spacelang.sr.images import ImageError, write_image
     from spacelang.sr.upscale import receptive_radius, upscale_array
 
     space, model = load_model(args.spec, common.parse_overrides(args.overrides),
