@@ -216,3 +216,11 @@ def test_export_onnx_matches_pytorch(cli, spec, weights, tmp_path):
     assert np.abs(run_onnx(target, lr.numpy()) - expected).max() * 255 <= 1e-3
     code, _, err = cli("export", str(spec), "--weights", str(weights), "--onnx", str(target))
     assert code == 2 and "--force" in err
+
+
+def test_export_without_onnx_says_which_extra(cli, spec, weights, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    code, _, err = cli("export", str(spec), "--weights", str(weights), "--onnx",
+                       str(tmp_path / "m.onnx"))
+    assert code == 2 and "spacelang[onnx]" in err
+    assert not (tmp_path / "m.onnx").exists()

@@ -217,3 +217,29 @@ def test_report_takes_the_spec_when_the_run_copy_cannot_load(cli, search_run, tm
     named = (tmp_path / "named.html").read_text(encoding="utf-8")
     assert '"name":"wide"' not in bare and '"name":"#1"' in bare
     assert '"name":"wide"' in named
+
+
+TRAIN_SPEC = """\
+network plain(C = 4, scale = 2) {
+    s = conv(input, C, k=3)
+    return pixel_shuffle(conv(s, 3 * scale * scale, k=3), scale)
+}
+"""
+
+
+def test_report_of_a_training_run_has_curves_graph_and_table(cli, tmp_path):
+    pytest.importorskip("plotly", reason="the report extra (plotly) is not installed")
+    run = tmp_path / "train"
+    run.mkdir()
+    (run / "spec.space").write_text(TRAIN_SPEC, encoding="utf-8")
+    (run / "config.yaml").write_text("iterations: 4\nscale: 2\n", encoding="utf-8")
+    records = [{"iteration": 2, "loss": 0.3, "lr": 1e-3},
+               {"iteration": 4, "loss": 0.2, "val_psnr": 27.5, "val_ssim": 0.8}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records),
+                                       encoding="utf-8")
+    code, _, err = cli("report", str(run))
+    assert code == 0, err
+    text = (run / "report.html").read_text(encoding="utf-8")
+    assert "spacelang train run" in text and 'data-name="validation PSNR"' in text
+    assert "27.5000" in text and "Network plain" in text
+    assert "Architecture weights" not in text
