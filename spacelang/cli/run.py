@@ -222,6 +222,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from spacelang.cli import tools
+    from spacelang.sr.benchmark import counted
     from spacelang.sr.data import open_dataset
     from spacelang.sr.train import evaluate
 
@@ -233,10 +234,11 @@ def run_eval(args: argparse.Namespace) -> int:
                                     weights_map=args.weights_map)
     images = open_dataset(None if args.data == "embedded" else args.data, args.scale,
                           split="val", on_error=args.on_bad_image)
-    psnr, ssim, per_image = evaluate(model, images, args.scale, space.network.rgb_range,
-                                     y_channel=not args.rgb,
-                                     save_dir=Path(args.save_images) if args.save_images
-                                     else None)
+    with tools.progress_bar(len(images), "eval", enabled=not args.no_progress) as advance:
+        psnr, ssim, per_image = evaluate(model, counted(images, advance), args.scale,
+                                         space.network.rgb_range, y_channel=not args.rgb,
+                                         save_dir=Path(args.save_images) if args.save_images
+                                         else None)
     if args.json:
         print(json.dumps({"psnr": psnr, "ssim": ssim, "images": per_image,
                           "channel": "rgb" if args.rgb else "y", "scale": args.scale}))

@@ -21,7 +21,8 @@ from torch import nn
 from spacelang.sr.data import ImagePair, ImageSet, OnError, open_dataset
 from spacelang.sr.train import evaluate
 
-__all__ = ["USUAL_SETS", "SetScore", "find_sets", "is_benchmark_root", "open_sets", "score_sets"]
+__all__ = ["USUAL_SETS", "SetScore", "counted", "find_sets", "is_benchmark_root", "open_sets",
+           "score_sets"]
 
 USUAL_SETS = ("Set5", "Set14", "B100", "BSD100", "Urban100", "Manga109")
 
@@ -66,6 +67,11 @@ def is_benchmark_root(source: str | os.PathLike[str] | None) -> bool:
     return base.is_dir() and not (base / "HR").is_dir() and bool(find_sets(base))
 
 
+def counted(images: ImageSet, advance: Callable[[], None]) -> Sequence[ImagePair]:
+    """``images``, calling ``advance()`` after each image has been used (progress bars)."""
+    return _Counted(images, advance)
+
+
 class _Counted(Sequence[ImagePair]):
     """An image set that calls ``advance()`` after each image has been used."""
 
@@ -101,11 +107,11 @@ def score_sets(
     """
     scores = []
     for name, images in sets:
-        counted: Sequence[ImagePair] = images
+        used: Sequence[ImagePair] = images
         if on_image is not None:
-            counted = _Counted(images, lambda name=name: on_image(name))
+            used = _Counted(images, lambda name=name: on_image(name))
         target = save_dir / name / f"X{scale}" if save_dir is not None else None
-        psnr, ssim, rows = evaluate(model, counted, scale, rgb_range, y_channel=y_channel,
+        psnr, ssim, rows = evaluate(model, used, scale, rgb_range, y_channel=y_channel,
                                     save_dir=target)
         scores.append(SetScore(name, scale, psnr, ssim, tuple(rows)))
     return scores
