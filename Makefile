@@ -9,7 +9,7 @@ $(BIN)/spacelang: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU wheel of torch; a looser pin would let pip pick a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,embedded]'
+	$(BIN)/pip install -q -e '.[dev,embedded,onnx,report]'
 	touch $@
 
 setup: $(BIN)/spacelang

@@ -13,9 +13,10 @@ import warnings
 from collections.abc import Sequence
 
 from spacelang import __version__
-from spacelang.cli import build, common, language, run
+from spacelang.cli import build, common, language, run, tools
 
-COMMANDS = ("check", "fmt", "flops", "compile", "derive", "search", "train", "eval")
+COMMANDS = ("check", "fmt", "flops", "compile", "derive", "search", "train", "eval",
+            "upscale", "export", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     language.register(sub)
     build.register(sub)
     run.register(sub)
+    tools.register(sub)
     return parser
 
 

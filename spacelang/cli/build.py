@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from spacelang.api import load
-from spacelang.cli import common
+from spacelang.cli import common, tools
 from spacelang.cli.compile_summary import compile_and_summarise
 
 CONVENTION = ("1 multiply-add = 1 MAC; Multi-Adds = convolution MACs plus one op per "
@@ -39,6 +40,9 @@ def register(sub) -> None:
                           help="LR size of the test forward pass (default 32x32)")
     compile_.add_argument("--emit-py", metavar="OUT.py",
                           help="write standalone PyTorch source (fixed specs only)")
+    compile_.add_argument("--graph", metavar="OUT.svg",
+                          help="also draw the network (cells, chosen ops and wiring) as SVG "
+                               "with Graphviz `dot`")
     compile_.set_defaults(handler=run_compile)
 
 
@@ -128,4 +132,7 @@ def run_flops(args: argparse.Namespace) -> int:
 
 
 def run_compile(args: argparse.Namespace) -> int:
-    return compile_and_summarise(_load(args), args)
+    space = _load(args)
+    if args.graph:
+        tools.write_graph(space, Path(args.graph))
+    return compile_and_summarise(space, args)

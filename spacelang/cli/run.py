@@ -9,9 +9,8 @@ from pathlib import Path
 
 from spacelang.api import load
 from spacelang.backends.cost import cost_report
-from spacelang.cli import common
+from spacelang.cli import common, tools
 from spacelang.cli.language import write_atomic
-from spacelang.program import load_program
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_SEARCH_CONFIG = CONFIG_DIR / "search_small.yaml"
@@ -51,11 +50,15 @@ def register(sub) -> None:
                     "(BT.601, 8-bit rounded, `scale` pixels cropped; SSIM 11×11 Gaussian "
                     "σ=1.5).")
     evaluate.add_argument("spec", metavar="SPEC")
-    evaluate.add_argument("--weights", required=True, metavar="FILE")
+    evaluate.add_argument("--weights", required=True, nargs="+", metavar="FILE",
+                          help="weights; one file per --scale when several scales are given")
     evaluate.add_argument("--data", required=True, metavar="DIR",
-                          help="benchmark folder (NAME/HR, NAME/LR_bicubic/X{s}), DIV2K, or "
-                               "a folder of HR images; 'embedded' for the bundled photographs")
-    evaluate.add_argument("--scale", type=int, required=True)
+                          help="benchmark folder (NAME/HR, NAME/LR_bicubic/X{s}), a benchmark "
+                               "root holding several (Set5, Set14, B100, Urban100, Manga109, "
+                               "...; one row per set), DIV2K, or a folder of HR images; "
+                               "'embedded' for the bundled photographs")
+    evaluate.add_argument("--scale", type=int, required=True, nargs="+",
+                          help="one table per scale")
     common.add_overrides(evaluate)
     evaluate.add_argument("--weights-map", metavar="MAP.yaml",
                           help="rename map for weights from another implementation")
@@ -63,6 +66,9 @@ def register(sub) -> None:
     evaluate.add_argument("--rgb", action="store_true",
                           help="score RGB instead of the Y channel")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
+    evaluate.add_argument("--format", choices=("table", "md"), default="table",
+                          help="per-set tables as rich tables (default) or markdown")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     _bad_image_flag(evaluate)
     evaluate.set_defaults(handler=run_eval)
 
@@ -207,29 +213,23 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from spacelang.sr.benchmark import counted
     from spacelang.sr.data import open_dataset
     from spacelang.sr.task import evaluate
-    from spacelang.sr.weights import load_weights
 
-    overrides = common.parse_overrides(args.overrides)
-    program = load_program(args.spec)
-    has_scale = any(p.name == "scale" for n in program.networks for p in n.params)
-    if has_scale and "scale" not in overrides:
-        overrides["scale"] = str(args.scale)
-    space = load(args.spec, **overrides)
-    if space.network.scale != args.scale:
-        raise common.UsageError(f"--scale {args.scale} but {args.spec} upscales "
-                                f"×{space.network.scale}")
-    _needs_rgb(space)
-    common.prepare_torch()
-    model = space.fixed()
-    load_weights(model, args.weights, args.weights_map)
+    if tools.is_multi_eval(args):
+        return tools.run_eval_sets(args)
+    (args.scale,), (args.weights,) = args.scale, args.weights
+    space, model = tools.load_model(args.spec, common.parse_overrides(args.overrides),
+                                    scale=args.scale, weights=args.weights,
+                                    weights_map=args.weights_map)
     images = open_dataset(None if args.data == "embedded" else args.data, args.scale,
                           split="val", on_error=args.on_bad_image)
-    psnr, ssim, per_image = evaluate(model, images, args.scale, space.network.rgb_range,
-                                     y_channel=not args.rgb,
-                                     save_dir=Path(args.save_images) if args.save_images
-                                     else None)
+    with tools.progress_bar(len(images), "eval", enabled=not args.no_progress) as advance:
+        psnr, ssim, per_image = evaluate(model, counted(images, advance), args.scale,
+                                         space.network.rgb_range, y_channel=not args.rgb,
+                                         save_dir=Path(args.save_images) if args.save_images
+                                         else None)
     if args.json:
         print(json.dumps({"psnr": psnr, "ssim": ssim, "images": per_image,
                           "channel": "rgb" if args.rgb else "y", "scale": args.scale}))
