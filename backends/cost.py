@@ -2,7 +2,11 @@
 
 Each primitive's cost rule lives in its record (`spacelang.primitives`); this
 module applies them over a graph. Conventions: one multiply-add is one MAC; a
-conv's bias is a parameter but not a MAC. `macs` follows thop: conv MACs, plus
+conv's bias is a parameter but not a MAC; elementwise ops (activations, `+`,
+`*`, constants such as `x * 0.1` or a mean shift, upsampling, zero) count no
+MACs, as neither thop nor FlopCounterMode counts them; a layer that shares the
+weights of another (`shares`) has its MACs counted per call, its parameters once.
+`macs` follows thop: conv MACs, plus
 one op per input element and one per output element of every `avgpool`, plus
 one per element through a PReLU. `conv_macs` counts convolutions only, as
 `torch.utils.flop_counter.FlopCounterMode` does (its FLOPs ÷ 2). Sizes are for
@@ -37,7 +41,10 @@ def node_cost(node: Node, graph: Graph, h: int, w: int) -> Cost:
     if node.op in NO_COST:
         return Cost()
     inputs = [_extent(graph.nodes[source], h, w) for source in node.inputs]
-    return PRIMITIVES[node.op].cost(node.args, inputs, _extent(node, h, w))
+    cost = PRIMITIVES[node.op].cost(node.args, inputs, _extent(node, h, w))
+    if node.weights:  # runs with the weights of another node: counted there
+        return Cost(0, cost.macs, cost.conv_macs)
+    return cost
 
 
 def graph_cost(graph: Graph, h: int, w: int,

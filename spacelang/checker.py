@@ -10,10 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from attrs import define, field, frozen
+from attrs import define, evolve, field, frozen
 
 from spacelang import ast
-from spacelang.constants import ConstantError, arith, evaluate, is_number_expr, require_int
+from spacelang.constants import (
+    ConstantError,
+    arith,
+    describe,
+    evaluate,
+    is_number_expr,
+    require_int,
+)
 from spacelang.diagnostics import Diagnostic, SpecError, did_you_mean, error, warning
 from spacelang.ir import (
     INPUT,
@@ -39,7 +46,15 @@ from spacelang.naming import (
     target_path,
 )
 from spacelang.parser import paused_gc
-from spacelang.primitives import BINARY_OPERATORS, PRIMITIVES, Primitive, ShapeError, TensorInfo
+from spacelang.primitives import (
+    BINARY_OPERATORS,
+    PRIMITIVES,
+    SCALAR_OPERATOR,
+    Primitive,
+    ShapeError,
+    TensorInfo,
+)
+from spacelang.printer import format_expr
 from spacelang.program import Program
 
 RESERVED = {"input"}
@@ -218,6 +233,8 @@ class _Resolver:
                 for var in loop_vars:
                     local[var] = "int"
             self._expr(statement.value, local, used, item, later=later, index=index)
+            if statement.shares is not None:
+                self._expr(statement.shares, local, used, item, later=later, index=index)
             is_number = is_number_expr(statement.value, local)
             for target in statement.targets:
                 if target.index is not None:
@@ -289,6 +306,9 @@ class _Resolver:
         elif isinstance(expr, ast.BinOp):
             self._expr(expr.left, scope, used, item, want=want, later=later, index=index)
             self._expr(expr.right, scope, used, item, want=want, later=later, index=index)
+        elif isinstance(expr, ast.Vector):
+            for value in expr.items:
+                self._expr(value, scope, used, item, want="int", later=later, index=index)
         elif isinstance(expr, ast.Neg):
             self._expr(expr.operand, scope, used, item, want="int", later=later, index=index)
         elif isinstance(expr, ast.Pick):
@@ -498,6 +518,8 @@ class _Frame:
     loop_env: dict[str, int] = field(factory=dict)
     record: _Record | None = None  # None inside choice candidates: they hold no sites
     run: _RunRecord | None = None
+    # value id → the nodes (first, end) of the statement that made it, for `shares`
+    made_by: dict[int, tuple[int, int]] = field(factory=dict)
 
 
 class _Elaborator:
@@ -628,14 +650,18 @@ class _Elaborator:
         paths = entity_paths(calls, value_path)
         self._start_run(frame, statement, statement.value)
         saved, self.counters = self.counters, {}
+        first_node = len(self.builder.nodes)
         value = self._expr(statement.value, frame, paths, value_path=value_path)
         self.counters = saved
+        made = (first_node, len(self.builder.nodes)) if len(calls) == 1 else None
+        if statement.shares is not None:
+            self._share(statement, calls, made, frame)
         if isinstance(value, _Many):
             if len(value.ids) != len(statement.targets):
                 _fail(f"{len(statement.targets)} names on the left but "
                       f"the right gives {len(value.ids)} values", statement.span)
             results = [_Tensor(i) for i in value.ids]
-        elif isinstance(value, (int, float)) and len(statement.targets) == 1 \
+        elif isinstance(value, (int, float, tuple)) and len(statement.targets) == 1 \
                 and first.index is None:
             frame.ints[first.name] = value
             return
@@ -648,6 +674,8 @@ class _Elaborator:
             _fail("a statement must define a tensor; use a parameter for integers",
                   statement.value.span)
         for target, result in zip(statement.targets, results, strict=True):
+            if made is not None:
+                frame.made_by[result.id] = made
             if target.index is None:
                 frame.values[target.name] = result
                 frame.value_names[result.id] = target.name
@@ -658,6 +686,44 @@ class _Elaborator:
                     _fail(f"`{target.name}[{i}]` is defined twice", target.span)
                 family[i] = result
                 frame.value_names[result.id] = f"{target.name}[{i}]"
+
+    def _share(self, statement: ast.Assign, calls: list[ast.Call],
+               made: tuple[int, int] | None, frame: _Frame) -> None:
+        """Point the weight nodes of this statement at those of the statement that made
+        `statement.shares`, after checking that both have the same weights."""
+        target = statement.shares
+        shown = format_expr(target)
+        if made is None:
+            what = "none" if not calls else ", ".join(f"`{c.func}`" for c in calls)
+            _fail(f"a statement that shares weights needs exactly one call with weights; "
+                  f"this one has {what}", statement.value.span)
+        if isinstance(target, ast.Index):
+            source = self._member(target.name, self._int(target.index, frame, "index"),
+                                  target.span, frame)
+        elif target.name in frame.values:
+            source = frame.values[target.name]
+        else:
+            _fail(f"undefined value `{shown}`", target.span)
+        if source.id not in frame.made_by:
+            _fail(f"`{shown}` was not made by one call with weights, so there are no weights "
+                  "to share", target.span)
+        nodes = self.builder.nodes
+        mine = list(range(*made))
+        if any(nodes[i].op in ("choice", "pick") for i in mine):
+            _fail("a call with choices or picks cannot share weights", statement.value.span)
+        theirs = [nodes[i] for i in range(*frame.made_by[source.id])
+                  if nodes[i].op not in ("choice", "pick") and PRIMITIVES[nodes[i].op].has_weights]
+        ours = [i for i in mine if nodes[i].op != "input" and PRIMITIVES[nodes[i].op].has_weights]
+        if len(ours) != len(theirs):
+            _fail(f"cannot share the weights of `{shown}`: it has {len(theirs)} weighted "
+                  f"layers, this call {len(ours)}", target.span)
+        for i, original in zip(ours, theirs, strict=True):
+            node = nodes[i]
+            difference = _layer_difference(original, node, nodes)
+            if difference:
+                _fail(f"cannot share the weights of `{shown}`: its `{original.path}` "
+                      f"{difference[0]}, but here `{node.path}` {difference[1]}", target.span)
+            nodes[i] = evolve(node, weights=original.weights or original.path)
 
     # -- expressions
     def _int(self, expr, frame: _Frame, what: str) -> int:
@@ -675,8 +741,10 @@ class _Elaborator:
         return evaluate(expr, lookup)
 
     def _expr(self, expr, frame: _Frame, paths: dict[int, str], *, value_path: str):
-        if isinstance(expr, (ast.Int, ast.Float, ast.Bool)):
+        if isinstance(expr, (ast.Int, ast.Float, ast.Bool, ast.Vector)):
             return self._number(expr, frame)
+        if isinstance(expr, ast.String):
+            return expr.value
         if isinstance(expr, ast.Name):
             if expr.name in frame.values:
                 return frame.values[expr.name]
@@ -690,16 +758,16 @@ class _Elaborator:
             left = self._expr(expr.left, frame, paths, value_path=value_path)
             right = self._expr(expr.right, frame, paths, value_path=value_path)
             left_tensor, right_tensor = isinstance(left, _Tensor), isinstance(right, _Tensor)
+            for side, operand in ((left, expr.left), (right, expr.right)):
+                if isinstance(side, (_Many, _PickValue, str)):
+                    _fail("this value cannot be used in arithmetic", operand.span)
             if not left_tensor and not right_tensor:
-                if isinstance(left, (_Many, _PickValue)) or isinstance(right, (_Many,
-                                                                               _PickValue)):
-                    _fail("this value cannot be used in arithmetic", expr.span)
                 return arith(expr, left, right)
             if left_tensor != right_tensor:
-                _fail(f"cannot combine a tensor and a number with `{expr.op}`", expr.span)
+                return self._scalar(expr, left, right, frame)
             if expr.op not in BINARY_OPERATORS:
-                _fail(f"`{expr.op}` is not defined on tensors; tensors support + and *",
-                      expr.span)
+                _fail(f"`{expr.op}` is not defined between tensors; tensors support +, - "
+                      "and *", expr.span)
             prim = PRIMITIVES[BINARY_OPERATORS[expr.op]]
             spans = [expr.left.span, expr.right.span]
             return self._primitive(prim, [left, right], {}, spans, expr.span, frame, "")
@@ -708,6 +776,32 @@ class _Elaborator:
         if isinstance(expr, ast.Call):
             return self._call(expr, frame, paths, value_path=value_path)
         _fail("unexpected expression", expr.span)
+
+    def _scalar(self, expr: ast.BinOp, left, right, frame: _Frame) -> _Tensor:
+        """A tensor and a number (or per-channel constant): `affine(x, scale, shift)`."""
+        tensor_left = isinstance(left, _Tensor)
+        tensor, number = (left, right) if tensor_left else (right, left)
+        number_span = (expr.right if tensor_left else expr.left).span
+        values = number if isinstance(number, tuple) else (float(number),)
+        negated = tuple(-v for v in values)
+        if expr.op == "*":
+            scale, shift = values, (0.0,)
+        elif expr.op == "+":
+            scale, shift = (1.0,), values
+        elif expr.op == "-":
+            scale, shift = ((1.0,), negated) if tensor_left else ((-1.0,), values)
+        elif expr.op == "/" and tensor_left:
+            if 0.0 in values:
+                _fail(f"division by zero: `{format_expr(expr.right)}` is "
+                      f"{describe(number)}", expr.right.span)
+            scale, shift = tuple(1.0 / v for v in values), (0.0,)
+        else:
+            _fail(f"`{expr.op}` is not defined between a tensor and a number; use *, /, + "
+                  "or -", expr.span)
+        prim = PRIMITIVES[SCALAR_OPERATOR]
+        spans = [(expr.left if tensor_left else expr.right).span, number_span]
+        return self._primitive(prim, [tensor], {"scale": scale, "shift": shift}, spans,
+                               expr.span, frame, "")
 
     def _member(self, name: str, index: int, span: ast.Span, frame: _Frame) -> _Tensor:
         family = frame.families.get(name)
@@ -796,7 +890,8 @@ class _Elaborator:
                 tensors.append(self._tensor(value, span, call.func))
                 spans.append(span)
             else:
-                bound[spec.name] = self._typed(value, span, spec.kind, call.func, spec.name)
+                bound[spec.name] = self._typed(value, span, spec.kind, call.func, spec.name,
+                                               spec.options)
         if positional:
             _fail(f"`{call.func}` takes {len(prim.params)} arguments, got {len(args)}",
                   call.span)
@@ -810,9 +905,23 @@ class _Elaborator:
         return value
 
     @staticmethod
-    def _typed(value, span: ast.Span, kind: str, func: str, name: str):
+    def _typed(value, span: ast.Span, kind: str, func: str, name: str,
+               options: tuple[str, ...] = ()):
         if isinstance(value, (_Tensor, _Many, _PickValue)):
             _fail(f"`{name}` of `{func}` must be a number, got a tensor", span)
+        if kind == "str":
+            if not isinstance(value, str) or value not in options:
+                shown = " or ".join(f'"{o}"' for o in options)
+                got = f'"{value}"' if isinstance(value, str) else describe(value)
+                _fail(f"`{name}` of `{func}` must be {shown}, got {got}", span)
+            return value
+        if isinstance(value, str):
+            _fail(f"`{name}` of `{func}` must be a number, got the string \"{value}\"", span)
+        if kind == "floats":
+            return tuple(float(v) for v in value) if isinstance(value, tuple) else \
+                (float(value),)
+        if isinstance(value, tuple):
+            _fail(f"`{name}` of `{func}` must be one number, got {describe(value)}", span)
         if kind == "int":
             if isinstance(value, bool) or not isinstance(value, int):
                 _fail(f"`{name}` of `{func}` must be an integer, got {value!r}", span)
@@ -831,7 +940,7 @@ class _Elaborator:
         except ShapeError as exc:
             culprit = spans[exc.argument] if exc.argument is not None and spans else span
             message = str(exc)
-            if prim.name in ("add", "mul") and exc.argument == 1:
+            if prim.name in BINARY_OPERATORS.values() and exc.argument == 1:
                 names = [self._value_name(frame, t.id) for t in tensors]
                 message += f" (`{names[0]}` and `{names[1]}`)"
                 culprit = span
@@ -1070,11 +1179,29 @@ class _Elaborator:
             _fail(f"{what} must be positive, got {value}", span)
 
 
+def _layer_difference(a: Node, b: Node, nodes: list[Node]) -> tuple[str, str] | None:
+    """How two weighted layers differ, as (a's side, b's side), or None if alike."""
+    if a.op != b.op:
+        return f"is a {a.op}", f"is a {b.op}"
+    shapes = [(nodes[n.inputs[0]].channels, n.channels) for n in (a, b)]
+    if shapes[0] != shapes[1]:
+        return tuple(f"maps {i} → {o} channels" for i, o in shapes)
+    keys = [k for k in a.args if a.args[k] != b.args.get(k)]
+    if keys:
+        return tuple("has " + ", ".join(f"{k}={n.args.get(k)}" for k in keys) for n in (a, b))
+    return None
+
+
 def _describe(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return f"the number {value}"
+    if isinstance(value, tuple):
+        return f"the constant {describe(value)}"
+    if isinstance(value, str):
+        return f'the string "{value}"'
+
     if isinstance(value, _Many):
         return "several values (assign them with a, b = ...)"
     return "a pick"

@@ -44,7 +44,9 @@ class _Deriver:
                 continue
             targets = tuple(ast.Target(t.name, None if t.index is None else
                                        substitute(t.index, env)) for t in run.statement.targets)
-            statements.append(ast.Assign(targets, value))
+            shares = run.statement.shares
+            statements.append(ast.Assign(targets, value,
+                                         None if shares is None else substitute(shares, env)))
         body = ast.Body(tuple(statements), result)
         version = self.versions.setdefault((instance.definition, body), len(self.versions))
         self.first_path.setdefault(version, instance.path)
@@ -94,7 +96,7 @@ def _rename(expr, names: dict[str, str]):
 
 
 def _renamed(body: ast.Body, names: dict[str, str]) -> ast.Body:
-    return ast.Body(tuple(ast.Assign(s.targets, _rename(s.value, names))
+    return ast.Body(tuple(ast.Assign(s.targets, _rename(s.value, names), s.shares)
                           for s in body.statements), _rename(body.result, names))
 
 

@@ -28,9 +28,11 @@ from spacelang.ast import NO_SPAN, Span
 class Spatial:
     """A spatial size as a function of the input's: a canonical chain of steps.
 
-    Steps are `("up", r)` (pixel shuffle), `("win", k, stride, dilation, padding)`
-    (a conv or pool window that changes the size) and `("global",)` (pooled to 1×1).
-    Size-preserving windows are dropped, so equal sizes compare equal.
+    Steps are `("up", r)` (pixel shuffle, upsampling), `("win", k, stride, dilation,
+    padding)` (a conv or pool window that changes the size), `("tr", k, stride,
+    padding, output_padding)` (a transposed conv that is not an exact upscaling) and
+    `("global",)` (pooled to 1×1). Size-preserving windows are dropped and exact
+    transposed upscalings written as `up`, so equal sizes compare equal.
     """
 
     steps: tuple[tuple[Any, ...], ...] = ()
@@ -39,6 +41,12 @@ class Spatial:
         if stride == 1 and 2 * padding == dilation * (kernel - 1):
             return self
         return Spatial((*self.steps, ("win", kernel, stride, dilation, padding)))
+
+    def transposed(self, kernel: int, stride: int, padding: int, output_padding: int) -> Spatial:
+        """The size after a transposed conv: (n − 1)·stride − 2·padding + kernel + out_pad."""
+        if kernel - 2 * padding + output_padding == stride:
+            return self.upscale(stride)
+        return Spatial((*self.steps, ("tr", kernel, stride, padding, output_padding)))
 
     def upscale(self, r: int) -> Spatial:
         if r == 1:
@@ -54,6 +62,10 @@ class Spatial:
                 height, width = height * step[1], width * step[1]
             elif step[0] == "global":
                 height, width = 1, 1
+            elif step[0] == "tr":
+                _, k, s, p, o = step
+                height = (height - 1) * s - 2 * p + k + o
+                width = (width - 1) * s - 2 * p + k + o
             else:
                 _, k, s, d, p = step
                 height = (height + 2 * p - d * (k - 1) - 1) // s + 1
@@ -84,6 +96,11 @@ class Spatial:
                 text = f"{step[1]}{text}" if text == side else f"{step[1]}({text})"
             elif step[0] == "global":
                 text = "1"
+            elif step[0] == "tr":
+                _, k, s, p, o = step
+                grow = k - 2 * p + o - s  # the output is s·in + grow
+                head = f"{s}{text}" if text == side else f"{s}({text})"
+                text = f"{head}+{grow}" if grow > 0 else f"{head}-{-grow}"
             else:
                 _, k, s, d, p = step
                 shrink = d * (k - 1) - 2 * p  # the output is (in - shrink - 1) // s + 1
@@ -115,6 +132,9 @@ class Node:
     scope: str = ""
     span: Span = field(default=NO_SPAN, eq=False, repr=False)
     output_index: int = 0
+    # a node with weights that runs with those of the node at path `weights`
+    # (`b2 = block(o1) shares b1`): counted once in params, per call in MACs
+    weights: str = ""
     # choice nodes
     site: str = ""
     candidates: tuple[Graph, ...] = ()

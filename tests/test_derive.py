@@ -19,7 +19,7 @@ SPACES = Path(__file__).resolve().parents[1] / "spaces"
 @st.composite
 def spaces(draw) -> str:
     """Specs with choices in nested cells, loops inside cells with choices, `let`
-    loop bounds, and a choice and a pick in one cell."""
+    loop bounds, a choice and a pick in one cell, and weights shared by a recursion."""
     shared = draw(st.booleans())
     nested = draw(st.booleans())
     loop_in_cell = draw(st.booleans())
@@ -28,6 +28,7 @@ def spaces(draw) -> str:
     network_pick = draw(st.booleans())
     cells = draw(st.integers(2, 3))
     width = draw(st.integers(1, 2))
+    recursion = draw(st.integers(0, 2))
     shares = " shares light" if shared else ""
     lines = ['import "ops.space"', "",
              "choice light = [conv_1x1, conv_3x3, sep_conv(3)]", "",
@@ -62,7 +63,11 @@ def spaces(draw) -> str:
                   "        b[i] = outer(x[i])"]
     else:
         lines.append("        b[i] = outer(b[i - 1])")
-    lines += ["    }", f"    return pixel_shuffle(conv(b[{last}], 3 * scale * scale, k=3), scale)",
+    lines += ["    }", f"    t[0] = conv(b[{last}], C, k=3)"]
+    if recursion:
+        lines += [f"    for j in 1..{recursion} {{",
+                  "        t[j] = act(conv(t[j - 1], C, k=3) + b[1]) shares t[0]", "    }"]
+    lines += [f"    return pixel_shuffle(conv(t[{recursion}], 3 * scale * scale, k=3), scale)",
               "}"]
     return "\n".join(lines) + "\n"
 
@@ -186,3 +191,41 @@ def test_the_derived_network_computes_the_one_hot_supernet(data, text):
     fixed.eval()
     with torch.no_grad():
         assert torch.allclose(net(x), fixed(x), atol=1e-5)
+
+
+SHARED_SPACE = """\
+import "ops.space"
+
+choice light = [conv_1x1, conv_3x3]
+
+cell block(x: C) {
+    b1 = act(light(x) + x)
+    o1 = conv(b1, C, k=1)
+    b2 = conv(o1, C, k=1) shares o1
+    return b2
+}
+
+network shared(C = 4, scale = 2) {
+    stem = conv(input, C, k=3)
+    s = conv(stem, C, k=3)
+    c[1] = block(s)
+    for i in 2..3 {
+        c[i] = conv(c[i - 1], C, k=3) shares s
+    }
+    return pixel_shuffle(conv(c[3], 3 * scale * scale, k=3), scale)
+}
+"""
+
+
+def test_derivation_keeps_shared_weights():
+    space = spacelang.loads(SHARED_SPACE, path="shared.space")
+    decisions = {site.key: 1 for site in space.network.choice_sites}
+    text = space.derive(decisions)
+    assert "b2 = conv(o1, C, k=1) shares o1" in text
+    assert "c[2] = conv(c[1], C, k=3) shares s" in text
+    assert "c[3] = conv(c[2], C, k=3) shares s" in text
+    derived = space.derived(decisions)
+    assert derived.cost((32, 32)).fixed == space.cost((32, 32)).architecture(decisions)
+    fixed = derived.fixed()
+    assert fixed.get_submodule("s") is fixed.get_submodule("s")
+    assert "c.2.weight" not in fixed.state_dict() and "s.weight" in fixed.state_dict()

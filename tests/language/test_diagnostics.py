@@ -572,16 +572,186 @@ CASES = [
         """\
         network n(C = 8, scale = 2) {
             a = conv(input, 12)
-            b = conv(a, 12) * 2
+            b = conv(a, 12) // 2
             return pixel_shuffle(b, scale)
         }
         """,
         """\
-        t.space:3:9: error: cannot combine a tensor and a number with `*`
-              b = conv(a, 12) * 2
-                  ^~~~~~~~~~~~~~~
+        t.space:3:9: error: `//` is not defined between a tensor and a number; use *, /, + or -
+              b = conv(a, 12) // 2
+                  ^~~~~~~~~~~~~~~~
         """,
-        id="tensor_number_arith",
+        id="tensor_number_floordiv",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            a = conv(input, 12) - [0.4, 0.5, 0.6]
+            return pixel_shuffle(a, scale)
+        }
+        """,
+        """\
+        t.space:2:27: error: the constant has 3 values, but the tensor has 12 channels
+              a = conv(input, 12) - [0.4, 0.5, 0.6]
+                                    ^~~~~~~~~~~~~~~
+        """,
+        id="constant_channels",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            return upsample(input, scale, mode="cubic")
+        }
+        """,
+        """\
+        t.space:2:40: error: `mode` of `upsample` must be "nearest" or "bilinear", got "cubic"
+              return upsample(input, scale, mode="cubic")
+                                                 ^~~~~~~
+        """,
+        id="upsample_mode",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            return upsample(input, scale, mode=2)
+        }
+        """,
+        """\
+        t.space:2:40: error: `mode` of `upsample` must be "nearest" or "bilinear", got 2
+              return upsample(input, scale, mode=2)
+                                                 ^
+        """,
+        id="mode_number",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            return upsample(input, "two")
+        }
+        """,
+        """\
+        t.space:2:28: error: `r` of `upsample` must be a number, got the string "two"
+              return upsample(input, "two")
+                                     ^~~~~
+        """,
+        id="string_as_number",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            a = conv(input, C)
+            b = conv(a, C) shares c
+            return pixel_shuffle(conv(b, 12), scale)
+        }
+        """,
+        """\
+        t.space:3:27: error: undefined name `c`
+              b = conv(a, C) shares c
+                                    ^
+        """,
+        id="shares_unknown",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            a = conv(input, C)
+            b = conv(a, C, k=5) shares a
+            return pixel_shuffle(conv(b, 12), scale)
+        }
+        """,
+        """\
+        t.space:3:32: error: cannot share the weights of `a`: its `a` maps 3 → 8 channels, but here `b` maps 8 → 8 channels
+              b = conv(a, C, k=5) shares a
+                                         ^
+        """,  # noqa: E501
+        id="shares_shape",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            a = conv(input, C)
+            b = relu(a) shares a
+            return pixel_shuffle(conv(b, 12), scale)
+        }
+        """,
+        """\
+        t.space:3:9: error: a statement that shares weights needs exactly one call with weights; this one has none
+              b = relu(a) shares a
+                  ^~~~~~~
+        """,  # noqa: E501
+        id="shares_no_weights",
+    ),
+    pytest.param(
+        """\
+        cell c(x: C) {
+            y = conv(x, C) shares x
+            return y
+        }
+        network n(C = 8, scale = 2) {
+            return pixel_shuffle(conv(c(conv(input, C)), 12), scale)
+        }
+        """,
+        """\
+        t.space:2:27: error: `x` was not made by one call with weights, so there are no weights to share
+              y = conv(x, C) shares x
+                                    ^
+        """,  # noqa: E501
+        id="shares_input",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            return conv_transpose(input, 3, k=4, stride=2)
+        }
+        """,
+        """\
+        t.space:2:12: error: the default padding needs an odd kernel, got k=4; give padding= explicitly
+              return conv_transpose(input, 3, k=4, stride=2)
+                     ^~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+        """,  # noqa: E501
+        id="transpose_even",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            return upsample(local_maxpool(input, k=2), 2)
+        }
+        """,
+        """\
+        t.space:2:21: error: a local pool keeps the size, so its kernel must be odd and positive, got k=2
+              return upsample(local_maxpool(input, k=2), 2)
+                              ^~~~~~~~~~~~~~~~~~~~~~~~~
+        """,  # noqa: E501
+        id="local_pool_even",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            return upsample(input, [2, 2])
+        }
+        """,
+        """\
+        t.space:2:28: error: `r` of `upsample` must be one number, got [2, 2]
+              return upsample(input, [2, 2])
+                                     ^~~~~~
+        """,
+        id="vector_as_int",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            a0 = conv(input, C)
+            a = conv(a0, C)
+            b = conv(a, C, k=5) shares a
+            return pixel_shuffle(conv(b, 12), scale)
+        }
+        """,
+        """\
+        t.space:4:32: error: cannot share the weights of `a`: its `a` has k=3, padding=1, but here `b` has k=5, padding=2
+              b = conv(a, C, k=5) shares a
+                                         ^
+        """,  # noqa: E501
+        id="shares_args",
     ),
     pytest.param(
         """\
@@ -1048,7 +1218,7 @@ def test_fmt_syntax_error_on_stdin(cli, monkeypatch):
     assert (code, out) == (2, "")
     assert "Traceback" not in err
     assert err == textwrap.dedent("""\
-        <stdin>:3:1: error: unexpected `}`; expected `(`, `-`, `false`, `pick`, `true`, a name, ...
+        <stdin>:3:1: error: unexpected `}`; expected `(`, `-`, `[`, `false`, `pick`, `true`, ...
           }
           ^
         """)
