@@ -196,7 +196,8 @@ class TensorParam:
 
 @frozen
 class IntParam:
-    """`n` or `n = default`: an integer parameter."""
+    """`n` or `n = default`: a number parameter (an integer in a network; in an op or
+    cell any constant, as a residual scale `0.1` or a per-channel mean)."""
 
     name: str
     default: Expr | None = None

@@ -531,7 +531,7 @@ class _Elaborator:
         self.pick_sites: list[PickSite] = []
         self.cells: list[CellInstance] = []
         self.stack: list[str] = []
-        self.counters: dict[str, int] = {}  # choice and pick sites seen in this statement
+        self.counters: dict[str, int] = {}  # sites per key base seen in this statement
         self.candidate_graphs: dict[tuple, Graph] = {}
 
     # -- network
@@ -677,6 +677,9 @@ class _Elaborator:
             if made is not None:
                 frame.made_by[result.id] = made
             if target.index is None:
+                if target.name in frame.values:  # only a loop body runs a statement twice
+                    _fail(f"`{target.name}` would be defined again in each iteration of "
+                          "the loop", target.span, f"index it: {target.name}[i]")
                 frame.values[target.name] = result
                 frame.value_names[result.id] = target.name
             else:
@@ -798,6 +801,8 @@ class _Elaborator:
         else:
             _fail(f"`{expr.op}` is not defined between a tensor and a number; use *, /, + "
                   "or -", expr.span)
+        if scale == (1.0,) and shift == (0.0,):
+            return tensor  # `x * 1`, `x + 0`: nothing to compute
         prim = PRIMITIVES[SCALAR_OPERATOR]
         spans = [(expr.left if tensor_left else expr.right).span, number_span]
         return self._primitive(prim, [tensor], {"scale": scale, "shift": shift}, spans,
@@ -834,7 +839,7 @@ class _Elaborator:
             if exprs_out is not None:
                 exprs_out.append(expr)
             if isinstance(expr, ast.Pick):
-                out.append((self._pick(expr, frame, value_path), expr.span))
+                out.append((self._pick(expr, frame, paths, value_path), expr.span))
             else:
                 out.append((self._expr(expr, frame, paths, value_path=value_path), expr.span))
         return out
@@ -920,6 +925,8 @@ class _Elaborator:
         if kind == "floats":
             return tuple(float(v) for v in value) if isinstance(value, tuple) else \
                 (float(value),)
+        if kind == "number":  # a parameter of an op or cell: any constant
+            return value
         if isinstance(value, tuple):
             _fail(f"`{name}` of `{func}` must be one number, got {describe(value)}", span)
         if kind == "int":
@@ -995,7 +1002,7 @@ class _Elaborator:
         for param in int_params:
             if param.name in bindings:
                 value, span = bindings[param.name]
-                callee.ints[param.name] = self._typed(value, span, "int", definition.name,
+                callee.ints[param.name] = self._typed(value, span, "number", definition.name,
                                                       param.name)
         deferred = []
         for param in tensor_params:
@@ -1017,8 +1024,7 @@ class _Elaborator:
                 continue
             if param.default is None:
                 _fail(f"`{definition.name}` is missing argument `{param.name}`", call.span)
-            callee.ints[param.name] = self._int(param.default, callee,
-                                                f"default of `{param.name}`")
+            callee.ints[param.name] = self._number(param.default, callee)
         for param, channels, span in deferred:
             expected = self._int(param.channels, callee, f"channels of `{param.name}`")
             if expected != channels:
@@ -1045,8 +1051,8 @@ class _Elaborator:
                   and choice.name in frame.definition.shares)
         base = choice_site_base(choice.name, value_path, frame.prefix,
                                 shared_in=frame.cell if shared else "", scope=frame.scope)
-        ordinal = self.counters.get("choice", 0)
-        self.counters["choice"] = ordinal + 1
+        ordinal = self.counters.get(base, 0)
+        self.counters[base] = ordinal + 1
         key = site_key(base, ordinal)
         if frame.run is not None:
             frame.run.choices[id(call)] = key
@@ -1127,11 +1133,12 @@ class _Elaborator:
             self.builder = outer
 
     # -- pick sites
-    def _pick(self, pick: ast.Pick, frame: _Frame, value_path: str) -> _PickValue:
+    def _pick(self, pick: ast.Pick, frame: _Frame, paths: dict[int, str],
+              value_path: str) -> _PickValue:
         k = self._int(pick.k, frame, "pick count")
         exprs: list = []
-        values = self._values(pick.candidates, frame, {}, value_path=value_path,
-                             exprs_out=exprs)
+        values = self._values(pick.candidates, frame, paths, value_path=value_path,
+                              exprs_out=exprs)
         tensors = [self._tensor(v, s, "pick") for v, s in values]
         if k <= 0:
             _fail(f"pick count must be positive, got {k}", pick.k.span)
@@ -1160,8 +1167,8 @@ class _Elaborator:
             if frame.run is not None:
                 frame.run.picks[id(pick.node)] = PickRun("", tuple(pick.exprs))
             return _Tensor(node)
-        ordinal = self.counters.get("pick", 0)
-        self.counters["pick"] = ordinal + 1
+        ordinal = self.counters.get(pick.base, 0)  # one count per base: choices and picks
+        self.counters[pick.base] = ordinal + 1      # of one statement never share a key
         key = site_key(pick.base, ordinal)
         if frame.run is not None:
             frame.run.picks[id(pick.node)] = PickRun(key, tuple(pick.exprs))

@@ -755,6 +755,24 @@ CASES = [
     ),
     pytest.param(
         """\
+        network n(C = 8, scale = 2) {
+            s = conv(input, C)
+            for i in 1..2 {
+                t = conv(s, C)
+            }
+            return pixel_shuffle(conv(t, 12), scale)
+        }
+        """,
+        """\
+        t.space:4:9: error: `t` would be defined again in each iteration of the loop
+                  t = conv(s, C)
+                  ^
+          hint: index it: t[i]
+        """,
+        id="plain_name_in_loop",
+    ),
+    pytest.param(
+        """\
         network n(C = 12, scale = 2, rgb_range = 3) {
             return pixel_shuffle(conv(input, C), scale)
         }
