@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
 from spacelang.ir import Graph, Network, Node
 from spacelang.primitives import PRIMITIVES, Cost, Extent
@@ -80,6 +80,7 @@ class CostReport:
     base: Cost
     sites: tuple[SiteTable, ...]
     cells: tuple[tuple[str, Cost], ...]
+    graph: Graph | None = field(default=None, eq=False, repr=False)
 
     @property
     def fixed(self) -> Cost:
@@ -88,9 +89,26 @@ class CostReport:
         return self.base
 
     def architecture(self, decisions: Mapping[str, Any]) -> Cost:
-        total = self.base
-        for site in self.sites:
-            total += site.costs[decisions[site.key]]
+        """The cost of the network `decisions` derives (a candidate index per choice
+        site, the kept indices per pick site). A pick candidate written as an
+        expression (`pick 2 of [edge(s0), edge(s1), edge(n1)]`) is computed only
+        when kept, so the ones left out cost nothing."""
+        dropped = _dropped(self.graph, decisions) if self.graph is not None else set()
+        if not dropped:
+            total = self.base
+            for site in self.sites:
+                total += site.costs[decisions[site.key]]
+            return total
+        assert self.graph is not None
+        lw, lh = self.lr
+        total = Cost()
+        for node in self.graph.nodes:
+            if node.id in dropped:
+                continue
+            if node.op == "choice":
+                total += graph_cost(node.candidates[decisions[node.site]], lh, lw, decisions)
+            else:
+                total += node_cost(node, self.graph, lh, lw)
         return total
 
     def extreme(self, field: str, pick=min) -> int:
@@ -113,6 +131,18 @@ class CostReport:
     def uniform(self, field: str = "macs") -> float:
         return self.expected({s.key: [1 / len(s.costs)] * len(s.costs) for s in self.sites},
                              field)
+
+
+def _dropped(graph: Graph, decisions: Mapping[str, Any]) -> set[int]:
+    """The nodes made only for pick candidates that `decisions` leaves out."""
+    dropped: set[int] = set()
+    for node in graph.nodes:
+        if node.op == "pick" and node.owned:
+            kept = set(decisions[node.site])
+            for i, owned in enumerate(node.owned):
+                if i not in kept:
+                    dropped.update(owned)
+    return dropped
 
 
 def lr_size(network: Network, hr: tuple[int, int] = DEFAULT_HR) -> tuple[int, int]:
@@ -143,4 +173,4 @@ def cost_report(network: Network, hr: tuple[int, int] = DEFAULT_HR) -> CostRepor
         per_cell[node.scope] = per_cell.get(node.scope, Cost()) + cost
     sites = tuple(SiteTable(key, labels[key], tuple(costs)) for key, costs in per_site.items())
     cells = tuple((scope or "(network)", cost) for scope, cost in per_cell.items())
-    return CostReport(network.name, hr, (lw, lh), base, sites, cells)
+    return CostReport(network.name, hr, (lw, lh), base, sites, cells, graph)

@@ -444,6 +444,7 @@ class _PickValue:
     span: ast.Span
     node: ast.Pick
     exprs: list  # the candidates as expressions, slices expanded
+    owned: list[tuple[int, ...]]  # per candidate, the nodes made only to compute it
 
 
 @define
@@ -1137,8 +1138,15 @@ class _Elaborator:
               value_path: str) -> _PickValue:
         k = self._int(pick.k, frame, "pick count")
         exprs: list = []
-        values = self._values(pick.candidates, frame, paths, value_path=value_path,
-                              exprs_out=exprs)
+        values: list = []
+        owned: list[tuple[int, ...]] = []
+        for candidate in pick.candidates:
+            first = len(self.builder.nodes)
+            found = self._values([candidate], frame, paths, value_path=value_path,
+                                 exprs_out=exprs)
+            made = tuple(range(first, len(self.builder.nodes)))
+            owned.extend([made] if len(found) == 1 else [()] * len(found))
+            values.extend(found)
         tensors = [self._tensor(v, s, "pick") for v, s in values]
         if k <= 0:
             _fail(f"pick count must be positive, got {k}", pick.k.span)
@@ -1155,7 +1163,8 @@ class _Elaborator:
                       f"({infos[0].spatial.describe()}), `{name}` has {info.channels} "
                       f"({info.spatial.describe()})", pick.span)
         return _PickValue(k, [t.id for t in tensors], names,
-                          pick_site_base(frame.prefix, value_path), pick.span, pick, exprs)
+                          pick_site_base(frame.prefix, value_path), pick.span, pick, exprs,
+                          owned)
 
     def _pick_node(self, prim: Primitive, pick: _PickValue, frame: _Frame) -> _Tensor:
         infos = [self.builder.info(i) for i in pick.ids]
@@ -1175,7 +1184,8 @@ class _Elaborator:
         channels = infos[0].channels * (pick.k if prim.name == "concat" else 1)
         node = self.builder.add(op="pick", inputs=tuple(pick.ids), channels=channels,
                                 spatial=infos[0].spatial, scope=frame.scope, span=pick.span,
-                                site=key, k=pick.k, aggregate=prim.name)
+                                site=key, k=pick.k, aggregate=prim.name,
+                                owned=tuple(pick.owned))
         self.pick_sites.append(PickSite(key, pick.k, tuple(pick.names), prim.name, pick.span,
                                         frame.prefix, pick.node))
         return _Tensor(node)

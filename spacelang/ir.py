@@ -139,9 +139,11 @@ class Node:
     site: str = ""
     candidates: tuple[Graph, ...] = ()
     labels: tuple[str, ...] = ()
-    # pick nodes
+    # pick nodes; `owned[i]`: the nodes made only to compute input i (a candidate
+    # written as an expression, as `edge(s0)`), which a network without it drops
     k: int = 0
     aggregate: str = ""
+    owned: tuple[tuple[int, ...], ...] = ()
 
 
 @frozen

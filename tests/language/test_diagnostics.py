@@ -1160,7 +1160,7 @@ def test_check_summaries(cli):
         "3 choice sites (27 α), 3 pick sites (12 β), 131,220 architectures\n"
         "spaces/imdn.space: network imdn(C=64, scale=2, cells=6, rgb_range=1): ×2, 6 cells, "
         "fixed\n"
-        "spaces/ops.space: ok (14 ops, 0 cells, 0 choices, no network)\n")
+        "spaces/ops.space: ok (16 ops, 0 cells, 0 choices, no network)\n")
 
 
 def test_check_with_overrides(cli):

@@ -18,12 +18,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
 from spacelang.backends.cost import Cost, lr_size
 from thop import profile
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import spacelang
+from spacelang.strategies import architectures
 
 SPACES = Path(__file__).resolve().parents[2] / "spaces"
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
@@ -309,3 +311,38 @@ def test_multi_adds_equal_thop_on_the_lowered_network(name):
     space = load(name, **overrides)
     for hr in [(48, 36), (66, 42)]:
         assert measure(space.fixed(), space.network, hr) == space.cost(hr).fixed
+
+
+# -- the DARTS-style cell space
+
+@functools.cache
+def darts() -> spacelang.Space:
+    return load("darts_cell", C=4, cells=2)
+
+
+def test_the_darts_cell_space_has_its_edges_as_sites():
+    network = darts().network
+    edges = [site for site in network.choice_sites if site.choice == "edge"]
+    assert len(edges) == 2 * (2 + 3 + 4 + 5)  # every edge of every cell chooses an op
+    assert {"zero", "identity", "max_pool_3x3", "avg_pool_3x3"} <= set(edges[0].labels)
+    # the first node sums both of its edges: a pick of all is no site
+    assert [(site.k, len(site.candidates)) for site in network.pick_sites] == \
+        [(2, 3), (2, 4), (2, 5)] * 2
+    assert len({site.key for site in network.choice_sites + network.pick_sites}) == \
+        len(network.choice_sites) + len(network.pick_sites)
+    net = darts().supernet()
+    y = net(torch.rand(1, 3, 8, 8))
+    assert y.shape == (1, 3, 16, 16)
+    y.mean().backward()
+
+
+@settings(max_examples=10, deadline=None)
+@given(architectures(darts()))
+def test_a_darts_architecture_derives_and_costs_what_it_computes(decisions):
+    space = darts()
+    hr = (32, 24)
+    derived = space.derived(decisions)
+    assert derived.is_fixed
+    analytic = space.cost(hr).architecture(decisions)
+    assert derived.cost(hr).fixed == analytic
+    assert measure(space.fixed(decisions), space.network, hr) == analytic
