@@ -49,9 +49,13 @@ def node_cost(node: Node, graph: Graph, h: int, w: int) -> Cost:
 
 def graph_cost(graph: Graph, h: int, w: int,
                decisions: Mapping[str, Any] | None = None) -> Cost:
-    """Total cost of a graph; choice nodes need a decision (candidate index)."""
+    """Total cost of a graph; choice nodes need a decision (candidate index), and with
+    decisions a pick leaves out the candidates it does not keep."""
     total = Cost()
+    dropped = _dropped(graph, decisions) if decisions is not None else set()
     for node in graph.nodes:
+        if node.id in dropped:
+            continue
         if node.op == "choice":
             if decisions is None or node.site not in decisions:
                 raise KeyError(f"no decision for choice site {node.site!r}")
@@ -63,11 +67,17 @@ def graph_cost(graph: Graph, h: int, w: int,
 
 @frozen
 class SiteTable:
-    """Per-candidate cost of a choice site, summed over all its instances."""
+    """Per-candidate cost of a choice site, summed over all its instances.
+
+    A candidate cell's own choices are sites of their own, under `parent` (the
+    site's key, the candidate's index): the candidate's cost leaves them out, and
+    they count only while that candidate is chosen.
+    """
 
     key: str
     labels: tuple[str, ...]
     costs: tuple[Cost, ...]
+    parent: tuple[str, int] | None = None
 
 
 @frozen
@@ -97,7 +107,8 @@ class CostReport:
         if not dropped:
             total = self.base
             for site in self.sites:
-                total += site.costs[decisions[site.key]]
+                if self._active(site, decisions):
+                    total += site.costs[decisions[site.key]]
             return total
         assert self.graph is not None
         lw, lh = self.lr
@@ -111,9 +122,33 @@ class CostReport:
                 total += node_cost(node, self.graph, lh, lw)
         return total
 
+    def _active(self, site: SiteTable, decisions: Mapping[str, Any]) -> bool:
+        while site.parent is not None:
+            key, index = site.parent
+            if decisions[key] != index:
+                return False
+            site = self._by_key[key]
+        return True
+
+    @property
+    def _by_key(self) -> dict[str, SiteTable]:
+        return {site.key: site for site in self.sites}
+
+    def _children(self) -> dict[tuple[str, int], list[SiteTable]]:
+        children: dict[tuple[str, int], list[SiteTable]] = {}
+        for site in self.sites:
+            if site.parent is not None:
+                children.setdefault(site.parent, []).append(site)
+        return children
+
     def extreme(self, field: str, pick=min) -> int:
-        return getattr(self.base, field) + sum(
-            pick(getattr(c, field) for c in site.costs) for site in self.sites)
+        children = self._children()
+
+        def best(site: SiteTable) -> int:
+            return pick(getattr(cost, field) + sum(best(c) for c in children.get((site.key, i), []))
+                        for i, cost in enumerate(site.costs))
+
+        return getattr(self.base, field) + sum(best(s) for s in self.sites if s.parent is None)
 
     def expected(self, probabilities: Mapping[str, Sequence[Any]], field: str = "macs"):
         """Σ over sites of Σ_i p_i · cost_i, plus the fixed part.
@@ -122,15 +157,32 @@ class CostReport:
         probabilities, e.g. softmax(α); the result is differentiable in them.
         """
         total: Any = getattr(self.base, field)
+        by_key = self._by_key
         for site in self.sites:
             p = probabilities[site.key]
+            part: Any = 0
             for i, cost in enumerate(site.costs):
-                total = total + p[i] * getattr(cost, field)
+                part = part + p[i] * getattr(cost, field)
+            ancestor = site  # a nested site counts as often as its candidate is chosen
+            while ancestor.parent is not None:
+                key, index = ancestor.parent
+                part = part * probabilities[key][index]
+                ancestor = by_key[key]
+            total = total + part
         return total
 
     def uniform(self, field: str = "macs") -> float:
         return self.expected({s.key: [1 / len(s.costs)] * len(s.costs) for s in self.sites},
                              field)
+
+
+def _own_cost(graph: Graph, h: int, w: int) -> Cost:
+    """A candidate's cost without the choices inside it (sites of their own)."""
+    total = Cost()
+    for node in graph.nodes:
+        if node.op != "choice":
+            total += node_cost(node, graph, h, w)
+    return total
 
 
 def _dropped(graph: Graph, decisions: Mapping[str, Any]) -> set[int]:
@@ -157,20 +209,31 @@ def cost_report(network: Network, hr: tuple[int, int] = DEFAULT_HR) -> CostRepor
     per_cell: dict[str, Cost] = {}
     per_site: dict[str, list[Cost]] = {}
     labels: dict[str, tuple[str, ...]] = {}
+    parents = {site.key: site.parent for site in network.choice_sites}
+
+    def add_site(node: Node) -> None:
+        costs = [_own_cost(candidate, lh, lw) for candidate in node.candidates]
+        if node.site in per_site:
+            per_site[node.site] = [a + b for a, b in zip(per_site[node.site], costs,
+                                                           strict=True)]
+        else:
+            per_site[node.site] = costs
+            labels[node.site] = node.labels
+        for candidate in node.candidates:
+            for inner in candidate.nodes:
+                if inner.op == "choice":
+                    add_site(inner)
+
     graph = network.graph
     for node in graph.nodes:
         if node.op == "choice":
-            costs = [graph_cost(candidate, lh, lw) for candidate in node.candidates]
-            if node.site in per_site:
-                per_site[node.site] = [a + b for a, b in zip(per_site[node.site], costs,
-                                                               strict=True)]
-            else:
-                per_site[node.site] = costs
-                labels[node.site] = node.labels
+            add_site(node)
             continue
         cost = node_cost(node, graph, lh, lw)
         base += cost
         per_cell[node.scope] = per_cell.get(node.scope, Cost()) + cost
-    sites = tuple(SiteTable(key, labels[key], tuple(costs)) for key, costs in per_site.items())
+    order = {site.key: i for i, site in enumerate(network.choice_sites)}
+    sites = tuple(SiteTable(key, labels[key], tuple(per_site[key]), parents.get(key))
+                  for key in sorted(per_site, key=lambda k: order.get(k, len(order))))
     cells = tuple((scope or "(network)", cost) for scope, cost in per_cell.items())
     return CostReport(network.name, hr, (lw, lh), base, sites, cells, graph)

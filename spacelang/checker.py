@@ -40,7 +40,9 @@ from spacelang.naming import (
     entity_calls,
     entity_paths,
     flatten,
+    holds_sites,
     join,
+    module_name,
     pick_site_base,
     site_key,
     target_path,
@@ -181,10 +183,10 @@ class _Resolver:
         for candidate in item.candidates:
             self._callee(candidate, {}, set(), in_choice=True)
             definition = self.program.definitions.get(candidate.func)
-            if isinstance(definition, (ast.CellDef, ast.ChoiceDef, ast.NetworkDef)):
+            if isinstance(definition, (ast.ChoiceDef, ast.NetworkDef)):
                 self.errors.append(error(
-                    f"candidate `{candidate.func}` of choice `{item.name}` is not an op",
-                    candidate.func_span))
+                    f"candidate `{candidate.func}` of choice `{item.name}` is not an op "
+                    "or a cell", candidate.func_span))
             label = candidate_label(candidate)
             if label in labels:
                 self.errors.append(error(f"candidate `{label}` appears twice in choice "
@@ -457,6 +459,7 @@ class _RunRecord:
     choices: dict[int, str] = field(factory=dict)
     picks: dict[int, PickRun] = field(factory=dict)
     calls: dict[int, _Record] = field(factory=dict)
+    candidates: dict[int, tuple[_Record | None, ...]] = field(factory=dict)
 
 
 @define
@@ -479,8 +482,11 @@ class _Record:
                     calls[key] = child
             any_site = any_site or bool(calls or run.choices
                                         or any(p.key for p in run.picks.values()))
+            candidates = {key: tuple(None if r is None else r.freeze(always=True)
+                                     for r in records)
+                          for key, records in run.candidates.items()}
             runs.append(Run(run.statement, run.value, run.loop_env, run.choices, run.picks,
-                            calls))
+                            calls, candidates))
         if not (any_site or always):
             return None
         return Instance(self.definition, self.path, tuple(runs))
@@ -521,6 +527,15 @@ class _Frame:
     run: _RunRecord | None = None
     # value id → the nodes (first, end) of the statement that made it, for `shares`
     made_by: dict[int, tuple[int, int]] = field(factory=dict)
+    # inside a candidate cell of a choice: the prefix of its sites' keys (the module
+    # prefix is then relative to the candidate) and the (site key, candidate index)
+    key_prefix: str | None = None
+    parent_site: tuple[str, int] | None = None
+
+    @property
+    def site_prefix(self) -> str:
+        """The path that keys this body's sites."""
+        return self.prefix if self.key_prefix is None else self.key_prefix
 
 
 class _Elaborator:
@@ -528,12 +543,13 @@ class _Elaborator:
         self.program = program
         self.memo: dict[str, bool] = {}
         self.builder = _Builder()
-        self.choice_sites: dict[str, ChoiceSite] = {}
+        self.choice_sites: dict[str, ChoiceSite | None] = {}
         self.pick_sites: list[PickSite] = []
         self.cells: list[CellInstance] = []
         self.stack: list[str] = []
         self.counters: dict[str, int] = {}  # sites per key base seen in this statement
         self.candidate_graphs: dict[tuple, Graph] = {}
+        self.memo_sites: dict[str, bool] = {}
 
     # -- network
     def network(self, definition: ast.NetworkDef, overrides: dict[str, str]) -> Network:
@@ -972,17 +988,22 @@ class _Elaborator:
         return f"{node.op}(...)" if node.op != "input" else node.path
 
     # -- calls of composite ops and cells
-    def _inline(self, call: ast.Call, definition, args, keywords, frame: _Frame, path: str):
+    def _inline(self, call: ast.Call, definition, args, keywords, frame: _Frame, path: str,
+                *, candidate: bool = False):
         if definition.name in self.stack:
             _fail(f"`{definition.name}` is recursive", call.func_span)
-        callee = _Frame(definition, prefix=path, scope=frame.scope, cell=frame.cell)
+        callee = _Frame(definition, prefix=path, scope=frame.scope, cell=frame.cell,
+                        parent_site=frame.parent_site)
+        if frame.key_prefix is not None:
+            callee.key_prefix = join(frame.key_prefix, path[len(frame.prefix):].lstrip("."))
         if frame.run is not None:
             callee.record = _Record(definition.name, path)
             frame.run.calls[id(call)] = callee.record
         if isinstance(definition, ast.CellDef):
             callee.scope = path
             callee.cell = definition.name
-            self.cells.append(CellInstance(path, definition.name))
+            if not candidate:  # a candidate cell is part of its choice
+                self.cells.append(CellInstance(path, definition.name))
         params = list(definition.params)
         positional = list(args)
         bindings: dict[str, tuple[Any, ast.Span]] = {}
@@ -1050,18 +1071,31 @@ class _Elaborator:
             _fail(f"choice `{choice.name}` needs at least one input", call.span)
         shared = (isinstance(frame.definition, ast.CellDef)
                   and choice.name in frame.definition.shares)
-        base = choice_site_base(choice.name, value_path, frame.prefix,
-                                shared_in=frame.cell if shared else "", scope=frame.scope)
+        if shared:  # one key for every instance of the cell: the path inside it
+            base = choice_site_base(choice.name, value_path, frame.prefix,
+                                    shared_in=frame.cell, scope=frame.scope)
+        else:
+            base = choice_site_base(choice.name, value_path, frame.site_prefix)
         ordinal = self.counters.get(base, 0)
         self.counters[base] = ordinal + 1
         key = site_key(base, ordinal)
         if frame.run is not None:
             frame.run.choices[id(call)] = key
         labels = tuple(candidate_label(c) for c in choice.candidates)
+        self.choice_sites.setdefault(key, None)  # before the sites of its candidates
         graphs = []
         reference: tuple[int, Any, str] | None = None
         for candidate, label in zip(choice.candidates, labels, strict=True):
-            graph = self._cached_candidate_graph(candidate, tensors, extra, call)
+            index = len(graphs)
+            if holds_sites(self.program, candidate.func, self.memo_sites):
+                graph, record = self._candidate_graph(
+                    candidate, tensors, extra, call,
+                    nested=(join(key, module_name(label)), (key, index)))
+                if frame.run is not None:
+                    records = frame.run.candidates.setdefault(id(call), [None] * len(labels))
+                    records[index] = record
+            else:
+                graph = self._cached_candidate_graph(candidate, tensors, extra, call)
             out = graph.output_node
             if reference is None:
                 reference = (out.channels, out.spatial, label)
@@ -1076,9 +1110,14 @@ class _Elaborator:
                                 scope=frame.scope, span=call.span, site=key,
                                 candidates=tuple(graphs), labels=labels)
         site = self.choice_sites.get(key)
+        if site is not None and site.parent != frame.parent_site:
+            _fail(f"choice `{choice.name}` is shared by cell `{frame.cell}`, whose instances "
+                  "here hang under different choices; a shared choice inside a candidate "
+                  "cell needs one parent site", call.span,
+                  f"drop `shares {choice.name}` from cell `{frame.cell}`")
         instances = (*site.instances, path) if site else (path,)
         self.choice_sites[key] = ChoiceSite(key, choice.name, labels, shared, instances,
-                                            call.span, call)
+                                            call.span, call, frame.parent_site)
         return _Tensor(node)
 
     def _cached_candidate_graph(self, candidate: ast.Call, tensors: list[_Tensor], extra: list,
@@ -1090,22 +1129,30 @@ class _Elaborator:
         """
         numbers = tuple(value for value, _ in extra)
         if not all(isinstance(v, (int, float)) for v in numbers):
-            return self._candidate_graph(candidate, tensors, extra, site_call)
+            return self._candidate_graph(candidate, tensors, extra, site_call)[0]
         key = (id(candidate), tuple(self.builder.info(t.id) for t in tensors),
                tuple((type(v), v) for v in numbers))
         graph = self.candidate_graphs.get(key)
         if graph is None:
-            graph = self._candidate_graph(candidate, tensors, extra, site_call)
+            graph = self._candidate_graph(candidate, tensors, extra, site_call)[0]
             self.candidate_graphs[key] = graph
         return graph
 
     def _candidate_graph(self, candidate: ast.Call, tensors: list[_Tensor], extra: list,
-                         site_call: ast.Call) -> Graph:
+                         site_call: ast.Call, nested: tuple[str, tuple[str, int]] | None = None,
+                         ) -> tuple[Graph, _Record | None]:
+        """The graph of one candidate over fresh inputs. A candidate that holds sites
+        (`nested`: their key prefix and the (site, index) they hang under) also gives
+        the record of its body, for derivation."""
         outer = self.builder
         self.builder = _Builder()
         try:
             inner = _Frame(ast.OpDef(candidate.func, (), ast.Body((), candidate)), prefix="",
                            scope="")
+            if nested is not None:
+                inner.key_prefix, inner.parent_site = nested
+                inner.record = _Record("", nested[0])
+                self._start_run(inner, None, candidate)
             names = []
             for i, tensor in enumerate(tensors):
                 node = outer.nodes[tensor.id]
@@ -1126,10 +1173,15 @@ class _Elaborator:
                 tensors_in = bound.pop("__tensors__")
                 result = self._primitive(prim, tensors_in, bound, spans, call.span, inner, "")
             else:
-                result = self._inline(call, definition, args, keywords, inner, "")
+                result = self._inline(call, definition, args, keywords, inner, "",
+                                      candidate=True)
             if not isinstance(result, _Tensor):
                 _fail(f"candidate `{candidate.func}` must give one tensor", candidate.span)
-            return self.builder.graph(result.id)
+            record = None
+            if inner.run is not None and id(call) in inner.run.calls:
+                record = inner.run.calls[id(call)]
+                record.path = inner.key_prefix or ""
+            return self.builder.graph(result.id), record
         finally:
             self.builder = outer
 
@@ -1163,7 +1215,7 @@ class _Elaborator:
                       f"({infos[0].spatial.describe()}), `{name}` has {info.channels} "
                       f"({info.spatial.describe()})", pick.span)
         return _PickValue(k, [t.id for t in tensors], names,
-                          pick_site_base(frame.prefix, value_path), pick.span, pick, exprs,
+                          pick_site_base(frame.site_prefix, value_path), pick.span, pick, exprs,
                           owned)
 
     def _pick_node(self, prim: Primitive, pick: _PickValue, frame: _Frame) -> _Tensor:
@@ -1187,7 +1239,7 @@ class _Elaborator:
                                 site=key, k=pick.k, aggregate=prim.name,
                                 owned=tuple(pick.owned))
         self.pick_sites.append(PickSite(key, pick.k, tuple(pick.names), prim.name, pick.span,
-                                        frame.prefix, pick.node))
+                                        frame.prefix, pick.node, frame.parent_site))
         return _Tensor(node)
 
     @staticmethod

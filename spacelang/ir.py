@@ -171,7 +171,8 @@ def module_path(node: Node) -> str:
 
 @frozen
 class ChoiceSite:
-    """A cell-level choice; `shared` sites have one α for all `instances`."""
+    """A cell-level choice; `shared` sites have one α for all `instances`. A site in a
+    candidate cell of another site is keyed under it: `b.3.block.rfdb.r1`."""
 
     key: str
     choice: str
@@ -180,6 +181,9 @@ class ChoiceSite:
     instances: tuple[str, ...]
     span: Span = field(default=NO_SPAN, eq=False, repr=False)
     call: ast.Call | None = field(default=None, eq=False, repr=False)
+    # a site inside a candidate cell of another choice: (that site's key, the
+    # candidate's index); it counts only while that candidate is chosen
+    parent: tuple[str, int] | None = None
 
 
 @frozen
@@ -194,6 +198,7 @@ class PickSite:
     span: Span = field(default=NO_SPAN, eq=False, repr=False)
     instance: str = ""
     pick: ast.Pick | None = field(default=None, eq=False, repr=False)
+    parent: tuple[str, int] | None = None  # as `ChoiceSite.parent`
 
     @property
     def combinations(self) -> int:
@@ -215,7 +220,9 @@ class Run:
 
     `loop_env` holds the loop variables around it. The maps are keyed by `id()` of
     AST nodes of `value`: choice calls → site key, picks → `PickRun`, calls of cells
-    and ops → the `Instance` they elaborated (only instances that hold sites).
+    and ops → the `Instance` they elaborated (only instances that hold sites), and
+    choice calls → per candidate, the `Instance` of a candidate cell that holds
+    sites of its own (else None).
     """
 
     statement: ast.Assign | None = field(eq=False)
@@ -224,6 +231,7 @@ class Run:
     choices: dict[int, str] = field(eq=False)
     picks: dict[int, PickRun] = field(eq=False)
     calls: dict[int, Instance] = field(eq=False)
+    candidates: dict[int, tuple[Instance | None, ...]] = field(eq=False, factory=dict)
 
 
 @frozen
@@ -273,9 +281,19 @@ class Network:
     @property
     def architecture_count(self) -> int:
         """The exact number of distinct architectures in the space."""
-        total = 1
+        children: dict[tuple[str, int], list[ChoiceSite]] = {}
+        picks: dict[tuple[str, int], list[PickSite]] = {}
         for site in self.choice_sites:
-            total *= len(site.labels)
-        for site in self.pick_sites:
-            total *= site.combinations
-        return total
+            if site.parent is not None:
+                children.setdefault(site.parent, []).append(site)
+        for pick in self.pick_sites:
+            if pick.parent is not None:
+                picks.setdefault(pick.parent, []).append(pick)
+
+        def count(site: ChoiceSite) -> int:  # a nested site counts only under its candidate
+            return sum(math.prod(count(child) for child in children.get((site.key, i), []))
+                       * math.prod(p.combinations for p in picks.get((site.key, i), []))
+                       for i in range(len(site.labels)))
+
+        total = math.prod(count(site) for site in self.choice_sites if site.parent is None)
+        return total * math.prod(p.combinations for p in self.pick_sites if p.parent is None)
