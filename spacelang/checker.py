@@ -312,7 +312,7 @@ class _Resolver:
             for value in expr.items:
                 self._expr(value, scope, used, item, want="int", later=later, index=index)
         elif isinstance(expr, ast.Neg):
-            self._expr(expr.operand, scope, used, item, want="int", later=later, index=index)
+            self._expr(expr.operand, scope, used, item, want=want, later=later, index=index)
         elif isinstance(expr, ast.Pick):
             if not in_pick_arg:
                 self.errors.append(error("`pick` must be the only argument of `concat(...)` or "
@@ -731,6 +731,9 @@ class _Elaborator:
         mine = list(range(*made))
         if any(nodes[i].op in ("choice", "pick") for i in mine):
             _fail("a call with choices or picks cannot share weights", statement.value.span)
+        if any(nodes[i].op in ("choice", "pick") for i in range(*frame.made_by[source.id])):
+            _fail(f"`{shown}` was made by a call with choices or picks, whose weights cannot "
+                  "be shared", target.span)
         theirs = [nodes[i] for i in range(*frame.made_by[source.id])
                   if nodes[i].op not in ("choice", "pick") and PRIMITIVES[nodes[i].op].has_weights]
         ours = [i for i in mine if nodes[i].op != "input" and PRIMITIVES[nodes[i].op].has_weights]
@@ -773,6 +776,10 @@ class _Elaborator:
             return self._member(expr.name, self._int(expr.index, frame, "index"), expr.span,
                                 frame)
         if isinstance(expr, ast.Neg):
+            operand = self._expr(expr.operand, frame, paths, value_path=value_path)
+            if isinstance(operand, _Tensor):  # -x is x · (-1)
+                return self._scalar(ast.BinOp("*", expr.operand, ast.Int(-1, span=expr.span),
+                                              span=expr.span), operand, -1, frame)
             return self._number(expr, frame)
         if isinstance(expr, ast.BinOp):
             left = self._expr(expr.left, frame, paths, value_path=value_path)

@@ -77,6 +77,10 @@ def assert_equivalent(space, network_class, height=24, width=20):
     ("imdn", {"C": 16}),
     ("dlsr_derived", {"C": 16}),
     ("rfdn", {"C": 16, "scale": 3, "cells": 2}),
+    ("fsrcnn", {"scale": 3, "d": 8}),
+    ("edsr", {"C": 8, "blocks": 2}),
+    ("carn_m", {"C": 8}),
+    ("pan", {"C": 8, "U": 4, "blocks": 2, "scale": 4, "r": 2, "steps": 2}),
 ])
 def test_emitted_network_matches_fixed(name, overrides):
     space = spacelang.load(SPACES / f"{name}.space", **overrides)

@@ -773,6 +773,74 @@ CASES = [
     ),
     pytest.param(
         """\
+        choice light = [relu, sigmoid]
+
+        cell pair(x: C) shares light {
+            return light(x) + x
+        }
+
+        choice block = [pair, identity]
+
+        network n(C = 4, scale = 2) {
+            a = block(conv(input, C))
+            b = block(a)
+            return pixel_shuffle(conv(b, 12), scale)
+        }
+        """,
+        """\
+        t.space:4:12: error: choice `light` is shared by cell `pair`, whose instances here hang under different choices; a shared choice inside a candidate cell needs one parent site
+              return light(x) + x
+                     ^~~~~~~~
+          hint: drop `shares light` from cell `pair`
+        """,  # noqa: E501
+        id="shared_choice_two_parents",
+    ),
+    pytest.param(
+        """\
+        choice light = [relu, sigmoid]
+
+        cell searched(x: C) {
+            return conv(light(x), C)
+        }
+
+        cell plain(x: C) {
+            return conv(relu(x), C)
+        }
+
+        network n(C = 4, scale = 2) {
+            a = conv(input, C)
+            b1 = searched(a)
+            b2 = plain(b1) shares b1
+            return pixel_shuffle(conv(b2, 12), scale)
+        }
+        """,
+        """\
+        t.space:14:27: error: `b1` was made by a call with choices or picks, whose weights cannot be shared
+              b2 = plain(b1) shares b1
+                                    ^~
+        """,  # noqa: E501
+        id="shares_from_choice_cell",
+    ),
+    pytest.param(
+        """\
+        choice block = [relu, n]
+
+        network n(C = 4, scale = 2) {
+            return pixel_shuffle(conv(block(input), 12), scale)
+        }
+        """,
+        """\
+        t.space:1:23: error: `n` is a network and cannot be called
+          choice block = [relu, n]
+                                ^
+        t.space:1:23: error: candidate `n` of choice `block` is not an op or a cell
+          choice block = [relu, n]
+                                ^
+        """,
+        id="candidate_network",
+    ),
+    pytest.param(
+        """\
         network n(C = 12, scale = 2, rgb_range = 3) {
             return pixel_shuffle(conv(input, C), scale)
         }
