@@ -722,8 +722,9 @@ class _Elaborator:
                                   target.span, frame)
         elif target.name in frame.values:
             source = frame.values[target.name]
-        else:
-            _fail(f"undefined value `{shown}`", target.span)
+        else:  # a number: the resolver has reported undefined names
+            _fail(f"`{shown}` is a number; `shares` names a value made by a call with "
+                  "weights", target.span)
         if source.id not in frame.made_by:
             _fail(f"`{shown}` was not made by one call with weights, so there are no weights "
                   "to share", target.span)
@@ -820,11 +821,14 @@ class _Elaborator:
         elif expr.op == "/" and tensor_left:
             if 0.0 in values:
                 _fail(f"division by zero: `{format_expr(expr.right)}` is "
-                      f"{describe(number)}", expr.right.span)
+                      f"{describe(number)}" if len(values) == 1 else
+                      f"division by zero: `{format_expr(expr.right)}` holds a zero",
+                      expr.right.span)
             scale, shift = tuple(1.0 / v for v in values), (0.0,)
         else:
-            _fail(f"`{expr.op}` is not defined between a tensor and a number; use *, /, + "
-                  "or -", expr.span)
+            _fail("cannot divide a number by a tensor" if expr.op == "/" else
+                  f"`{expr.op}` is not defined on tensors; a tensor and a number combine "
+                  "with *, /, + and -", expr.span)
         if scale == (1.0,) and shift == (0.0,):
             return tensor  # `x * 1`, `x + 0`: nothing to compute
         prim = PRIMITIVES[SCALAR_OPERATOR]
@@ -969,7 +973,8 @@ class _Elaborator:
         try:
             args, outputs = prim.apply(infos, args)
         except ShapeError as exc:
-            culprit = spans[exc.argument] if exc.argument is not None and spans else span
+            culprit = spans[exc.argument] if exc.argument is not None \
+                and exc.argument < len(spans) else span
             message = str(exc)
             if prim.name in BINARY_OPERATORS.values() and exc.argument == 1:
                 names = [self._value_name(frame, t.id) for t in tensors]

@@ -577,10 +577,10 @@ CASES = [
         }
         """,
         """\
-        t.space:3:9: error: `//` is not defined between a tensor and a number; use *, /, + or -
+        t.space:3:9: error: `//` is not defined on tensors; a tensor and a number combine with *, /, + and -
               b = conv(a, 12) // 2
                   ^~~~~~~~~~~~~~~~
-        """,
+        """,  # noqa: E501
         id="tensor_number_floordiv",
     ),
     pytest.param(
@@ -838,6 +838,47 @@ CASES = [
                                 ^
         """,
         id="candidate_network",
+    ),
+    pytest.param(
+        """\
+        network n(C = 4, scale = 2) {
+            return upsample(affine(input, [1, 2]), scale)
+        }
+        """,
+        """\
+        t.space:2:21: error: the constant has 2 values, but the tensor has 3 channels
+              return upsample(affine(input, [1, 2]), scale)
+                              ^~~~~~~~~~~~~~~~~~~~~
+        """,
+        id="affine_channels",
+    ),
+    pytest.param(
+        """\
+        network n(C = 4, scale = 2) {
+            return upsample(2 / input, scale)
+        }
+        """,
+        """\
+        t.space:2:21: error: cannot divide a number by a tensor
+              return upsample(2 / input, scale)
+                              ^~~~~~~~~
+        """,
+        id="number_over_tensor",
+    ),
+    pytest.param(
+        """\
+        network n(C = 4, scale = 2) {
+            a = conv(input, C)
+            b = conv(a, C) shares C
+            return pixel_shuffle(conv(b, 12), scale)
+        }
+        """,
+        """\
+        t.space:3:27: error: `C` is a number; `shares` names a value made by a call with weights
+              b = conv(a, C) shares C
+                                    ^
+        """,
+        id="shares_a_number",
     ),
     pytest.param(
         """\
