@@ -1127,6 +1127,8 @@ class _Elaborator:
                   "here hang under different choices; a shared choice inside a candidate "
                   "cell needs one parent site", call.span,
                   f"drop `shares {choice.name}` from cell `{frame.cell}`")
+        if frame.key_prefix is not None:  # in a candidate cell: shown under its site
+            path = join(frame.key_prefix, path[len(frame.prefix):].lstrip("."))
         instances = (*site.instances, path) if site else (path,)
         self.choice_sites[key] = ChoiceSite(key, choice.name, labels, shared, instances,
                                             call.span, call, frame.parent_site)
