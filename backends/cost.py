@@ -2,7 +2,11 @@
 
 Each primitive's cost rule lives in its record (`spacelang.primitives`); this
 module applies them over a graph. Conventions: one multiply-add is one MAC; a
-conv's bias is a parameter but not a MAC. `macs` follows thop: conv MACs, plus
+conv's bias is a parameter but not a MAC; elementwise ops (activations, `+`,
+`*`, constants such as `x * 0.1` or a mean shift, upsampling, zero) count no
+MACs, as neither thop nor FlopCounterMode counts them; a layer that shares the
+weights of another (`shares`) has its MACs counted per call, its parameters once.
+`macs` follows thop: conv MACs, plus
 one op per input element and one per output element of every `avgpool`, plus
 one per element through a PReLU. `conv_macs` counts convolutions only, as
 `torch.utils.flop_counter.FlopCounterMode` does (its FLOPs ÷ 2). Sizes are for
@@ -36,7 +40,10 @@ def node_cost(node: Node, graph: Graph, h: int, w: int) -> Cost:
     if node.op in NO_COST:
         return Cost()
     inputs = [_extent(graph.nodes[source], h, w) for source in node.inputs]
-    return PRIMITIVES[node.op].cost(node.args, inputs, _extent(node, h, w))
+    cost = PRIMITIVES[node.op].cost(node.args, inputs, _extent(node, h, w))
+    if node.weights:  # runs with the weights of another node: counted there
+        return Cost(0, cost.macs, cost.conv_macs)
+    return cost
 
 
 def live_nodes(graph: Graph, decisions: Mapping[str, Any] | None = None) -> list[bool]:
@@ -77,11 +84,17 @@ def graph_cost(graph: Graph, h: int, w: int,
 
 @frozen
 class SiteTable:
-    """Per-candidate cost of a choice site, summed over all its instances."""
+    """Per-candidate cost of a choice site, summed over all its instances.
+
+    A candidate cell's own choices are sites of their own, under `parent` (the
+    site's key, the candidate's index): the candidate's cost leaves them out, and
+    they count only while that candidate is chosen.
+    """
 
     key: str
     labels: tuple[str, ...]
     costs: tuple[Cost, ...]
+    parent: tuple[str, int] | None = None
 
 
 @frozen
@@ -103,19 +116,45 @@ class CostReport:
         return self.base
 
     def architecture(self, decisions: Mapping[str, Any]) -> Cost:
-        """The exact cost of the network that `decisions` derive: what a pick leaves
-        unread (and what only that fed) is not counted."""
+        """The exact cost of the network `decisions` derive (a candidate index per choice
+        site, the kept indices per pick site): what a pick leaves unread, and what only
+        that fed, costs nothing."""
         if self.graph is not None:
             lw, lh = self.lr
             return graph_cost(self.graph, lh, lw, decisions)
         total = self.base
         for site in self.sites:
-            total += site.costs[decisions[site.key]]
+            if self._active(site, decisions):
+                total += site.costs[decisions[site.key]]
         return total
 
+    def _active(self, site: SiteTable, decisions: Mapping[str, Any]) -> bool:
+        while site.parent is not None:
+            key, index = site.parent
+            if decisions[key] != index:
+                return False
+            site = self._by_key[key]
+        return True
+
+    @property
+    def _by_key(self) -> dict[str, SiteTable]:
+        return {site.key: site for site in self.sites}
+
+    def _children(self) -> dict[tuple[str, int], list[SiteTable]]:
+        children: dict[tuple[str, int], list[SiteTable]] = {}
+        for site in self.sites:
+            if site.parent is not None:
+                children.setdefault(site.parent, []).append(site)
+        return children
+
     def extreme(self, field: str, pick=min) -> int:
-        return getattr(self.base, field) + sum(
-            pick(getattr(c, field) for c in site.costs) for site in self.sites)
+        children = self._children()
+
+        def best(site: SiteTable) -> int:
+            return pick(getattr(cost, field) + sum(best(c) for c in children.get((site.key, i), []))
+                        for i, cost in enumerate(site.costs))
+
+        return getattr(self.base, field) + sum(best(s) for s in self.sites if s.parent is None)
 
     def expected(self, probabilities: Mapping[str, Sequence[Any]], field: str = "macs"):
         """Σ over sites of Σ_i p_i · cost_i, plus the fixed part.
@@ -124,15 +163,32 @@ class CostReport:
         probabilities, e.g. softmax(α); the result is differentiable in them.
         """
         total: Any = getattr(self.base, field)
+        by_key = self._by_key
         for site in self.sites:
             p = probabilities[site.key]
+            part: Any = 0
             for i, cost in enumerate(site.costs):
-                total = total + p[i] * getattr(cost, field)
+                part = part + p[i] * getattr(cost, field)
+            ancestor = site  # a nested site counts as often as its candidate is chosen
+            while ancestor.parent is not None:
+                key, index = ancestor.parent
+                part = part * probabilities[key][index]
+                ancestor = by_key[key]
+            total = total + part
         return total
 
     def uniform(self, field: str = "macs") -> float:
         return self.expected({s.key: [1 / len(s.costs)] * len(s.costs) for s in self.sites},
                              field)
+
+
+def _own_cost(graph: Graph, h: int, w: int) -> Cost:
+    """A candidate's cost without the choices inside it (sites of their own)."""
+    total = Cost()
+    for node in graph.nodes:
+        if node.op != "choice":
+            total += node_cost(node, graph, h, w)
+    return total
 
 
 def lr_size(network: Network, hr: tuple[int, int] = DEFAULT_HR) -> tuple[int, int]:
@@ -147,20 +203,31 @@ def cost_report(network: Network, hr: tuple[int, int] = DEFAULT_HR) -> CostRepor
     per_cell: dict[str, Cost] = {}
     per_site: dict[str, list[Cost]] = {}
     labels: dict[str, tuple[str, ...]] = {}
+    parents = {site.key: site.parent for site in network.choice_sites}
+
+    def add_site(node: Node) -> None:
+        costs = [_own_cost(candidate, lh, lw) for candidate in node.candidates]
+        if node.site in per_site:
+            per_site[node.site] = [a + b for a, b in zip(per_site[node.site], costs,
+                                                           strict=True)]
+        else:
+            per_site[node.site] = costs
+            labels[node.site] = node.labels
+        for candidate in node.candidates:
+            for inner in candidate.nodes:
+                if inner.op == "choice":
+                    add_site(inner)
+
     graph = network.graph
     for node in graph.nodes:
         if node.op == "choice":
-            costs = [graph_cost(candidate, lh, lw) for candidate in node.candidates]
-            if node.site in per_site:
-                per_site[node.site] = [a + b for a, b in zip(per_site[node.site], costs,
-                                                               strict=True)]
-            else:
-                per_site[node.site] = costs
-                labels[node.site] = node.labels
+            add_site(node)
             continue
         cost = node_cost(node, graph, lh, lw)
         base += cost
         per_cell[node.scope] = per_cell.get(node.scope, Cost()) + cost
-    sites = tuple(SiteTable(key, labels[key], tuple(costs)) for key, costs in per_site.items())
+    order = {site.key: i for i, site in enumerate(network.choice_sites)}
+    sites = tuple(SiteTable(key, labels[key], tuple(per_site[key]), parents.get(key))
+                  for key in sorted(per_site, key=lambda k: order.get(k, len(order))))
     cells = tuple((scope or "(network)", cost) for scope, cost in per_cell.items())
     return CostReport(network.name, hr, (lw, lh), base, sites, cells, graph)

@@ -48,6 +48,33 @@ def _conv(args: Args, in_channels: int, out_channels: int) -> str:
     return f"nn.Conv2d({in_channels}, {out_channels}, {args['k']}{extra})"
 
 
+@emitter("conv_transpose")
+def _conv_transpose(args: Args, in_channels: int, out_channels: int) -> str:
+    options = [("stride", args["stride"], 1), ("padding", args["padding"], 0),
+               ("output_padding", args["output_padding"], 0), ("groups", args["groups"], 1),
+               ("bias", bool(args["bias"]), True)]
+    extra = "".join(f", {name}={value}" for name, value, default in options if value != default)
+    return f"nn.ConvTranspose2d({in_channels}, {out_channels}, {args['k']}{extra})"
+
+
+@emitter("affine")
+def _affine(args: Args, in_channels: int, out_channels: int) -> str:
+    return f"Affine({tuple(args['scale'])!r}, {tuple(args['shift'])!r})"
+
+
+@emitter("local_avgpool")
+def _local_avgpool(args: Args, in_channels: int, out_channels: int) -> str:
+    return f"nn.AvgPool2d({args['k']}, stride=1, padding={args['k'] // 2}, " \
+        "count_include_pad=False)"
+
+
+def _upsample(args: Args, xs: list[str]) -> str:
+    if args["mode"] == "nearest":
+        return f"F.interpolate({xs[0]}, scale_factor={args['r']}, mode=\"nearest\")"
+    return (f"F.interpolate({xs[0]}, scale_factor={args['r']}, mode=\"bilinear\", "
+            "align_corners=False)")
+
+
 @emitter("prelu")
 def _prelu(args: Args, in_channels: int, out_channels: int) -> str:
     return f"nn.PReLU({args['slopes']})"
@@ -64,6 +91,7 @@ EMITTERS.update({
     "sigmoid": lambda a, xs: f"torch.sigmoid({xs[0]})",
     "identity": lambda a, xs: xs[0],
     "add": lambda a, xs: f"{xs[0]} + {xs[1]}",
+    "sub": lambda a, xs: f"{xs[0]} - {xs[1]}",
     "mul": lambda a, xs: f"{xs[0]} * {xs[1]}",
     "sum": lambda a, xs: f"torch.stack({_tuple(xs)}).sum(0)" if len(xs) > 1 else xs[0],
     "concat": lambda a, xs: f"torch.cat({_tuple(xs)}, dim=1)",
@@ -74,6 +102,10 @@ EMITTERS.update({
     "maxpool": lambda a, xs: f"F.max_pool2d({xs[0]}, {a['k']}, {a['stride']}, {a['padding']})",
     "resize": lambda a, xs: (f"F.interpolate({xs[0]}, size={xs[1]}.shape[-2:], "
                              "mode=\"bilinear\", align_corners=False)"),
+    "upsample": _upsample,
+    "tanh": lambda a, xs: f"torch.tanh({xs[0]})",
+    "local_maxpool": lambda a, xs: f"F.max_pool2d({xs[0]}, {a['k']}, 1, {a['k'] // 2})",
+    "zero": lambda a, xs: f"torch.zeros_like({xs[0]})",
 })
 
 
@@ -132,6 +164,7 @@ def emit_python(network: Network) -> str:
     body: list[str] = []
     scope = ""
     modules = 0
+    index_of: dict[str, int] = {}  # module path → its index in the forward-order list
     for node in graph.nodes:
         if node.op == "input":
             continue
@@ -140,12 +173,16 @@ def emit_python(network: Network) -> str:
             body.append(f"        # {scope or '(network)'}")
         target = names[node.id]
         xs = [names[s] for s in node.inputs]
-        if PRIMITIVES[node.op].module:
+        if PRIMITIVES[node.op].module and node.weights:
+            index = index_of[node.weights]
+            body.append(f"        {target} = m[{index}]({', '.join(xs)})  # {node.weights}")
+        elif PRIMITIVES[node.op].module:
             path = module_path(node)
             constructor = EMITTERS[node.op](node.args, _input_channels(graph, node),
                                             node.channels)
             init.extend(_wrap("", f"m.append(_put(self, {_string(path)}, {constructor}))", " " * 8))
             body.append(f"        {target} = m[{modules}]({', '.join(xs)})  # {path}")
+            index_of[path] = modules
             modules += 1
         else:
             expression = EMITTERS[node.op](node.args, xs)
@@ -191,6 +228,27 @@ def emit_python(network: Network) -> str:
         "        parent = child",
         "    parent._modules[leaf] = module",
         "    return module",
+        "",
+        "",
+        "class Affine(nn.Module):",
+        '    """x * scale + shift, one number or one per channel; constants are buffers',
+        '    that are not saved in state_dict."""',
+        "",
+        "    def __init__(self, scale: tuple, shift: tuple) -> None:",
+        "        super().__init__()",
+        "        def constant(values, neutral):",
+        "            if values == (neutral,):",
+        "                return None",
+        "            return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)",
+        "        self.register_buffer(\"scale\", constant(scale, 1.0), persistent=False)",
+        "        self.register_buffer(\"shift\", constant(shift, 0.0), persistent=False)",
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        "        if self.scale is not None:",
+        "            x = x * self.scale",
+        "        if self.shift is not None:",
+        "            x = x + self.shift",
+        "        return x",
         "",
         "",
         "class Network(nn.Module):",

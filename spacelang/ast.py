@@ -58,6 +58,22 @@ class Bool:
 
 
 @frozen
+class Vector:
+    """`[a, b, c]`: one number per channel (a per-channel constant, as an RGB mean)."""
+
+    items: tuple[Expr, ...]
+    span: Span = _span()
+
+
+@frozen
+class String:
+    """`"nearest"`: the value of a primitive's option (as `mode=` of `upsample`)."""
+
+    value: str
+    span: Span = _span()
+
+
+@frozen
 class BinOp:
     """`left op right` with op one of `+ - * / //`."""
 
@@ -119,7 +135,7 @@ class Pick:
     span: Span = _span()
 
 
-Expr = Union[Name, Int, Float, Bool, BinOp, Neg, Index, Call, Pick]
+Expr = Union[Name, Int, Float, Bool, Vector, String, BinOp, Neg, Index, Call, Pick]
 
 # ------------------------------------------------------------------ statements
 
@@ -133,10 +149,15 @@ class Target:
 
 @frozen
 class Assign:
-    """`a = expr`, or `a, b = split(...)` for an op with several outputs."""
+    """`a = expr`, or `a, b = split(...)` for an op with several outputs.
+
+    `shares` (`b2 = block(o1) shares b1`) names an earlier value whose defining
+    call's weights this statement's call runs with.
+    """
 
     targets: tuple[Target, ...]
     value: Expr
+    shares: Name | Index | None = None
     span: Span = _span()
 
 
@@ -175,7 +196,8 @@ class TensorParam:
 
 @frozen
 class IntParam:
-    """`n` or `n = default`: an integer parameter."""
+    """`n` or `n = default`: a number parameter (an integer in a network; in an op or
+    cell any constant, as a residual scale `0.1` or a per-channel mean)."""
 
     name: str
     default: Expr | None = None

@@ -15,7 +15,14 @@ from typing import Any
 from attrs import define, evolve, field, frozen
 
 from spacelang import ast
-from spacelang.constants import ConstantError, arith, evaluate, is_number_expr, require_int
+from spacelang.constants import (
+    ConstantError,
+    arith,
+    describe,
+    evaluate,
+    is_number_expr,
+    require_int,
+)
 from spacelang.diagnostics import Diagnostic, SpecError, did_you_mean, error, warning
 from spacelang.ir import (
     INPUT,
@@ -36,13 +43,23 @@ from spacelang.naming import (
     entity_calls,
     entity_paths,
     flatten,
+    holds_sites,
     join,
+    module_name,
     pick_site_base,
     site_key,
     target_path,
 )
 from spacelang.parser import paused_gc
-from spacelang.primitives import BINARY_OPERATORS, PRIMITIVES, Primitive, ShapeError, TensorInfo
+from spacelang.primitives import (
+    BINARY_OPERATORS,
+    PRIMITIVES,
+    SCALAR_OPERATOR,
+    Primitive,
+    ShapeError,
+    TensorInfo,
+)
+from spacelang.printer import format_expr
 from spacelang.program import Program
 
 RESERVED = {"input"}
@@ -187,10 +204,10 @@ class _Resolver:
         for candidate in item.candidates:
             self._callee(candidate, {}, set(), in_choice=True)
             definition = self.program.definitions.get(candidate.func)
-            if isinstance(definition, (ast.CellDef, ast.ChoiceDef, ast.NetworkDef)):
+            if isinstance(definition, (ast.ChoiceDef, ast.NetworkDef)):
                 self.errors.append(error(
-                    f"candidate `{candidate.func}` of choice `{item.name}` is not an op",
-                    candidate.func_span))
+                    f"candidate `{candidate.func}` of choice `{item.name}` is not an op "
+                    "or a cell", candidate.func_span))
             label = candidate_label(candidate)
             if label in labels:
                 self.errors.append(error(f"candidate `{label}` appears twice in choice "
@@ -240,6 +257,8 @@ class _Resolver:
                 for var in loop_vars:
                     local[var] = "int"
             self._expr(statement.value, local, used, item, later=later, index=index)
+            if statement.shares is not None:
+                self._expr(statement.shares, local, used, item, later=later, index=index)
             is_number = is_number_expr(statement.value, local)
             for target in statement.targets:
                 if target.index is not None:
@@ -335,8 +354,11 @@ class _Resolver:
         elif isinstance(expr, ast.BinOp):
             self._expr(expr.left, scope, used, item, want=want, later=later, index=index)
             self._expr(expr.right, scope, used, item, want=want, later=later, index=index)
+        elif isinstance(expr, ast.Vector):
+            for value in expr.items:
+                self._expr(value, scope, used, item, want="int", later=later, index=index)
         elif isinstance(expr, ast.Neg):
-            self._expr(expr.operand, scope, used, item, want="int", later=later, index=index)
+            self._expr(expr.operand, scope, used, item, want=want, later=later, index=index)
         elif isinstance(expr, ast.Pick):
             if not in_pick_arg:
                 self.errors.append(error("`pick` must be the only argument of `concat(...)` or "
@@ -470,6 +492,7 @@ class _PickValue:
     span: ast.Span
     node: ast.Pick
     exprs: list  # the candidates as expressions, slices expanded
+    owned: list[tuple[int, ...]]  # per candidate, the nodes made only to compute it
 
 
 @define
@@ -482,6 +505,7 @@ class _RunRecord:
     choices: dict[int, str] = field(factory=dict)
     picks: dict[int, PickRun] = field(factory=dict)
     calls: dict[int, _Record] = field(factory=dict)
+    candidates: dict[int, tuple[_Record | None, ...]] = field(factory=dict)
 
 
 @define
@@ -504,8 +528,11 @@ class _Record:
                     calls[key] = child
             any_site = any_site or bool(calls or run.choices
                                         or any(p.key for p in run.picks.values()))
+            candidates = {key: tuple(None if r is None else r.freeze(always=True)
+                                     for r in records)
+                          for key, records in run.candidates.items()}
             runs.append(Run(run.statement, run.value, run.loop_env, run.choices, run.picks,
-                            calls))
+                            calls, candidates))
         if not (any_site or always):
             return None
         return Instance(self.definition, self.path, tuple(runs))
@@ -548,6 +575,17 @@ class _Frame:
     loop_env: dict[str, int] = field(factory=dict)
     record: _Record | None = None  # None inside choice candidates: they hold no sites
     run: _RunRecord | None = None
+    # value id → the nodes (first, end) of the statement that made it, for `shares`
+    made_by: dict[int, tuple[int, int]] = field(factory=dict)
+    # inside a candidate cell of a choice: the prefix of its sites' keys (the module
+    # prefix is then relative to the candidate) and the (site key, candidate index)
+    key_prefix: str | None = None
+    parent_site: tuple[str, int] | None = None
+
+    @property
+    def site_prefix(self) -> str:
+        """The path that keys this body's sites."""
+        return self.prefix if self.key_prefix is None else self.key_prefix
 
 
 def first_empty(graph: Graph, width: int, height: int) -> tuple[Node, int, int] | None:
@@ -581,14 +619,15 @@ class _Elaborator:
         self.main_builder = self.builder
         self.owners: dict[str, ast.Span] = {}  # module path -> the op that holds it
         self.groups: dict[str, ast.Span] = {}  # proper prefixes of those paths
-        self.choice_sites: dict[str, ChoiceSite] = {}
+        self.choice_sites: dict[str, ChoiceSite | None] = {}
         self.pick_sites: list[PickSite] = []
         self.cells: list[CellInstance] = []
         self.stack: list[str] = []
-        self.counters: dict[str, int] = {}  # choice and pick sites seen in this statement
+        self.counters: dict[str, int] = {}  # sites per key base seen in this statement
         self.candidate_graphs: dict[tuple, Graph] = {}
         self.cell_spans: dict[str, ast.Span] = {}
         self.warnings: list[Diagnostic] = []
+        self.memo_sites: dict[str, bool] = {}
 
     # -- network
     def network(self, definition: ast.NetworkDef, overrides: dict[str, str]) -> Network:
@@ -790,14 +829,18 @@ class _Elaborator:
         paths = entity_paths(calls, value_path)
         self._start_run(frame, statement, statement.value)
         saved, self.counters = self.counters, {}
+        first_node = len(self.builder.nodes)
         value = self._expr(statement.value, frame, paths, value_path=value_path)
         self.counters = saved
+        made = (first_node, len(self.builder.nodes)) if len(calls) == 1 else None
+        if statement.shares is not None:
+            self._share(statement, calls, made, frame)
         if isinstance(value, _Many):
             if len(value.ids) != len(statement.targets):
                 _fail(f"{len(statement.targets)} names on the left but "
                       f"the right gives {len(value.ids)} values", statement.span)
             results = [_Tensor(i) for i in value.ids]
-        elif isinstance(value, (int, float)) and len(statement.targets) == 1 \
+        elif isinstance(value, (int, float, tuple)) and len(statement.targets) == 1 \
                 and first.index is None:
             frame.ints[first.name] = value
             return
@@ -810,7 +853,12 @@ class _Elaborator:
             _fail("a statement must define a tensor; use a parameter for integers",
                   statement.value.span)
         for target, result in zip(statement.targets, results, strict=True):
+            if made is not None:
+                frame.made_by[result.id] = made
             if target.index is None:
+                if target.name in frame.values:  # only a loop body runs a statement twice
+                    _fail(f"`{target.name}` would be defined again in each iteration of "
+                          "the loop", target.span, f"index it: {target.name}[i]")
                 frame.values[target.name] = result
                 frame.value_names[result.id] = target.name
             else:
@@ -820,6 +868,48 @@ class _Elaborator:
                     _fail(f"`{target.name}[{i}]` is defined twice", target.span)
                 family[i] = result
                 frame.value_names[result.id] = f"{target.name}[{i}]"
+
+    def _share(self, statement: ast.Assign, calls: list[ast.Call],
+               made: tuple[int, int] | None, frame: _Frame) -> None:
+        """Point the weight nodes of this statement at those of the statement that made
+        `statement.shares`, after checking that both have the same weights."""
+        target = statement.shares
+        shown = format_expr(target)
+        if made is None:
+            what = "none" if not calls else ", ".join(f"`{c.func}`" for c in calls)
+            _fail(f"a statement that shares weights needs exactly one call with weights; "
+                  f"this one has {what}", statement.value.span)
+        if isinstance(target, ast.Index):
+            source = self._member(target.name, self._int(target.index, frame, "index"),
+                                  target.span, frame)
+        elif target.name in frame.values:
+            source = frame.values[target.name]
+        else:  # a number: the resolver has reported undefined names
+            _fail(f"`{shown}` is a number; `shares` names a value made by a call with "
+                  "weights", target.span)
+        if source.id not in frame.made_by:
+            _fail(f"`{shown}` was not made by one call with weights, so there are no weights "
+                  "to share", target.span)
+        nodes = self.builder.nodes
+        mine = list(range(*made))
+        if any(nodes[i].op in ("choice", "pick") for i in mine):
+            _fail("a call with choices or picks cannot share weights", statement.value.span)
+        if any(nodes[i].op in ("choice", "pick") for i in range(*frame.made_by[source.id])):
+            _fail(f"`{shown}` was made by a call with choices or picks, whose weights cannot "
+                  "be shared", target.span)
+        theirs = [nodes[i] for i in range(*frame.made_by[source.id])
+                  if nodes[i].op not in ("choice", "pick") and PRIMITIVES[nodes[i].op].has_weights]
+        ours = [i for i in mine if nodes[i].op != "input" and PRIMITIVES[nodes[i].op].has_weights]
+        if len(ours) != len(theirs):
+            _fail(f"cannot share the weights of `{shown}`: it has {len(theirs)} weighted "
+                  f"layers, this call {len(ours)}", target.span)
+        for i, original in zip(ours, theirs, strict=True):
+            node = nodes[i]
+            difference = _layer_difference(original, node, nodes)
+            if difference:
+                _fail(f"cannot share the weights of `{shown}`: its `{original.path}` "
+                      f"{difference[0]}, but here `{node.path}` {difference[1]}", target.span)
+            nodes[i] = evolve(node, weights=original.weights or original.path)
 
     # -- expressions
     def _int(self, expr, frame: _Frame, what: str) -> int:
@@ -837,8 +927,10 @@ class _Elaborator:
         return evaluate(expr, lookup)
 
     def _expr(self, expr, frame: _Frame, paths: dict[int, str], *, value_path: str):
-        if isinstance(expr, (ast.Int, ast.Float, ast.Bool)):
+        if isinstance(expr, (ast.Int, ast.Float, ast.Bool, ast.Vector)):
             return self._number(expr, frame)
+        if isinstance(expr, ast.String):
+            return expr.value
         if isinstance(expr, ast.Name):
             if expr.name in frame.values:
                 return frame.values[expr.name]
@@ -847,21 +939,25 @@ class _Elaborator:
             return self._member(expr.name, self._int(expr.index, frame, "index"), expr.span,
                                 frame)
         if isinstance(expr, ast.Neg):
+            operand = self._expr(expr.operand, frame, paths, value_path=value_path)
+            if isinstance(operand, _Tensor):  # -x is x · (-1)
+                return self._scalar(ast.BinOp("*", expr.operand, ast.Int(-1, span=expr.span),
+                                              span=expr.span), operand, -1, frame)
             return self._number(expr, frame)
         if isinstance(expr, ast.BinOp):
             left = self._expr(expr.left, frame, paths, value_path=value_path)
             right = self._expr(expr.right, frame, paths, value_path=value_path)
             left_tensor, right_tensor = isinstance(left, _Tensor), isinstance(right, _Tensor)
+            for side, operand in ((left, expr.left), (right, expr.right)):
+                if isinstance(side, (_Many, _PickValue, str)):
+                    _fail("this value cannot be used in arithmetic", operand.span)
             if not left_tensor and not right_tensor:
-                if isinstance(left, (_Many, _PickValue)) or isinstance(right, (_Many,
-                                                                               _PickValue)):
-                    _fail("this value cannot be used in arithmetic", expr.span)
                 return arith(expr, left, right)
             if left_tensor != right_tensor:
-                _fail(f"cannot combine a tensor and a number with `{expr.op}`", expr.span)
+                return self._scalar(expr, left, right, frame)
             if expr.op not in BINARY_OPERATORS:
-                _fail(f"`{expr.op}` is not defined on tensors; tensors support + and *",
-                      expr.span)
+                _fail(f"`{expr.op}` is not defined between tensors; tensors support +, - "
+                      "and *", expr.span)
             prim = PRIMITIVES[BINARY_OPERATORS[expr.op]]
             spans = [expr.left.span, expr.right.span]
             return self._primitive(prim, [left, right], {}, spans, expr.span, frame, "")
@@ -870,6 +966,37 @@ class _Elaborator:
         if isinstance(expr, ast.Call):
             return self._call(expr, frame, paths, value_path=value_path)
         _fail("unexpected expression", expr.span)
+
+    def _scalar(self, expr: ast.BinOp, left, right, frame: _Frame) -> _Tensor:
+        """A tensor and a number (or per-channel constant): `affine(x, scale, shift)`."""
+        tensor_left = isinstance(left, _Tensor)
+        tensor, number = (left, right) if tensor_left else (right, left)
+        number_span = (expr.right if tensor_left else expr.left).span
+        values = number if isinstance(number, tuple) else (float(number),)
+        negated = tuple(-v for v in values)
+        if expr.op == "*":
+            scale, shift = values, (0.0,)
+        elif expr.op == "+":
+            scale, shift = (1.0,), values
+        elif expr.op == "-":
+            scale, shift = ((1.0,), negated) if tensor_left else ((-1.0,), values)
+        elif expr.op == "/" and tensor_left:
+            if 0.0 in values:
+                _fail(f"division by zero: `{format_expr(expr.right)}` is "
+                      f"{describe(number)}" if len(values) == 1 else
+                      f"division by zero: `{format_expr(expr.right)}` holds a zero",
+                      expr.right.span)
+            scale, shift = tuple(1.0 / v for v in values), (0.0,)
+        else:
+            _fail("cannot divide a number by a tensor" if expr.op == "/" else
+                  f"`{expr.op}` is not defined on tensors; a tensor and a number combine "
+                  "with *, /, + and -", expr.span)
+        if scale == (1.0,) and shift == (0.0,):
+            return tensor  # `x * 1`, `x + 0`: nothing to compute
+        prim = PRIMITIVES[SCALAR_OPERATOR]
+        spans = [(expr.left if tensor_left else expr.right).span, number_span]
+        return self._primitive(prim, [tensor], {"scale": scale, "shift": shift}, spans,
+                               expr.span, frame, "")
 
     def _member(self, name: str, index: int, span: ast.Span, frame: _Frame) -> _Tensor:
         family = frame.families.get(name)
@@ -902,7 +1029,7 @@ class _Elaborator:
             if exprs_out is not None:
                 exprs_out.append(expr)
             if isinstance(expr, ast.Pick):
-                out.append((self._pick(expr, frame, value_path), expr.span))
+                out.append((self._pick(expr, frame, paths, value_path), expr.span))
             else:
                 out.append((self._expr(expr, frame, paths, value_path=value_path), expr.span))
         return out
@@ -960,7 +1087,8 @@ class _Elaborator:
                 tensors.append(self._tensor(value, span, call.func))
                 spans.append(span)
             else:
-                bound[spec.name] = self._typed(value, span, spec.kind, call.func, spec.name)
+                bound[spec.name] = self._typed(value, span, spec.kind, call.func, spec.name,
+                                               spec.options)
                 self._argument_range(bound[spec.name], span, spec.kind, call.func, spec.name)
         if positional:
             _fail(f"`{call.func}` takes {len(prim.params)} arguments, got {len(args)}",
@@ -1000,9 +1128,25 @@ class _Elaborator:
         return value
 
     @staticmethod
-    def _typed(value, span: ast.Span, kind: str, func: str, name: str):
+    def _typed(value, span: ast.Span, kind: str, func: str, name: str,
+               options: tuple[str, ...] = ()):
         if isinstance(value, (_Tensor, _Many, _PickValue)):
             _fail(f"`{name}` of `{func}` must be a number, got a tensor", span)
+        if kind == "str":
+            if not isinstance(value, str) or value not in options:
+                shown = " or ".join(f'"{o}"' for o in options)
+                got = f'"{value}"' if isinstance(value, str) else describe(value)
+                _fail(f"`{name}` of `{func}` must be {shown}, got {got}", span)
+            return value
+        if isinstance(value, str):
+            _fail(f"`{name}` of `{func}` must be a number, got the string \"{value}\"", span)
+        if kind == "floats":
+            return tuple(float(v) for v in value) if isinstance(value, tuple) else \
+                (float(value),)
+        if kind == "number":  # a parameter of an op or cell: any constant
+            return value
+        if isinstance(value, tuple):
+            _fail(f"`{name}` of `{func}` must be one number, got {describe(value)}", span)
         if kind == "int":
             if isinstance(value, bool) or not isinstance(value, int):
                 _fail(f"`{name}` of `{func}` must be an integer, got {value!r}", span)
@@ -1019,9 +1163,10 @@ class _Elaborator:
         try:
             args, outputs = prim.apply(infos, args)
         except ShapeError as exc:
-            culprit = spans[exc.argument] if exc.argument is not None and spans else span
+            culprit = spans[exc.argument] if exc.argument is not None \
+                and exc.argument < len(spans) else span
             message = str(exc)
-            if prim.name in ("add", "mul") and exc.argument == 1:
+            if prim.name in BINARY_OPERATORS.values() and exc.argument == 1:
                 names = [self._value_name(frame, t.id) for t in tensors]
                 message += f" (`{names[0]}` and `{names[1]}`)"
                 culprit = span
@@ -1049,20 +1194,25 @@ class _Elaborator:
         return f"{node.op}(...)" if node.op != "input" else node.path
 
     # -- calls of composite ops and cells
-    def _inline(self, call: ast.Call, definition, args, keywords, frame: _Frame, path: str):
+    def _inline(self, call: ast.Call, definition, args, keywords, frame: _Frame, path: str,
+                *, candidate: bool = False):
         if definition.name in self.stack:
             _fail(f"`{definition.name}` is recursive", call.func_span)
         if len(self.stack) >= MAX_DEPTH:
             _fail(f"ops call ops more than {MAX_DEPTH} levels deep", call.func_span)
-        callee = _Frame(definition, prefix=path, scope=frame.scope, cell=frame.cell)
+        callee = _Frame(definition, prefix=path, scope=frame.scope, cell=frame.cell,
+                        parent_site=frame.parent_site)
+        if frame.key_prefix is not None:
+            callee.key_prefix = join(frame.key_prefix, path[len(frame.prefix):].lstrip("."))
         if frame.run is not None:
             callee.record = _Record(definition.name, path)
             frame.run.calls[id(call)] = callee.record
         if isinstance(definition, ast.CellDef):
             callee.scope = path
             callee.cell = definition.name
-            self.cells.append(CellInstance(path, definition.name))
-            self.cell_spans[path] = call.span
+            if not candidate:  # a candidate cell is part of its choice
+                self.cells.append(CellInstance(path, definition.name))
+                self.cell_spans[path] = call.span
         params = list(definition.params)
         positional = list(args)
         bindings: dict[str, tuple[Any, ast.Span]] = {}
@@ -1083,7 +1233,7 @@ class _Elaborator:
         for param in int_params:
             if param.name in bindings:
                 value, span = bindings[param.name]
-                callee.ints[param.name] = self._typed(value, span, "int", definition.name,
+                callee.ints[param.name] = self._typed(value, span, "number", definition.name,
                                                       param.name)
         deferred = []
         for param in tensor_params:
@@ -1105,8 +1255,7 @@ class _Elaborator:
                 continue
             if param.default is None:
                 _fail(f"`{definition.name}` is missing argument `{param.name}`", call.span)
-            callee.ints[param.name] = self._int(param.default, callee,
-                                                f"default of `{param.name}`")
+            callee.ints[param.name] = self._number(param.default, callee)
         for param, channels, span in deferred:
             expected = self._int(param.channels, callee, f"channels of `{param.name}`")
             if expected != channels:
@@ -1138,18 +1287,31 @@ class _Elaborator:
             _fail(f"choice `{choice.name}` needs at least one input", call.span)
         shared = (isinstance(frame.definition, ast.CellDef)
                   and choice.name in frame.definition.shares)
-        base = choice_site_base(choice.name, value_path, frame.prefix,
-                                shared_in=frame.cell if shared else "", scope=frame.scope)
-        ordinal = self.counters.get("choice", 0)
-        self.counters["choice"] = ordinal + 1
+        if shared:  # one key for every instance of the cell: the path inside it
+            base = choice_site_base(choice.name, value_path, frame.prefix,
+                                    shared_in=frame.cell, scope=frame.scope)
+        else:
+            base = choice_site_base(choice.name, value_path, frame.site_prefix)
+        ordinal = self.counters.get(base, 0)
+        self.counters[base] = ordinal + 1
         key = site_key(base, ordinal)
         if frame.run is not None:
             frame.run.choices[id(call)] = key
         labels = tuple(candidate_label(c) for c in choice.candidates)
+        self.choice_sites.setdefault(key, None)  # before the sites of its candidates
         graphs = []
         reference: tuple[int, Any, str] | None = None
         for candidate, label in zip(choice.candidates, labels, strict=True):
-            graph = self._cached_candidate_graph(candidate, tensors, extra, call)
+            index = len(graphs)
+            if holds_sites(self.program, candidate.func, self.memo_sites):
+                graph, record = self._candidate_graph(
+                    candidate, tensors, extra, call,
+                    nested=(join(key, module_name(label)), (key, index)))
+                if frame.run is not None:
+                    records = frame.run.candidates.setdefault(id(call), [None] * len(labels))
+                    records[index] = record
+            else:
+                graph = self._cached_candidate_graph(candidate, tensors, extra, call)
             out = graph.output_node
             if reference is None:
                 reference = (out.channels, out.spatial, label)
@@ -1165,9 +1327,16 @@ class _Elaborator:
                                 scope=frame.scope, span=call.span, site=key,
                                 candidates=tuple(graphs), labels=labels)
         site = self.choice_sites.get(key)
+        if site is not None and site.parent != frame.parent_site:
+            _fail(f"choice `{choice.name}` is shared by cell `{frame.cell}`, whose instances "
+                  "here hang under different choices; a shared choice inside a candidate "
+                  "cell needs one parent site", call.span,
+                  f"drop `shares {choice.name}` from cell `{frame.cell}`")
+        if frame.key_prefix is not None:  # in a candidate cell: shown under its site
+            path = join(frame.key_prefix, path[len(frame.prefix):].lstrip("."))
         instances = (*site.instances, path) if site else (path,)
         self.choice_sites[key] = ChoiceSite(key, choice.name, labels, shared, instances,
-                                            call.span, call)
+                                            call.span, call, frame.parent_site)
         return _Tensor(node)
 
     def _cached_candidate_graph(self, candidate: ast.Call, tensors: list[_Tensor], extra: list,
@@ -1179,22 +1348,30 @@ class _Elaborator:
         """
         numbers = tuple(value for value, _ in extra)
         if not all(isinstance(v, (int, float)) for v in numbers):
-            return self._candidate_graph(candidate, tensors, extra, site_call)
+            return self._candidate_graph(candidate, tensors, extra, site_call)[0]
         key = (id(candidate), tuple(self.builder.info(t.id) for t in tensors),
                tuple((type(v), v) for v in numbers))
         graph = self.candidate_graphs.get(key)
         if graph is None:
-            graph = self._candidate_graph(candidate, tensors, extra, site_call)
+            graph = self._candidate_graph(candidate, tensors, extra, site_call)[0]
             self.candidate_graphs[key] = graph
         return graph
 
     def _candidate_graph(self, candidate: ast.Call, tensors: list[_Tensor], extra: list,
-                         site_call: ast.Call) -> Graph:
+                         site_call: ast.Call, nested: tuple[str, tuple[str, int]] | None = None,
+                         ) -> tuple[Graph, _Record | None]:
+        """The graph of one candidate over fresh inputs. A candidate that holds sites
+        (`nested`: their key prefix and the (site, index) they hang under) also gives
+        the record of its body, for derivation."""
         outer = self.builder
         self.builder = _Builder(self.limits.nodes)
         try:
             inner = _Frame(ast.OpDef(candidate.func, (), ast.Body((), candidate)), prefix="",
                            scope="")
+            if nested is not None:
+                inner.key_prefix, inner.parent_site = nested
+                inner.record = _Record("", nested[0])
+                self._start_run(inner, None, candidate)
             names = []
             for i, tensor in enumerate(tensors):
                 node = outer.nodes[tensor.id]
@@ -1215,19 +1392,32 @@ class _Elaborator:
                 tensors_in = bound.pop("__tensors__")
                 result = self._primitive(prim, tensors_in, bound, spans, call.span, inner, "")
             else:
-                result = self._inline(call, definition, args, keywords, inner, "")
+                result = self._inline(call, definition, args, keywords, inner, "",
+                                      candidate=True)
             if not isinstance(result, _Tensor):
                 _fail(f"candidate `{candidate.func}` must give one tensor", candidate.span)
-            return self.builder.graph(result.id)
+            record = None
+            if inner.run is not None and id(call) in inner.run.calls:
+                record = inner.run.calls[id(call)]
+                record.path = inner.key_prefix or ""
+            return self.builder.graph(result.id), record
         finally:
             self.builder = outer
 
     # -- pick sites
-    def _pick(self, pick: ast.Pick, frame: _Frame, value_path: str) -> _PickValue:
+    def _pick(self, pick: ast.Pick, frame: _Frame, paths: dict[int, str],
+              value_path: str) -> _PickValue:
         k = self._int(pick.k, frame, "pick count")
         exprs: list = []
-        values = self._values(pick.candidates, frame, {}, value_path=value_path,
-                             exprs_out=exprs)
+        values: list = []
+        owned: list[tuple[int, ...]] = []
+        for candidate in pick.candidates:
+            first = len(self.builder.nodes)
+            found = self._values([candidate], frame, paths, value_path=value_path,
+                                 exprs_out=exprs)
+            made = tuple(range(first, len(self.builder.nodes)))
+            owned.extend([made] if len(found) == 1 else [()] * len(found))
+            values.extend(found)
         tensors = [self._tensor(v, s, "pick") for v, s in values]
         if k <= 0:
             _fail(f"pick count must be positive, got {k}", pick.k.span)
@@ -1244,7 +1434,8 @@ class _Elaborator:
                       f"({infos[0].spatial.describe()}), `{name}` has {info.channels} "
                       f"({info.spatial.describe()})", pick.span)
         return _PickValue(k, [t.id for t in tensors], names,
-                          pick_site_base(frame.prefix, value_path), pick.span, pick, exprs)
+                          pick_site_base(frame.site_prefix, value_path), pick.span, pick, exprs,
+                          owned)
 
     def _pick_node(self, prim: Primitive, pick: _PickValue, frame: _Frame) -> _Tensor:
         infos = [self.builder.info(i) for i in pick.ids]
@@ -1256,17 +1447,18 @@ class _Elaborator:
             if frame.run is not None:
                 frame.run.picks[id(pick.node)] = PickRun("", tuple(pick.exprs), pick.k)
             return _Tensor(node)
-        ordinal = self.counters.get("pick", 0)
-        self.counters["pick"] = ordinal + 1
+        ordinal = self.counters.get(pick.base, 0)  # one count per base: choices and picks
+        self.counters[pick.base] = ordinal + 1      # of one statement never share a key
         key = site_key(pick.base, ordinal)
         if frame.run is not None:
             frame.run.picks[id(pick.node)] = PickRun(key, tuple(pick.exprs), pick.k)
         channels = infos[0].channels * (pick.k if prim.name == "concat" else 1)
         node = self.builder.add(op="pick", inputs=tuple(pick.ids), channels=channels,
                                 spatial=infos[0].spatial, scope=frame.scope, span=pick.span,
-                                site=key, k=pick.k, aggregate=prim.name)
+                                site=key, k=pick.k, aggregate=prim.name,
+                                owned=tuple(pick.owned))
         self.pick_sites.append(PickSite(key, pick.k, tuple(pick.names), prim.name, pick.span,
-                                        frame.prefix, pick.node))
+                                        frame.prefix, pick.node, frame.parent_site))
         return _Tensor(node)
 
     def _channels(self, channels: int, span: ast.Span) -> None:
@@ -1280,11 +1472,29 @@ class _Elaborator:
             _fail(f"{what} must be positive, got {value}", span)
 
 
+def _layer_difference(a: Node, b: Node, nodes: list[Node]) -> tuple[str, str] | None:
+    """How two weighted layers differ, as (a's side, b's side), or None if alike."""
+    if a.op != b.op:
+        return f"is a {a.op}", f"is a {b.op}"
+    shapes = [(nodes[n.inputs[0]].channels, n.channels) for n in (a, b)]
+    if shapes[0] != shapes[1]:
+        return tuple(f"maps {i} → {o} channels" for i, o in shapes)
+    keys = [k for k in a.args if a.args[k] != b.args.get(k)]
+    if keys:
+        return tuple("has " + ", ".join(f"{k}={n.args.get(k)}" for k in keys) for n in (a, b))
+    return None
+
+
 def _describe(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return f"the number {value}"
+    if isinstance(value, tuple):
+        return f"the constant {describe(value)}"
+    if isinstance(value, str):
+        return f'the string "{value}"'
+
     if isinstance(value, _Many):
         return "several values (assign them with a, b = ...)"
     return "a pick"

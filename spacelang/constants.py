@@ -2,7 +2,10 @@
 
 The checker evaluates parameters, loop bounds, indices and arguments with it;
 derivation folds substituted loop variables with it. Values are Python `int`
-(unbounded), `float` (finite only) or `bool`. Every failure is a located
+(unbounded), `float` (finite only) or `bool`, and per-channel vectors
+(`[0.4488, 0.4371, 0.4040] * 255`), a tuple of numbers: arithmetic between a
+vector and a number applies to each item, between two vectors of one length
+item by item. Every failure is a located
 `ConstantError`: division by zero, inexact `/` on integers, `//` on a value
 that is not an integer, and results that are not finite numbers.
 """
@@ -18,6 +21,7 @@ from spacelang.diagnostics import Diagnostic, error
 from spacelang.printer import format_expr
 
 Number = Union[int, float, bool]
+Value = Union[Number, tuple[Number, ...]]
 
 
 class ConstantError(Exception):
@@ -48,8 +52,23 @@ def _whole(value: Number, expr, side) -> int:
     return int(value)
 
 
-def arith(expr: ast.BinOp, left: Number, right: Number) -> Number:
-    """`left expr.op right`, or a located `ConstantError`."""
+def arith(expr: ast.BinOp, left: Value, right: Value) -> Value:
+    """`left expr.op right`, or a located `ConstantError`; vectors item by item."""
+    if isinstance(left, tuple) or isinstance(right, tuple):
+        if expr.op == "//":
+            _fail("`//` divides integers, not per-channel constants", expr.span)
+        if isinstance(left, tuple) and isinstance(right, tuple) and len(left) != len(right):
+            _fail(f"cannot combine constants of {len(left)} and {len(right)} values",
+                  expr.span)
+        n = len(left) if isinstance(left, tuple) else len(right)
+        lefts = left if isinstance(left, tuple) else (left,) * n
+        rights = right if isinstance(right, tuple) else (right,) * n
+        return tuple(_arith(expr, float(a), float(b)) for a, b in zip(lefts, rights,
+                                                                        strict=True))
+    return _arith(expr, left, right)
+
+
+def _arith(expr: ast.BinOp, left: Number, right: Number) -> Number:
     try:
         if expr.op == "+":
             return _finite(left + right, expr)
@@ -74,32 +93,50 @@ def arith(expr: ast.BinOp, left: Number, right: Number) -> Number:
         _fail(f"`{format_expr(expr)}` is too large to compute", expr.span)
 
 
-def evaluate(expr, lookup: Callable[[ast.Name], Number]) -> Number:
+def evaluate(expr, lookup: Callable[[ast.Name], Value]) -> Value:
     """The value of a constant expression; `lookup` gives (or rejects) each name."""
     if isinstance(expr, (ast.Int, ast.Bool)):
         return expr.value
+    if isinstance(expr, ast.Vector):
+        items = []
+        for item in expr.items:
+            value = evaluate(item, lookup)
+            if isinstance(value, tuple):
+                _fail("a per-channel constant holds numbers, not lists", item.span)
+            items.append(float(value))
+        return tuple(items)
     if isinstance(expr, ast.Float):
         return _finite(expr.value, expr)
     if isinstance(expr, ast.Name):
         return lookup(expr)
     if isinstance(expr, ast.Neg):
-        return -evaluate(expr.operand, lookup)
+        value = evaluate(expr.operand, lookup)
+        return tuple(-v for v in value) if isinstance(value, tuple) else -value
     if isinstance(expr, ast.BinOp):
         return arith(expr, evaluate(expr.left, lookup), evaluate(expr.right, lookup))
+    if isinstance(expr, ast.String):
+        _fail(f"expected a number, got the string \"{expr.value}\"", expr.span)
     _fail("expected an integer expression", expr.span)
 
 
-def require_int(value: Number, expr, what: str) -> int:
+def describe(value: Value) -> str:
+    """A value as a message shows it."""
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f"{v:g}" for v in value) + "]"
+    return repr(value)
+
+
+def require_int(value: Value, expr, what: str) -> int:
     """`value` where an integer is needed: a `bool` or a `float` is an error at `expr`."""
     if isinstance(value, bool) or not isinstance(value, int):
-        _fail(f"{what} must be an integer, got {value!r}", expr.span)
+        _fail(f"{what} must be an integer, got {describe(value)}", expr.span)
     return value
 
 
 def is_number_expr(expr, kinds: Mapping[str, str]) -> bool:
     """Whether `expr` is number arithmetic (a `let`, as `d = C // 4`); `kinds[name] == "int"`
     marks the names that hold numbers."""
-    if isinstance(expr, (ast.Int, ast.Float, ast.Bool)):
+    if isinstance(expr, (ast.Int, ast.Float, ast.Bool, ast.Vector)):
         return True
     if isinstance(expr, ast.Name):
         return kinds.get(expr.name) == "int"
@@ -129,6 +166,8 @@ def substitute(expr, env: Mapping[str, int]):
         if isinstance(inner, ast.Int):
             return ast.Int(-inner.value, span=expr.span)
         return ast.Neg(inner, span=expr.span)
+    if isinstance(expr, ast.Vector):
+        return ast.Vector(tuple(substitute(item, env) for item in expr.items), span=expr.span)
     if isinstance(expr, ast.Index):
         return ast.Index(expr.name, substitute(expr.index, env), span=expr.span)
     if isinstance(expr, ast.Slice):

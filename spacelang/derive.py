@@ -5,7 +5,8 @@ tree of elaborated bodies that hold sites, each statement run with its loop
 variables and, for its choice calls, picks and cell calls, the site key or
 instance the checker gave them. Each body is printed with its choice calls
 replaced by the chosen candidate and its picks by the kept values; loops in
-such bodies are unrolled. Instances of one cell that derive to the same body
+such bodies are unrolled; a chosen candidate cell with sites of its own is
+derived as a cell instance is. Instances of one cell that derive to the same body
 share one definition (a shared choice keeps the cell's name); differing ones
 become one cell per instance (`rfdb_b_3`). Parameters take the values used.
 """
@@ -18,7 +19,7 @@ from spacelang import ast
 from spacelang.constants import substitute
 from spacelang.decisions import Decisions, normalize
 from spacelang.ir import Instance, Network, Run
-from spacelang.naming import calls_in, expressions_in, has_pick
+from spacelang.naming import holds_sites
 from spacelang.printer import format_module
 from spacelang.program import Program
 
@@ -44,7 +45,9 @@ class _Deriver:
                 continue
             targets = tuple(ast.Target(t.name, None if t.index is None else
                                        substitute(t.index, env)) for t in run.statement.targets)
-            statements.append(ast.Assign(targets, value))
+            shares = run.statement.shares
+            statements.append(ast.Assign(targets, value,
+                                         None if shares is None else substitute(shares, env)))
         body = ast.Body(tuple(statements), result)
         version = self.versions.setdefault((instance.definition, body), len(self.versions))
         self.first_path.setdefault(version, instance.path)
@@ -73,9 +76,14 @@ class _Deriver:
                          for k in expr.keywords)
         if id(expr) in run.choices:
             choice = self.program.definitions[expr.func]
-            candidate = choice.candidates[self.chosen.get(run.choices[id(expr)], 0)]
-            return ast.Call(candidate.func, tuple(args) + candidate.args,
-                            keywords + candidate.keywords)
+            index = self.chosen.get(run.choices[id(expr)], 0)
+            candidate = choice.candidates[index]
+            func = candidate.func
+            inner = run.candidates.get(id(expr), ())
+            if index < len(inner) and inner[index] is not None:  # a cell with its own sites
+                _, version = self.instance(inner[index])
+                func = f"{_PLACEHOLDER}{version}"
+            return ast.Call(func, tuple(args) + candidate.args, keywords + candidate.keywords)
         func = expr.func
         if id(expr) in run.calls:
             _, version = self.instance(run.calls[id(expr)])
@@ -97,20 +105,8 @@ def _rename(expr, names: dict[str, str]):
 
 
 def _renamed(body: ast.Body, names: dict[str, str]) -> ast.Body:
-    return ast.Body(tuple(ast.Assign(s.targets, _rename(s.value, names))
+    return ast.Body(tuple(ast.Assign(s.targets, _rename(s.value, names), s.shares)
                           for s in body.statements), _rename(body.result, names))
-
-
-def _holds_sites(program: Program, name: str, memo: dict[str, bool]) -> bool:
-    """Whether a definition uses a choice or a pick, itself or through what it calls."""
-    if name not in memo:
-        definition = program.definitions.get(name)
-        memo[name] = isinstance(definition, ast.ChoiceDef)
-        if isinstance(definition, (ast.OpDef, ast.CellDef)):
-            memo[name] = (any(has_pick(e) for e in expressions_in(definition))
-                          or any(_holds_sites(program, c.func, memo)
-                                 for c in calls_in(definition)))
-    return memo[name]
 
 
 def derive_module(program: Program, network: Network, decisions: Decisions) -> ast.Module:
@@ -159,7 +155,7 @@ def derive_module(program: Program, network: Network, decisions: Decisions) -> a
             if item.name in derived:
                 items.append(derived[item.name])
                 continue
-            if _holds_sites(program, item.name, memo):
+            if holds_sites(program, item.name, memo):
                 continue
         items.append(item)
     return ast.Module(tuple(items), path=program.root.path)

@@ -28,9 +28,11 @@ from spacelang.ast import NO_SPAN, Span
 class Spatial:
     """A spatial size as a function of the input's: a canonical chain of steps.
 
-    Steps are `("up", r)` (pixel shuffle), `("win", k, stride, dilation, padding)`
-    (a conv or pool window that changes the size) and `("global",)` (pooled to 1×1).
-    Size-preserving windows are dropped, so equal sizes compare equal.
+    Steps are `("up", r)` (pixel shuffle, upsampling), `("win", k, stride, dilation,
+    padding)` (a conv or pool window that changes the size), `("tr", k, stride,
+    padding, output_padding)` (a transposed conv that is not an exact upscaling) and
+    `("global",)` (pooled to 1×1). Size-preserving windows are dropped and exact
+    transposed upscalings written as `up`, so equal sizes compare equal.
     """
 
     steps: tuple[tuple[Any, ...], ...] = ()
@@ -39,6 +41,12 @@ class Spatial:
         if stride == 1 and 2 * padding == dilation * (kernel - 1):
             return self
         return Spatial((*self.steps, ("win", kernel, stride, dilation, padding)))
+
+    def transposed(self, kernel: int, stride: int, padding: int, output_padding: int) -> Spatial:
+        """The size after a transposed conv: (n − 1)·stride − 2·padding + kernel + out_pad."""
+        if kernel - 2 * padding + output_padding == stride:
+            return self.upscale(stride)
+        return Spatial((*self.steps, ("tr", kernel, stride, padding, output_padding)))
 
     def upscale(self, r: int) -> Spatial:
         if r == 1:
@@ -54,6 +62,10 @@ class Spatial:
                 height, width = height * step[1], width * step[1]
             elif step[0] == "global":
                 height, width = 1, 1
+            elif step[0] == "tr":
+                _, k, s, p, o = step
+                height = (height - 1) * s - 2 * p + k + o
+                width = (width - 1) * s - 2 * p + k + o
             else:
                 _, k, s, d, p = step
                 height = (height + 2 * p - d * (k - 1) - 1) // s + 1
@@ -84,6 +96,11 @@ class Spatial:
                 text = f"{step[1]}{text}" if text == side else f"{step[1]}({text})"
             elif step[0] == "global":
                 text = "1"
+            elif step[0] == "tr":
+                _, k, s, p, o = step
+                grow = k - 2 * p + o - s  # the output is s·in + grow
+                head = f"{s}{text}" if text == side else f"{s}({text})"
+                text = f"{head}+{grow}" if grow > 0 else f"{head}-{-grow}"
             else:
                 _, k, s, d, p = step
                 shrink = d * (k - 1) - 2 * p  # the output is (in - shrink - 1) // s + 1
@@ -115,13 +132,18 @@ class Node:
     scope: str = ""
     span: Span = field(default=NO_SPAN, eq=False, repr=False)
     output_index: int = 0
+    # a node with weights that runs with those of the node at path `weights`
+    # (`b2 = block(o1) shares b1`): counted once in params, per call in MACs
+    weights: str = ""
     # choice nodes
     site: str = ""
     candidates: tuple[Graph, ...] = ()
     labels: tuple[str, ...] = ()
-    # pick nodes
+    # pick nodes; `owned[i]`: the nodes made only to compute input i (a candidate
+    # written as an expression, as `edge(s0)`), which a network without it drops
     k: int = 0
     aggregate: str = ""
+    owned: tuple[tuple[int, ...], ...] = ()
 
 
 @frozen
@@ -149,7 +171,8 @@ def module_path(node: Node) -> str:
 
 @frozen
 class ChoiceSite:
-    """A cell-level choice; `shared` sites have one α for all `instances`."""
+    """A cell-level choice; `shared` sites have one α for all `instances`. A site in a
+    candidate cell of another site is keyed under it: `b.3.block.rfdb.r1`."""
 
     key: str
     choice: str
@@ -158,6 +181,9 @@ class ChoiceSite:
     instances: tuple[str, ...]
     span: Span = field(default=NO_SPAN, eq=False, repr=False)
     call: ast.Call | None = field(default=None, eq=False, repr=False)
+    # a site inside a candidate cell of another choice: (that site's key, the
+    # candidate's index); it counts only while that candidate is chosen
+    parent: tuple[str, int] | None = None
 
 
 @frozen
@@ -172,6 +198,7 @@ class PickSite:
     span: Span = field(default=NO_SPAN, eq=False, repr=False)
     instance: str = ""
     pick: ast.Pick | None = field(default=None, eq=False, repr=False)
+    parent: tuple[str, int] | None = None  # as `ChoiceSite.parent`
 
     @property
     def combinations(self) -> int:
@@ -195,7 +222,9 @@ class Run:
 
     `loop_env` holds the loop variables around it. The maps are keyed by `id()` of
     AST nodes of `value`: choice calls → site key, picks → `PickRun`, calls of cells
-    and ops → the `Instance` they elaborated (only instances that hold sites).
+    and ops → the `Instance` they elaborated (only instances that hold sites), and
+    choice calls → per candidate, the `Instance` of a candidate cell that holds
+    sites of its own (else None).
     """
 
     statement: ast.Assign | None = field(eq=False)
@@ -204,6 +233,7 @@ class Run:
     choices: dict[int, str] = field(eq=False)
     picks: dict[int, PickRun] = field(eq=False)
     calls: dict[int, Instance] = field(eq=False)
+    candidates: dict[int, tuple[Instance | None, ...]] = field(eq=False, factory=dict)
 
 
 @frozen
@@ -253,9 +283,19 @@ class Network:
     @property
     def architecture_count(self) -> int:
         """The exact number of distinct architectures in the space."""
-        total = 1
+        children: dict[tuple[str, int], list[ChoiceSite]] = {}
+        picks: dict[tuple[str, int], list[PickSite]] = {}
         for site in self.choice_sites:
-            total *= len(site.labels)
-        for site in self.pick_sites:
-            total *= site.combinations
-        return total
+            if site.parent is not None:
+                children.setdefault(site.parent, []).append(site)
+        for pick in self.pick_sites:
+            if pick.parent is not None:
+                picks.setdefault(pick.parent, []).append(pick)
+
+        def count(site: ChoiceSite) -> int:  # a nested site counts only under its candidate
+            return sum(math.prod(count(child) for child in children.get((site.key, i), []))
+                       * math.prod(p.combinations for p in picks.get((site.key, i), []))
+                       for i in range(len(site.labels)))
+
+        total = math.prod(count(site) for site in self.choice_sites if site.parent is None)
+        return total * math.prod(p.combinations for p in self.pick_sites if p.parent is None)

@@ -7,6 +7,9 @@ choice or pick site is keyed by the path of the value it defines (a shared
 choice by its cell's name instead of the instance), with `_2`, `_3`, ... for
 further sites in one statement. Calls of cells and ops that hold choices or
 picks count as weight-owning, so every instance of such a cell has its own path.
+The sites inside a candidate cell of a choice are keyed under that site and
+the candidate's `module_name` (`b.3.rfdb.r1`); its modules' paths are relative
+to the candidate, whose module in the supernet is named the same.
 """
 
 from __future__ import annotations
@@ -124,6 +127,25 @@ def owns_weights(program: Program, name: str, memo: dict[str, bool]) -> bool:
                   or any(owns_weights(program, c.func, memo) for c in calls_in(definition)))
     memo[name] = result
     return result
+
+
+def holds_sites(program: Program, name: str, memo: dict[str, bool]) -> bool:
+    """Whether a definition uses a choice or a pick, itself or through what it calls."""
+    if name not in memo:
+        definition = program.definitions.get(name)
+        memo[name] = isinstance(definition, ast.ChoiceDef)
+        if isinstance(definition, (ast.OpDef, ast.CellDef)):
+            memo[name] = (any(has_pick(e) for e in expressions_in(definition))
+                          or any(holds_sites(program, c.func, memo)
+                                 for c in calls_in(definition)))
+    return memo[name]
+
+
+def module_name(label: str) -> str:
+    """A candidate label as a name: `sep_conv(7)` → `sep_conv_7` (its module in the
+    supernet, and the key part of the sites inside it)."""
+    out = "".join(c if c.isalnum() or c == "_" else "_" for c in label)
+    return "_".join(part for part in out.split("_") if part) or "candidate"
 
 
 def entity_calls(program: Program, expr, memo: dict[str, bool]) -> list[ast.Call]:

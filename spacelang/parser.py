@@ -311,8 +311,12 @@ class _ToAst(Transformer):
         return _Group((value, span), (span.line, span.column), (span.end_line, span.end_column))
 
     def assign(self, children):
-        *targets, value = self._values(children)
-        return ast.Assign(tuple(targets), value, span=self._span(children))
+        *targets, value, shares = self._values(children)
+        return ast.Assign(tuple(targets), value, shares, span=self._span(children))
+
+    def weights_of(self, children):
+        (value,) = self._values(children)
+        return value
 
     def target(self, children):
         (name,) = self._values(children)
@@ -371,6 +375,13 @@ class _ToAst(Transformer):
     def float(self, children):
         (token,) = children
         return ast.Float(float(token), str(token), span=self._tok(token))
+
+    def vector(self, children):
+        return ast.Vector(tuple(self._values(children)), span=self._span(children))
+
+    def string(self, children):
+        (token,) = children
+        return ast.String(str(token)[1:-1], span=self._tok(token))
 
     def true(self, children):
         return ast.Bool(True, span=self._span(children))

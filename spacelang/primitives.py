@@ -3,7 +3,9 @@
 A `Primitive` record says everything the language knows about a primitive:
 
 - `params`: its signature, in positional order: names, kinds (`tensor`,
-  `tensors`, `int`, `ints`, `float`, `bool`) and defaults;
+  `tensors`, `int`, `ints`, `float`, `floats`, `bool`, `str`) and defaults; a
+  `floats` argument is one number or one per channel (`[0.4, 0.5, 0.6]`),
+  bound as a tuple; a `str` argument is one of the spec's `options`;
 - `resolve`: the arguments rule. It validates the bound arguments and fills
   in the derived ones (a conv's effective padding, a max pool's default stride,
   a depthwise conv's groups), so IR nodes carry them resolved and no backend
@@ -72,9 +74,10 @@ class ParamSpec:
     """One parameter; a default of None means "derived by the arguments rule"."""
 
     name: str
-    kind: str  # tensor | tensors | int | ints | float | bool
+    kind: str  # tensor | tensors | int | ints | float | floats | bool | str
     default: Any = None
     required: bool = True
+    options: tuple[str, ...] = ()  # the values a `str` parameter takes
 
 
 @frozen
@@ -416,6 +419,97 @@ def _infer_maxpool(inputs: Sequence[TensorInfo], args: Args) -> list[TensorInfo]
     return [TensorInfo(inputs[0].channels, spatial)]
 
 
+def _resolve_conv_transpose(inputs: Sequence[TensorInfo], args: Args) -> Args:
+    """`padding` None means (k − 1)/2 (an odd kernel); `output_padding` None means the
+    value that makes the output exactly `stride` times the input, else 0."""
+    (x,) = inputs
+    for key in ("out", "k", "stride", "groups"):
+        _positive(args[key], key)
+    groups = args["groups"]
+    if x.channels % groups or args["out"] % groups:
+        raise ShapeError(
+            f"groups={groups} must divide both input channels ({x.channels}) "
+            f"and output channels ({args['out']})")
+    k, stride = args["k"], args["stride"]
+    if args["padding"] is None:
+        if k % 2 == 0:
+            raise ShapeError(f"the default padding needs an odd kernel, got k={k}; "
+                             "give padding= explicitly")
+        args["padding"] = (k - 1) // 2
+    if args["padding"] < 0:
+        raise ShapeError(f"padding must not be negative, got {args['padding']}")
+    if args["output_padding"] is None:
+        exact = stride - k + 2 * args["padding"]
+        args["output_padding"] = exact if 0 <= exact < stride else 0
+    if not 0 <= args["output_padding"] < stride:
+        raise ShapeError(f"output_padding must be between 0 and stride - 1 ({stride - 1}), "
+                         f"got {args['output_padding']}")
+    if k - 2 * args["padding"] + args["output_padding"] <= 0:
+        raise ShapeError(f"padding={args['padding']} is too large for k={k}")
+    return args
+
+
+def _infer_conv_transpose(inputs: Sequence[TensorInfo], args: Args) -> list[TensorInfo]:
+    (x,) = inputs
+    if x.spatial == GLOBAL:
+        raise ShapeError("cannot apply a transposed conv to a globally pooled value", 0)
+    spatial = x.spatial.transposed(args["k"], args["stride"], args["padding"],
+                                   args["output_padding"])
+    return [TensorInfo(args["out"], spatial)]
+
+
+def _cost_conv_transpose(args: Args, inputs: Sequence[Extent], output: Extent) -> Cost:
+    # each input element is scattered through a k×k window to out/groups channels;
+    # thop and FlopCounterMode both count it so (bias not counted)
+    per_input = output.channels // args["groups"] * args["k"] * args["k"]
+    params = inputs[0].channels * per_input + (output.channels if args["bias"] else 0)
+    macs = inputs[0].elements * per_input
+    return Cost(params, macs, macs)
+
+
+def _infer_upsample(inputs: Sequence[TensorInfo], args: Args) -> list[TensorInfo]:
+    (x,) = inputs
+    _positive(args["r"], "upsample factor")
+    if x.spatial == GLOBAL:
+        raise ShapeError("cannot upsample a globally pooled value", 0)
+    return [TensorInfo(x.channels, x.spatial.upscale(args["r"]))]
+
+
+def _resolve_local_pool(inputs: Sequence[TensorInfo], args: Args) -> Args:
+    k = args["k"]
+    if k <= 0 or k % 2 == 0:
+        raise ShapeError(f"a local pool keeps the size, so its kernel must be odd and "
+                         f"positive, got k={k}")
+    if inputs[0].spatial == GLOBAL:
+        raise ShapeError("cannot pool a globally pooled value locally", 0)
+    return args
+
+
+def _window_total(size: int, k: int) -> int:
+    """Σ over the `size` outputs of a stride-1 window of k (padding k // 2) of the
+    inputs it covers, padding excluded."""
+    pad = k // 2
+    return sum(min(i + pad + 1, size) - max(i - pad, 0) for i in range(size))
+
+
+def _cost_local_avgpool(args: Args, inputs: Sequence[Extent], output: Extent) -> Cost:
+    # thop's AvgPool2d (count_include_pad=False): one add per input in each window,
+    # one divide per output
+    x = inputs[0]
+    windows = _window_total(x.height, args["k"]) * _window_total(x.width, args["k"])
+    return Cost(0, x.channels * windows + output.elements, 0)
+
+
+def _resolve_affine(inputs: Sequence[TensorInfo], args: Args) -> Args:
+    channels = inputs[0].channels
+    for key in ("scale", "shift"):
+        values = args[key]
+        if len(values) not in (1, channels):
+            raise ShapeError(f"the constant has {len(values)} values, but the tensor has "
+                             f"{channels} channels", 1)
+    return args
+
+
 def _infer_resize(inputs: Sequence[TensorInfo], args: Args) -> list[TensorInfo]:
     x, like = inputs
     return [TensorInfo(x.channels, like.spatial)]
@@ -457,6 +551,8 @@ PRIMITIVES: dict[str, Primitive] = {
         Primitive(name="identity", params=(_t("x"),), infer=_infer_elementwise, cost=free),
         Primitive(name="add", params=(_t("x"), _t("y")),
                   infer=_infer_binary("add", broadcast=False), cost=free),
+        Primitive(name="sub", params=(_t("x"), _t("y")),
+                  infer=_infer_binary("subtract", broadcast=False), cost=free),
         Primitive(name="mul", params=(_t("x"), _t("y")),
                   infer=_infer_binary("multiply", broadcast=True), cost=free,
                   doc="elementwise product; a globally pooled operand broadcasts"),
@@ -482,7 +578,41 @@ PRIMITIVES: dict[str, Primitive] = {
                   doc="max pool; stride defaults to the kernel size"),
         Primitive(name="resize", params=(_t("x"), _t("like")), infer=_infer_resize, cost=free,
                   doc="bilinear resize of x to the spatial size of `like`"),
+        Primitive(name="conv_transpose",
+                  params=(_t("x"), ParamSpec("out", "int"), _opt("k", "int", 3),
+                          _STRIDE, _SAME_PADDING, _opt("output_padding", "int", None), _GROUPS,
+                          _BIAS),
+                  resolve=_resolve_conv_transpose, infer=_infer_conv_transpose,
+                  cost=_cost_conv_transpose, has_weights=True,
+                  doc="transposed convolution; by default an odd kernel upscales by `stride`"),
+        Primitive(name="upsample",
+                  params=(_t("x"), ParamSpec("r", "int"),
+                          ParamSpec("mode", "str", "nearest", required=False,
+                                    options=("nearest", "bilinear"))),
+                  infer=_infer_upsample, cost=free,
+                  doc="upsample by an integer factor; bilinear without aligned corners"),
+        Primitive(name="tanh", params=(_t("x"),), infer=_infer_elementwise, cost=free),
+        Primitive(name="local_avgpool", params=(_t("x"), _opt("k", "int", 3)),
+                  resolve=_resolve_local_pool, infer=_infer_elementwise,
+                  cost=_cost_local_avgpool, module=True,
+                  doc="k×k average pool, stride 1, same padding not counted in the average "
+                      "(a module, so that thop counts it)"),
+        Primitive(name="local_maxpool", params=(_t("x"), _opt("k", "int", 3)),
+                  resolve=_resolve_local_pool, infer=_infer_elementwise, cost=free,
+                  doc="k×k max pool, stride 1, same padding"),
+        Primitive(name="zero", params=(_t("x"),), infer=_infer_elementwise, cost=free,
+                  doc="zeros of the input's shape (the `none` op of cell spaces)"),
+        Primitive(name="affine",
+                  params=(_t("x"), _opt("scale", "floats", (1.0,)),
+                          _opt("shift", "floats", (0.0,))),
+                  resolve=_resolve_affine, infer=_infer_elementwise, cost=free, module=True,
+                  doc="x · scale + shift, each one number or one per channel; what "
+                      "`x * 0.1` and `x - [0.4, 0.5, 0.6]` become (constants as buffers)"),
     ]
 }
 
-BINARY_OPERATORS = {"+": "add", "*": "mul"}
+BINARY_OPERATORS = {"+": "add", "-": "sub", "*": "mul"}
+"""The primitive of each operator between two tensors; between a tensor and a number
+or a per-channel constant, `+ - * /` are all `affine`."""
+
+SCALAR_OPERATOR = "affine"

@@ -27,6 +27,10 @@ def format_expr(expr, parent: int = 0, right_side: bool = False) -> str:
         return expr.text or repr(expr.value)
     if isinstance(expr, ast.Bool):
         return "true" if expr.value else "false"
+    if isinstance(expr, ast.Vector):
+        return "[" + ", ".join(format_expr(item) for item in expr.items) + "]"
+    if isinstance(expr, ast.String):
+        return f'"{expr.value}"'
     if isinstance(expr, ast.Neg):
         return "-" + format_expr(expr.operand, 3)
     if isinstance(expr, ast.BinOp):
@@ -197,7 +201,9 @@ def _statements(writer: _Writer, statements, indent: str) -> None:
             writer.last_source_line = statement.span.end_line
         else:
             targets = ", ".join(_target(t) for t in statement.targets)
-            writer.emit(f"{targets} = {format_expr(statement.value)}", statement.span, indent)
+            shares = f" shares {format_expr(statement.shares)}" if statement.shares else ""
+            writer.emit(f"{targets} = {format_expr(statement.value)}{shares}", statement.span,
+                        indent)
 
 
 def _comment_between(writer: _Writer, line: int) -> bool:

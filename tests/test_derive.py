@@ -19,7 +19,7 @@ SPACES = Path(__file__).resolve().parents[1] / "spaces"
 @st.composite
 def spaces(draw) -> str:
     """Specs with choices in nested cells, loops inside cells with choices, `let`
-    loop bounds, and a choice and a pick in one cell."""
+    loop bounds, a choice and a pick in one cell, and weights shared by a recursion."""
     shared = draw(st.booleans())
     nested = draw(st.booleans())
     loop_in_cell = draw(st.booleans())
@@ -28,6 +28,7 @@ def spaces(draw) -> str:
     network_pick = draw(st.booleans())
     cells = draw(st.integers(2, 3))
     width = draw(st.integers(1, 2))
+    recursion = draw(st.integers(0, 2))
     shares = " shares light" if shared else ""
     lines = ['import "ops.space"', "",
              "choice light = [conv_1x1, conv_3x3, sep_conv(3)]", "",
@@ -62,7 +63,11 @@ def spaces(draw) -> str:
                   "        b[i] = outer(x[i])"]
     else:
         lines.append("        b[i] = outer(b[i - 1])")
-    lines += ["    }", f"    return pixel_shuffle(conv(b[{last}], 3 * scale * scale, k=3), scale)",
+    lines += ["    }", f"    t[0] = conv(b[{last}], C, k=3)"]
+    if recursion:
+        lines += [f"    for j in 1..{recursion} {{",
+                  "        t[j] = act(conv(t[j - 1], C, k=3) + b[1]) shares t[0]", "    }"]
+    lines += [f"    return pixel_shuffle(conv(t[{recursion}], 3 * scale * scale, k=3), scale)",
               "}"]
     return "\n".join(lines) + "\n"
 
@@ -139,19 +144,28 @@ def _inherit(fixed, net, decisions) -> None:
     """The supernet's weights in the derived network: each choice site's chosen
     candidate, and the conv after a concatenating pick sliced to the kept inputs
     (scaled by their β weight, as the supernet scales them)."""
-    chosen = {}
-    for name, module in net.body.named_modules():
-        if hasattr(module, "candidates") and hasattr(module, "site"):
-            chosen[name] = list(module.candidates)[decisions[module.site]]
-    source = {}
-    for key, value in net.body.state_dict().items():
-        head, marker, tail = key.partition(".candidates.")
-        if marker:
+    chosen: dict[str, str] = {}
+
+    def flat(key: str) -> str | None:
+        """A supernet key with each chosen candidate level removed; None if not chosen."""
+        while ".candidates." in key:
+            head, _, tail = key.partition(".candidates.")
             label, _, rest = tail.partition(".")
             if chosen.get(head) != label:
-                continue
+                return None
             key = f"{head}.{rest}"
-        source[key] = value
+        return key
+
+    for name, module in net.body.named_modules():  # parents before the sites inside them
+        if hasattr(module, "candidates") and hasattr(module, "site"):
+            name = flat(name)
+            if name is not None:
+                chosen[name] = list(module.candidates)[decisions[module.site]]
+    source = {}
+    for key, value in net.body.state_dict().items():
+        key = flat(key)
+        if key is not None:
+            source[key] = value
     nodes = net.network.graph.nodes
     for node in nodes:
         if node.op != "pick" or node.aggregate != "concat":
@@ -176,6 +190,111 @@ def _inherit(fixed, net, decisions) -> None:
 def test_the_derived_network_computes_the_one_hot_supernet(data, text):
     space = _load(text)
     decisions = data.draw(architectures(space))
+    torch.manual_seed(0)
+    net = space.supernet()
+    _one_hot(net, decisions)
+    fixed = space.fixed(decisions)
+    _inherit(fixed, net, decisions)
+    x = torch.rand(1, 3, 6, 5)
+    net.eval()
+    fixed.eval()
+    with torch.no_grad():
+        assert torch.allclose(net(x), fixed(x), atol=1e-5)
+
+
+SHARED_SPACE = """\
+import "ops.space"
+
+choice light = [conv_1x1, conv_3x3]
+
+cell block(x: C) {
+    b1 = act(light(x) + x)
+    o1 = conv(b1, C, k=1)
+    b2 = conv(o1, C, k=1) shares o1
+    return b2
+}
+
+network shared(C = 4, scale = 2) {
+    stem = conv(input, C, k=3)
+    s = conv(stem, C, k=3)
+    c[1] = block(s)
+    for i in 2..3 {
+        c[i] = conv(c[i - 1], C, k=3) shares s
+    }
+    return pixel_shuffle(conv(c[3], 3 * scale * scale, k=3), scale)
+}
+"""
+
+
+def test_derivation_keeps_shared_weights():
+    space = spacelang.loads(SHARED_SPACE, path="shared.space")
+    decisions = {site.key: 1 for site in space.network.choice_sites}
+    text = space.derive(decisions)
+    assert "b2 = conv(o1, C, k=1) shares o1" in text
+    assert "c[2] = conv(c[1], C, k=3) shares s" in text
+    assert "c[3] = conv(c[2], C, k=3) shares s" in text
+    derived = space.derived(decisions)
+    assert derived.cost((32, 32)).fixed == space.cost((32, 32)).architecture(decisions)
+    fixed = derived.fixed()
+    assert fixed.get_submodule("s") is fixed.get_submodule("s")
+    assert "c.2.weight" not in fixed.state_dict() and "s.weight" in fixed.state_dict()
+
+
+NESTED_SPACE = """\
+import "ops.space"
+
+choice light = [conv_1x1, conv_3x3, sep_conv(3)]
+
+cell plain(x: C) {
+    return act(conv(x, C, k=3)) + x
+}
+
+cell searched(x: C) {
+    y = act(light(x))
+    z = light(y) + x
+    return z
+}
+
+cell picky(x: C) {
+    a = light(x)
+    b = conv(a, C, k=1)
+    return sum(pick 1 of [a, b, x])
+}
+
+choice block = [plain, searched, picky, conv_3x3]
+
+network nest(C = 4, scale = 2, cells = 2) {
+    b[0] = conv(input, C, k=3)
+    for i in 1..cells {
+        b[i] = block(b[i - 1])
+    }
+    return pixel_shuffle(conv(b[cells], 3 * scale * scale, k=3), scale)
+}
+"""
+
+
+def test_cells_as_candidates_have_nested_sites_under_their_site():
+    space = _load(NESTED_SPACE)
+    sites = {site.key: site for site in space.network.choice_sites}
+    assert sites["b.1"].labels == ("plain", "searched", "picky", "conv_3x3")
+    assert sites["b.1.searched.y"].parent == ("b.1", 1)
+    assert sites["b.1.searched.z"].parent == ("b.1", 1)
+    assert sites["b.2.picky.a"].parent == ("b.2", 2)
+    assert [site.key for site in space.network.pick_sites] == ["b.1.picky", "b.2.picky"]
+    # 4 - 2 candidates with sites + 3 · 3 (searched) + 3 (picky's choice) · 3 (its pick)
+    assert space.network.architecture_count == (2 + 9 + 9) ** 2
+    report = space.cost((16, 16))
+    assert report.extreme("params") <= report.uniform("params") <= report.extreme("params", max)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_chosen_cell_with_sites_derives_and_computes_the_one_hot_supernet(data):
+    space = _load(NESTED_SPACE)
+    decisions = data.draw(architectures(space))
+    derived = space.derived(decisions)
+    assert derived.is_fixed
+    assert derived.cost((24, 16)).fixed == space.cost((24, 16)).architecture(decisions)
     torch.manual_seed(0)
     net = space.supernet()
     _one_hot(net, decisions)

@@ -85,6 +85,8 @@ class GraphModule(nn.Module):
                     raise ValueError(f"a fixed network cannot hold the {node.op} site "
                                      f"{node.site!r}")
                 run = special(self, node)
+            elif PRIMITIVES[node.op].module and node.weights:
+                run = get_submodule(self, node.weights)  # one module, called again
             elif PRIMITIVES[node.op].module:
                 module = LOWERINGS[node.op](node.args, input_channels(graph, node),
                                             node.channels)

@@ -28,6 +28,49 @@ def _conv(args: Args, in_channels: int, out_channels: int) -> nn.Module:
                      bias=args["bias"])
 
 
+@lowering("conv_transpose")
+def _conv_transpose(args: Args, in_channels: int, out_channels: int) -> nn.Module:
+    return nn.ConvTranspose2d(in_channels, out_channels, args["k"], stride=args["stride"],
+                              padding=args["padding"], output_padding=args["output_padding"],
+                              groups=args["groups"], bias=args["bias"])
+
+
+class Affine(nn.Module):
+    """x · scale + shift, each one number or one per channel.
+
+    The constants come from the spec, so they are buffers that are not saved in
+    `state_dict`: they move with `.to()` but are neither trained nor counted.
+    """
+
+    def __init__(self, scale: tuple[float, ...], shift: tuple[float, ...]):
+        super().__init__()
+        self.register_buffer("scale", None if scale == (1.0,) else _constant(scale),
+                             persistent=False)
+        self.register_buffer("shift", None if shift == (0.0,) else _constant(shift),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale is not None:
+            x = x * self.scale
+        if self.shift is not None:
+            x = x + self.shift
+        return x
+
+
+def _constant(values: tuple[float, ...]) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
+
+
+@lowering("affine")
+def _affine(args: Args, in_channels: int, out_channels: int) -> nn.Module:
+    return Affine(tuple(args["scale"]), tuple(args["shift"]))
+
+
+@lowering("local_avgpool")
+def _local_avgpool(args: Args, in_channels: int, out_channels: int) -> nn.Module:
+    return nn.AvgPool2d(args["k"], stride=1, padding=args["k"] // 2, count_include_pad=False)
+
+
 @lowering("prelu")
 def _prelu(args: Args, in_channels: int, out_channels: int) -> nn.Module:
     return nn.PReLU(args["slopes"])
@@ -61,6 +104,11 @@ def _identity(args: Args, x: torch.Tensor) -> torch.Tensor:
 @lowering("add")
 def _add(args: Args, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return x + y
+
+
+@lowering("sub")
+def _sub(args: Args, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return x - y
 
 
 @lowering("mul")
@@ -101,6 +149,28 @@ def _std(args: Args, x: torch.Tensor) -> torch.Tensor:
 @lowering("maxpool")
 def _maxpool(args: Args, x: torch.Tensor) -> torch.Tensor:
     return F.max_pool2d(x, args["k"], args["stride"], args["padding"])
+
+
+@lowering("upsample")
+def _upsample(args: Args, x: torch.Tensor) -> torch.Tensor:
+    if args["mode"] == "nearest":
+        return F.interpolate(x, scale_factor=args["r"], mode="nearest")
+    return F.interpolate(x, scale_factor=args["r"], mode="bilinear", align_corners=False)
+
+
+@lowering("tanh")
+def _tanh(args: Args, x: torch.Tensor) -> torch.Tensor:
+    return torch.tanh(x)
+
+
+@lowering("local_maxpool")
+def _local_maxpool(args: Args, x: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(x, args["k"], 1, args["k"] // 2)
+
+
+@lowering("zero")
+def _zero(args: Args, x: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(x)
 
 
 @lowering("resize")

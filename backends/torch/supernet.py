@@ -21,6 +21,7 @@ from spacelang.backends.torch.graph import GraphModule, register
 from torch import nn
 
 from spacelang.ir import Network, Node, module_path
+from spacelang.naming import module_name
 
 MODES = ("darts", "gdas")
 
@@ -39,12 +40,6 @@ def param_key(site: str) -> str:
     return f"{key}/" if key in _RESERVED else key
 
 
-def module_name(label: str) -> str:
-    """A candidate label as a module name: `sep_conv(7)` → `sep_conv_7`."""
-    out = "".join(c if c.isalnum() or c == "_" else "_" for c in label)
-    return "_".join(part for part in out.split("_") if part) or "candidate"
-
-
 class MixedOp(nn.Module):
     """One choice site instance: candidates weighted by the site's architecture weights."""
 
@@ -55,7 +50,8 @@ class MixedOp(nn.Module):
         # straight into `_modules`, so a candidate may be named `half` or `train`
         self.candidates = nn.ModuleDict()
         for label, graph in zip(node.labels, node.candidates, strict=True):
-            self.candidates._modules[module_name(label)] = GraphModule(graph)
+            # a candidate cell with choices of its own holds their mixed ops
+            self.candidates._modules[module_name(label)] = GraphModule(graph, owner._special)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         weights = self.owner[0].site_weights(self.site)

@@ -11,8 +11,8 @@ from spacelang.cli import common, tools
 from spacelang.cli.compile_summary import compile_and_summarise
 
 CONVENTION = ("1 multiply-add = 1 MAC; Multi-Adds = convolution MACs plus one op per "
-              "element into and out of each global average pool and through each PReLU "
-              "(as thop counts); bias adds not counted")
+              "element into and out of each average pool and through each PReLU "
+              "(as thop counts); bias adds and other elementwise ops not counted")
 
 
 def register(sub) -> None:

@@ -19,7 +19,7 @@ SPACES = Path(__file__).resolve().parents[2] / "spaces"
 
 # Every primitive, and values named like nn.Module methods.
 EVERY_PRIMITIVE = """
-network sink(C = 8, scale = 2) {
+network sink(C = 8, scale = 8) {
     train = conv(input, C, k=3)
     half = prelu(dwconv(train, k=3), per_channel=true)
     eval = prelu(conv(half, C, k=3, groups=2, bias=false))
@@ -31,8 +31,13 @@ network sink(C = 8, scale = 2) {
     r = resize(p + q, g)
     d1, d2 = split(r, 3, C - 3)
     cat = concat(d2, d1, sum(d1))
-    forward = conv(cat, 3 * scale * scale, k=5, dilation=2)
-    return pixel_shuffle(forward, scale)
+    l = local_avgpool(cat, k=5) + local_maxpool(cat) * 0.5 - zero(cat) / 4
+    l2 = l + [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+    t = tanh(conv_transpose(l2, C, k=4, stride=2, padding=1))
+    again = conv_transpose(l2, C, k=4, stride=2, padding=1) shares t
+    u = upsample(t, 2) + upsample(again, 2, mode="bilinear")
+    forward = conv(u, 3 * 2 * 2, k=5, dilation=2)
+    return pixel_shuffle(forward, 2)
 }
 """
 
@@ -53,8 +58,8 @@ def assert_equivalent(space, network_class, height=24, width=20):
     theirs = [(k, v.shape) for k, v in emitted.state_dict().items()]
     assert theirs == ours
 
-    def tree(net):  # the module tree, container levels by name only
-        return [(n, "container" if "Container" in type(m).__name__ else type(m))
+    def tree(net):  # the module tree, container levels by name only, classes by name
+        return [(n, "container" if "Container" in type(m).__name__ else type(m).__name__)
                 for n, m in net.named_modules() if n]
 
     assert tree(emitted) == tree(fixed)
@@ -72,6 +77,10 @@ def assert_equivalent(space, network_class, height=24, width=20):
     ("imdn", {"C": 16}),
     ("dlsr_derived", {"C": 16}),
     ("rfdn", {"C": 16, "scale": 3, "cells": 2}),
+    ("fsrcnn", {"scale": 3, "d": 8}),
+    ("edsr", {"C": 8, "blocks": 2}),
+    ("carn_m", {"C": 8}),
+    ("pan", {"C": 8, "U": 4, "blocks": 2, "scale": 4, "r": 2, "steps": 2}),
 ])
 def test_emitted_network_matches_fixed(name, overrides):
     space = spacelang.load(SPACES / f"{name}.space", **overrides)

@@ -134,7 +134,7 @@ def test_ops_library_has_no_network():
     program, result = check_file("spaces/ops.space")
     assert result.networks == ()
     assert result.warnings == ()
-    assert len(program.definitions) == 14
+    assert len(program.definitions) == 16
 
 
 @pytest.mark.parametrize("name", ["dlsr", "dlsr_derived", "imdn", "imdn_cell", "rfdn"])

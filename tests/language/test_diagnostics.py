@@ -572,16 +572,313 @@ CASES = [
         """\
         network n(C = 8, scale = 2) {
             a = conv(input, 12)
-            b = conv(a, 12) * 2
+            b = conv(a, 12) // 2
             return pixel_shuffle(b, scale)
         }
         """,
         """\
-        t.space:3:9: error: cannot combine a tensor and a number with `*`
-              b = conv(a, 12) * 2
-                  ^~~~~~~~~~~~~~~
+        t.space:3:9: error: `//` is not defined on tensors; a tensor and a number combine with *, /, + and -
+              b = conv(a, 12) // 2
+                  ^~~~~~~~~~~~~~~~
+        """,  # noqa: E501
+        id="tensor_number_floordiv",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            a = conv(input, 12) - [0.4, 0.5, 0.6]
+            return pixel_shuffle(a, scale)
+        }
         """,
-        id="tensor_number_arith",
+        """\
+        t.space:2:27: error: the constant has 3 values, but the tensor has 12 channels
+              a = conv(input, 12) - [0.4, 0.5, 0.6]
+                                    ^~~~~~~~~~~~~~~
+        """,
+        id="constant_channels",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            return upsample(input, scale, mode="cubic")
+        }
+        """,
+        """\
+        t.space:2:40: error: `mode` of `upsample` must be "nearest" or "bilinear", got "cubic"
+              return upsample(input, scale, mode="cubic")
+                                                 ^~~~~~~
+        """,
+        id="upsample_mode",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            return upsample(input, scale, mode=2)
+        }
+        """,
+        """\
+        t.space:2:40: error: `mode` of `upsample` must be "nearest" or "bilinear", got 2
+              return upsample(input, scale, mode=2)
+                                                 ^
+        """,
+        id="mode_number",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            return upsample(input, "two")
+        }
+        """,
+        """\
+        t.space:2:28: error: `r` of `upsample` must be a number, got the string "two"
+              return upsample(input, "two")
+                                     ^~~~~
+        """,
+        id="string_as_number",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            a = conv(input, C)
+            b = conv(a, C) shares c
+            return pixel_shuffle(conv(b, 12), scale)
+        }
+        """,
+        """\
+        t.space:3:27: error: undefined name `c`
+              b = conv(a, C) shares c
+                                    ^
+        """,
+        id="shares_unknown",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            a = conv(input, C)
+            b = conv(a, C, k=5) shares a
+            return pixel_shuffle(conv(b, 12), scale)
+        }
+        """,
+        """\
+        t.space:3:32: error: cannot share the weights of `a`: its `a` maps 3 → 8 channels, but here `b` maps 8 → 8 channels
+              b = conv(a, C, k=5) shares a
+                                         ^
+        """,  # noqa: E501
+        id="shares_shape",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            a = conv(input, C)
+            b = relu(a) shares a
+            return pixel_shuffle(conv(b, 12), scale)
+        }
+        """,
+        """\
+        t.space:3:9: error: a statement that shares weights needs exactly one call with weights; this one has none
+              b = relu(a) shares a
+                  ^~~~~~~
+        """,  # noqa: E501
+        id="shares_no_weights",
+    ),
+    pytest.param(
+        """\
+        cell c(x: C) {
+            y = conv(x, C) shares x
+            return y
+        }
+        network n(C = 8, scale = 2) {
+            return pixel_shuffle(conv(c(conv(input, C)), 12), scale)
+        }
+        """,
+        """\
+        t.space:2:27: error: `x` was not made by one call with weights, so there are no weights to share
+              y = conv(x, C) shares x
+                                    ^
+        """,  # noqa: E501
+        id="shares_input",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            return conv_transpose(input, 3, k=4, stride=2)
+        }
+        """,
+        """\
+        t.space:2:12: error: the default padding needs an odd kernel, got k=4; give padding= explicitly
+              return conv_transpose(input, 3, k=4, stride=2)
+                     ^~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+        """,  # noqa: E501
+        id="transpose_even",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            return upsample(local_maxpool(input, k=2), 2)
+        }
+        """,
+        """\
+        t.space:2:21: error: a local pool keeps the size, so its kernel must be odd and positive, got k=2
+              return upsample(local_maxpool(input, k=2), 2)
+                              ^~~~~~~~~~~~~~~~~~~~~~~~~
+        """,  # noqa: E501
+        id="local_pool_even",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            return upsample(input, [2, 2])
+        }
+        """,
+        """\
+        t.space:2:28: error: `r` of `upsample` must be one number, got [2, 2]
+              return upsample(input, [2, 2])
+                                     ^~~~~~
+        """,
+        id="vector_as_int",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            a0 = conv(input, C)
+            a = conv(a0, C)
+            b = conv(a, C, k=5) shares a
+            return pixel_shuffle(conv(b, 12), scale)
+        }
+        """,
+        """\
+        t.space:4:32: error: cannot share the weights of `a`: its `a` has k=3, padding=1, but here `b` has k=5, padding=2
+              b = conv(a, C, k=5) shares a
+                                         ^
+        """,  # noqa: E501
+        id="shares_args",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            s = conv(input, C)
+            for i in 1..2 {
+                t = conv(s, C)
+            }
+            return pixel_shuffle(conv(t, 12), scale)
+        }
+        """,
+        """\
+        t.space:4:9: error: `t` would be defined again in each iteration of the loop
+                  t = conv(s, C)
+                  ^
+          hint: index it: t[i]
+        """,
+        id="plain_name_in_loop",
+    ),
+    pytest.param(
+        """\
+        choice light = [relu, sigmoid]
+
+        cell pair(x: C) shares light {
+            return light(x) + x
+        }
+
+        choice block = [pair, identity]
+
+        network n(C = 4, scale = 2) {
+            a = block(conv(input, C))
+            b = block(a)
+            return pixel_shuffle(conv(b, 12), scale)
+        }
+        """,
+        """\
+        t.space:4:12: error: choice `light` is shared by cell `pair`, whose instances here hang under different choices; a shared choice inside a candidate cell needs one parent site
+              return light(x) + x
+                     ^~~~~~~~
+          hint: drop `shares light` from cell `pair`
+        """,  # noqa: E501
+        id="shared_choice_two_parents",
+    ),
+    pytest.param(
+        """\
+        choice light = [relu, sigmoid]
+
+        cell searched(x: C) {
+            return conv(light(x), C)
+        }
+
+        cell plain(x: C) {
+            return conv(relu(x), C)
+        }
+
+        network n(C = 4, scale = 2) {
+            a = conv(input, C)
+            b1 = searched(a)
+            b2 = plain(b1) shares b1
+            return pixel_shuffle(conv(b2, 12), scale)
+        }
+        """,
+        """\
+        t.space:14:27: error: `b1` was made by a call with choices or picks, whose weights cannot be shared
+              b2 = plain(b1) shares b1
+                                    ^~
+        """,  # noqa: E501
+        id="shares_from_choice_cell",
+    ),
+    pytest.param(
+        """\
+        choice block = [relu, n]
+
+        network n(C = 4, scale = 2) {
+            return pixel_shuffle(conv(block(input), 12), scale)
+        }
+        """,
+        """\
+        t.space:1:23: error: `n` is a network and cannot be called
+          choice block = [relu, n]
+                                ^
+        t.space:1:23: error: candidate `n` of choice `block` is not an op or a cell
+          choice block = [relu, n]
+                                ^
+        """,
+        id="candidate_network",
+    ),
+    pytest.param(
+        """\
+        network n(C = 4, scale = 2) {
+            return upsample(affine(input, [1, 2]), scale)
+        }
+        """,
+        """\
+        t.space:2:21: error: the constant has 2 values, but the tensor has 3 channels
+              return upsample(affine(input, [1, 2]), scale)
+                              ^~~~~~~~~~~~~~~~~~~~~
+        """,
+        id="affine_channels",
+    ),
+    pytest.param(
+        """\
+        network n(C = 4, scale = 2) {
+            return upsample(2 / input, scale)
+        }
+        """,
+        """\
+        t.space:2:21: error: cannot divide a number by a tensor
+              return upsample(2 / input, scale)
+                              ^~~~~~~~~
+        """,
+        id="number_over_tensor",
+    ),
+    pytest.param(
+        """\
+        network n(C = 4, scale = 2) {
+            a = conv(input, C)
+            b = conv(a, C) shares C
+            return pixel_shuffle(conv(b, 12), scale)
+        }
+        """,
+        """\
+        t.space:3:27: error: `C` is a number; `shares` names a value made by a call with weights
+              b = conv(a, C) shares C
+                                    ^
+        """,
+        id="shares_a_number",
     ),
     pytest.param(
         """\
@@ -973,7 +1270,7 @@ def test_check_summaries(cli):
         "3 choice sites (27 α), 3 pick sites (12 β), 131,220 architectures\n"
         "spaces/imdn.space: network imdn(C=64, scale=2, cells=6, rgb_range=1): ×2, 6 cells, "
         "fixed\n"
-        "spaces/ops.space: ok (14 ops, 0 cells, 0 choices, no network)\n")
+        "spaces/ops.space: ok (16 ops, 0 cells, 0 choices, no network)\n")
 
 
 def test_check_with_overrides(cli):
@@ -1049,7 +1346,7 @@ def test_fmt_syntax_error_on_stdin(cli, monkeypatch):
     assert (code, out) == (2, "")
     assert "Traceback" not in err
     assert err == textwrap.dedent("""\
-        <stdin>:3:1: error: unexpected `}`; expected `(`, `-`, `false`, `pick`, `true`, a name, ...
+        <stdin>:3:1: error: unexpected `}`; expected `(`, `-`, `[`, `false`, `pick`, `true`, ...
           }
           ^
         """)

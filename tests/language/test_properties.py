@@ -52,7 +52,8 @@ floats = st.sampled_from([0.0, 0.5, 1.5, 2.25, 1e-05, 1e16, 123.125, 3e-07, 7.0]
 # (one draw for most leaves: generation, not the code under test, dominates the time)
 leaves = st.one_of(
     st.sampled_from([ast.Name(n) for n in NAMES] + [ast.Bool(True), ast.Bool(False)]
-                    + [ast.Int(n) for n in (0, 1, 2, 3, 16, -1, -7, 10**12)]),
+                    + [ast.Int(n) for n in (0, 1, 2, 3, 16, -1, -7, 10**12)]
+                    + [ast.String(v) for v in ("nearest", "", "a b")]),
     ints, floats)
 
 
@@ -70,12 +71,15 @@ def _extend(exprs):
         st.builds(ast.Call, names, args, keywords),
         st.builds(ast.Pick, exprs,
                   st.lists(st.one_of(exprs, _slices(exprs)), min_size=1, max_size=2).map(tuple)),
+        st.builds(ast.Vector, st.lists(exprs, min_size=1, max_size=3).map(tuple)),
     )
 
 
 exprs = st.recursive(leaves, _extend, max_leaves=4)
 targets = st.builds(ast.Target, names, st.none() | exprs)
-assigns = st.builds(ast.Assign, st.lists(targets, min_size=1, max_size=2).map(tuple), exprs)
+shared_values = st.one_of(names.map(ast.Name), st.builds(ast.Index, names, exprs))
+assigns = st.builds(ast.Assign, st.lists(targets, min_size=1, max_size=2).map(tuple), exprs,
+                    st.none() | shared_values)
 loops = st.builds(ast.ForLoop, names, exprs, exprs, st.lists(assigns, max_size=2).map(tuple))
 statements = st.lists(st.one_of(assigns, loops), max_size=2).map(tuple)
 bodies = st.builds(ast.Body, statements, exprs)
