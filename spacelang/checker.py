@@ -856,9 +856,6 @@ class _Elaborator:
             if made is not None:
                 frame.made_by[result.id] = made
             if target.index is None:
-                if target.name in frame.values:  # only a loop body runs a statement twice
-                    _fail(f"`{target.name}` would be defined again in each iteration of "
-                          "the loop", target.span, f"index it: {target.name}[i]")
                 frame.values[target.name] = result
                 frame.value_names[result.id] = target.name
             else:

@@ -695,6 +695,7 @@ CASES = [
         t.space:2:27: error: `x` was not made by one call with weights, so there are no weights to share
               y = conv(x, C) shares x
                                     ^
+          note: in expansion of `c`, called from t.space:6:31
         """,  # noqa: E501
         id="shares_input",
     ),
@@ -764,11 +765,14 @@ CASES = [
         }
         """,
         """\
-        t.space:4:9: error: `t` would be defined again in each iteration of the loop
+        t.space:4:9: error: `t` is assigned in every iteration of the loop over `i`, so its ops would all have one name
                   t = conv(s, C)
                   ^
-          hint: index it: t[i]
-        """,
+          hint: make it a family of values: t[i] = ...
+        t.space:6:31: error: undefined name `t`
+              return pixel_shuffle(conv(t, 12), scale)
+                                        ^
+        """,  # noqa: E501
         id="plain_name_in_loop",
     ),
     pytest.param(
@@ -792,6 +796,7 @@ CASES = [
               return light(x) + x
                      ^~~~~~~~
           hint: drop `shares light` from cell `pair`
+          note: in expansion of `pair`, called from t.space:7:17
         """,  # noqa: E501
         id="shared_choice_two_parents",
     ),
