@@ -231,7 +231,7 @@ def retrain(ctx: Context, name: str, spec: Path, row: dict[str, Any]) -> dict[st
     run_dir = ctx.out / "runs" / name / "train"
     shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run of ours: start it again
     log = ctx.out / "runs" / name / "log.txt"
-    config = write_yaml(ctx.out / "configs" / "train.yaml", train_config(ctx.protocol))
+    config = ctx.out / "configs" / "train.yaml"  # written by main, before any job starts
     params, macs = cost(spec, log)
     started = time.monotonic()
     cli(["train", str(spec), "--config", str(config), "--data", ctx.data,
@@ -511,6 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.calibrate:
         return calibrate(ctx, space, bicubic["psnr"] + protocol.margin_db)
+    write_yaml(out / "configs" / "train.yaml", train_config(protocol))
     reference = spacelang.load(protocol.reference, **protocol.width)
     tasks: list[tuple[str, Any, tuple]] = []
     for budget in protocol.budgets:
