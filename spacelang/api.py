@@ -32,7 +32,7 @@ from spacelang.program import Program, load_program
 
 def format_source(text: str, path: str = "<string>") -> str:
     """The canonical layout of `.space` source text; raises `SpecError`."""
-    return format_module(parse(_without_bom(text), path))
+    return format_module(parse(text, path))
 
 
 @frozen
@@ -123,11 +123,7 @@ def load(path: str | Path, network: str | None = None, *, limits: Limits = DEFAU
 def loads(text: str, path: str = "<string>", network: str | None = None, *,
           limits: Limits = DEFAULT_LIMITS, **overrides: Any) -> Space:
     """Like `load`, from source text; imports resolve relative to `path`'s folder."""
-    return _space(load_program(path, _without_bom(text)), network, overrides, limits)
-
-
-def _without_bom(text: str) -> str:
-    return text[1:] if text.startswith("\ufeff") else text
+    return _space(load_program(path, text), network, overrides, limits)
 
 
 def _space(program: Program, network: str | None, overrides: Mapping[str, Any],
@@ -160,7 +156,7 @@ def check_file(path: str | Path, overrides: Mapping[str, Any] | None = None,
                text: str | None = None, *,
                limits: Limits = DEFAULT_LIMITS) -> tuple[Program, CheckResult]:
     """Check every network of a file; raises `SpecError`."""
-    program = load_program(path, None if text is None else _without_bom(text))
+    program = load_program(path, text)
     return program, _checked(program, _overrides(overrides or {}), limits)
 
 

@@ -9,7 +9,7 @@ from attrs import frozen
 
 from spacelang import ast
 from spacelang.diagnostics import SpecError, error
-from spacelang.parser import parse
+from spacelang.parser import parse, without_bom
 from spacelang.primitives import PRIMITIVES
 
 #: Where `import "ops.space"` looks after the importing file's own folder: the shipped
@@ -43,6 +43,7 @@ def load_program(path: str | Path, text: str | None = None) -> Program:
     seen: dict[str, ast.Module] = {}
 
     def visit(file: str, source: str, chain: tuple[str, ...]) -> ast.Module:
+        source = without_bom(source)  # the text diagnostics show, as the parser reads it
         sources[file] = source
         try:
             module = parse(source, file)
@@ -112,7 +113,7 @@ def _read(path: str, span: ast.Span | None, sources: dict[str, str]) -> str:
         text = Path(path).read_text(encoding="utf-8")
         if "\x00" in text:
             raise UnicodeDecodeError("utf-8", b"", 0, 1, "a NUL byte")
-        return text[1:] if text.startswith("\ufeff") else text  # a UTF-8 byte order mark
+        return text
     except FileNotFoundError:
         message = f"no such file: {path}"
     except IsADirectoryError:

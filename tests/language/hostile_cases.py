@@ -249,6 +249,19 @@ reject("message-long-line-100000", net(STEM, "y = x" + " " * 100_000 + " + nope"
 reject("message-emit-py-directory", net(STEM), "is a directory", None, "--emit-py", "{tmp}",
        command="compile")
 accept("message-utf8-bom", "\ufeff" + net(STEM))
+reject("message-utf8-bom-error-column-true", "\ufeff" + net("x = conv(inptu, C)"),
+       "t.space:2:14: error: undefined name `inptu`", 2)
+reject("message-missing-brace-at-end-of-file", net(STEM)[:-2] + "\n\n\n",
+       "unexpected end of file: missing `}` to close the block opened at 1:18", 3)
+reject("message-missing-brace-at-end-of-file-in-op",
+       "op f(x: C) {\n    return relu(x)\n\n" ,
+       "missing `}` to close the block opened at 1:12", 2)
+reject("message-missing-brace-at-end-of-file-fmt", net(STEM)[:-2] + "\n",
+       "missing `}` to close the block opened at 1:18", 3, command="fmt")
+reject("message-missing-parenthesis-at-end-of-file", net(STEM)[:-2].replace("2)", "2") + "\n",
+       "missing `)` to close the `(` opened at 3:25", 3)
+reject("message-end-of-file-names-the-open-block", "network n(C = 8) {\n    x = conv(input, C)\n",
+       "`{` opened at", 2)
 accept("message-utf8-bom-import", 'import "lib.space"\n' + net("x = twice(input)"),
        files=(("lib.space", "\ufeffop twice(x: C) {\n    return conv(x, 8)\n}\n".encode()),))
 

@@ -25,7 +25,7 @@ CASES = [
         }
         """,
         """\
-        t.space:2:23: error: unexpected `k`; expected `(`, `)`, `*`, `+`, `,`, `-`, ...
+        t.space:2:23: error: unexpected `k`; expected `)`, `,`, `(`, `*`, `+`, `-`, ...
               a = conv(input, C k=3)
                                 ^
         """,
@@ -51,11 +51,39 @@ CASES = [
             a = conv(input, C, k=3)
         """,
         """\
-        t.space:2:28: error: unexpected end of file; expected `)`, `*`, `+`, `,`, `-`, `..`, ...
+        t.space:2:28: error: unexpected end of file; expected `for`, `return`, a name, `*`, `+`, `-`, ...
               a = conv(input, C, k=3)
                                      ^
-        """,
+          note: `{` opened at t.space:1:29 is not closed
+        """,  # noqa: E501
         id="unexpected_eof",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            a = conv(input, C, k=3)
+            return pixel_shuffle(a, scale)
+
+
+        """,
+        """\
+        t.space:3:35: error: unexpected end of file: missing `}` to close the block opened at 1:29
+              return pixel_shuffle(a, scale)
+                                            ^
+        """,
+        id="missing_closing_brace_at_end_of_file",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            a = conv(input, C, k=3
+        """,
+        """\
+        t.space:2:27: error: unexpected end of file: missing `)` to close the `(` opened at 2:13
+              a = conv(input, C, k=3
+                                    ^
+        """,
+        id="missing_closing_parenthesis_at_end_of_file",
     ),
     pytest.param(
         """\
@@ -1049,10 +1077,10 @@ def test_fmt_syntax_error_on_stdin(cli, monkeypatch):
     assert (code, out) == (2, "")
     assert "Traceback" not in err
     assert err == textwrap.dedent("""\
-        <stdin>:3:1: error: unexpected `}`; expected `(`, `-`, `false`, `pick`, `true`, a name, ...
+        <stdin>:3:1: error: unexpected `}`; expected `false`, `pick`, `true`, a name, a number, an integer, ...
           }
           ^
-        """)
+        """)  # noqa: E501
 
 
 def test_fmt_check_and_rewrite_files(cli, tmp_path, monkeypatch):
