@@ -19,10 +19,16 @@ from attrs import frozen
 
 from spacelang import ast
 from spacelang.backends.cost import CostReport, cost_report
-from spacelang.checker import CheckResult, check, empty_size
+from spacelang.checker import (
+    CheckResult,
+    check,
+    empty_size,
+    integer_parameters,
+    parameter_list_span,
+)
 from spacelang.decisions import Decisions
 from spacelang.derive import derive_text
-from spacelang.diagnostics import Diagnostic, SpecError, error
+from spacelang.diagnostics import Diagnostic, SpecError, did_you_mean, error
 from spacelang.ir import Network
 from spacelang.limits import DEFAULT_HR, DEFAULT_LIMITS, Limits
 from spacelang.parser import parse
@@ -96,10 +102,16 @@ def _single(result: CheckResult, program: Program, network: str | None,
         if not chosen:
             names = ", ".join(n.name for n in networks) or "none"
             raise SpecError([error(f"no network named `{network}` (networks: {names})", None)])
-        foreign = [name for name in overrides if name not in chosen[0].params]
+        definition = next(n for n in program.networks if n.name == network)
+        own = integer_parameters(definition)
+        foreign = [name for name in overrides if name not in own]
         if foreign:
-            raise SpecError([error(f"--set {foreign[0]}: network `{network}` has no parameter "
-                                   f"`{foreign[0]}`", None)])
+            raise SpecError([error(
+                f"--set {name}: network `{network}` has no parameter `{name}`",
+                parameter_list_span(definition),
+                did_you_mean(name, own) or (f"parameters of `{network}`: {', '.join(own)}" if own
+                                            else f"`{network}` has no parameters"))
+                for name in foreign], program.sources)
         return chosen[0]
     if not networks:
         raise SpecError([error(f"{program.root.path} defines no network", None)])

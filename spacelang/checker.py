@@ -97,14 +97,31 @@ def _check(program: Program, overrides: dict[str, str] | None, limits: Limits) -
     return CheckResult(tuple(networks), tuple(warnings))
 
 
+def parameter_list_span(network: ast.NetworkDef) -> ast.Span:
+    """Where a network's parameters are written (its name when it has none): the place an
+    error about a `--set` name that is not among them points at."""
+    if not network.params:
+        return network.name_span
+    first, last = network.params[0].span, network.params[-1].span
+    return ast.Span(first.path, first.line, first.column, last.end_line, last.end_column)
+
+
+def integer_parameters(network: ast.NetworkDef) -> list[str]:
+    """The names `--set` may override in `network`."""
+    return [p.name for p in network.params if isinstance(p, ast.IntParam)]
+
+
 def _check_overrides(program: Program, overrides: dict[str, str]) -> list[Diagnostic]:
     problems = []
-    known = {p.name for n in program.networks for p in n.params if isinstance(p, ast.IntParam)}
+    known = {name for n in program.networks for name in integer_parameters(n)}
     for name, value in overrides.items():
         if name not in known:
             where = ", ".join(f"`{n.name}`" for n in program.networks) or "this file"
+            span = parameter_list_span(program.networks[0]) if program.networks else None
+            hint = did_you_mean(name, known) or (
+                f"parameters: {', '.join(sorted(known))}" if known else None)
             problems.append(error(f"--set {name}: no network in {where} has a parameter "
-                                  f"`{name}`", None, did_you_mean(name, known)))
+                                  f"`{name}`", span, hint))
             continue
         if override_value(value) is None:
             span = next(p.span for n in program.networks for p in n.params if p.name == name)

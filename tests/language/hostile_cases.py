@@ -205,11 +205,22 @@ reject("set-arabic-indic-digits", net(STEM), "must be an integer", 1, "--set", "
 reject("set-float", net(STEM), "must be an integer", 1, "--set", "C=8.0")
 reject("set-expression", net(STEM), "must be an integer", 1, "--set", "C=4*2")
 reject("set-repeated", net(STEM), "given twice", None, "--set", "C=8", "--set", "C=16")
-reject("set-unknown-name", net(STEM), "no network", None, "--set", "D=8")
-reject("set-network-b-lacks-C",
-       net(STEM) + "network b(D = 4) {\n    x = conv(input, D)\n"
-       "    return pixel_shuffle(conv(x, 12, k=3), 2)\n}\n",
-       "has no parameter `C`", None, "--network", "b", "--set", "C=8", command="flops")
+reject("set-repeated-compile", net(STEM), "given twice", None, "--set", "C=8", "--set", "C=8",
+       command="compile")
+reject("set-unknown-name", net(STEM), "t.space:1:11: error: --set D: no network in `n`", 1,
+       "--set", "D=8")
+reject("set-unknown-name-did-you-mean", net(STEM, params="C = 8, cells = 2"),
+       "did you mean `cells`?", 1, "--set", "cels=8")
+reject("set-unknown-name-dlsr", "", "no network in `dlsr` has a parameter `D`", None,
+       "--set", "D=8")
+reject("set-unknown-name-network-without-parameters", net("x = conv(input, 8)", params=""),
+       "t.space:1:9: error: --set D: no network", 1, "--set", "D=8")
+_TWO_NETWORKS = (net(STEM) + "network b(D = 4,\n          scale = 2) {\n"
+                 "    x = conv(input, D)\n    return pixel_shuffle(conv(x, 12, k=3), 2)\n}\n")
+reject("set-network-b-lacks-C", _TWO_NETWORKS, "t.space:5:11: error: --set C: network `b` has "
+       "no parameter `C`", 5, "--network", "b", "--set", "C=8", command="flops")
+reject("set-network-b-lacks-C-compile", _TWO_NETWORKS, "parameters of `b`: D, scale", 5,
+       "--network", "b", "--set", "C=8", command="compile")
 accept("set-negative-sign-ok", net(STEM, "y = conv(x, C + D)", out="y",
                                    params="C = 8, D = 0"), "--set", "D=-4")
 accept("set-plus-sign-ok", net(STEM), "--set", "C=+4")

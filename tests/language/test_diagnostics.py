@@ -853,7 +853,9 @@ def test_set_unknown_parameter_suggests_the_closest(cli):
     code, out, err = cli("check", "spaces/dlsr.space", "--set", "Cc=16")
     assert (code, out) == (2, "")
     assert err == textwrap.dedent("""\
-        error: --set Cc: no network in `dlsr` has a parameter `Cc`
+        spaces/dlsr.space:33:14: error: --set Cc: no network in `dlsr` has a parameter `Cc`
+          network dlsr(C = 48, scale = 2, cells = 6, rgb_range = 255) {
+                       ^~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
           hint: did you mean `C`?
         """)
 
@@ -874,7 +876,9 @@ def test_set_without_a_value(cli):
 def test_overrides_through_the_api_use_the_same_words(spec_error):
     source = "network n(C = 8, scale = 2) {\n    return pixel_shuffle(conv(input, 12), scale)\n}\n"
     assert spec_error(source, scael=3) == (
-        "error: --set scael: no network in `n` has a parameter `scael`\n"
+        "t.space:1:11: error: --set scael: no network in `n` has a parameter `scael`\n"
+        "  network n(C = 8, scale = 2) {\n"
+        "            ^~~~~~~~~~~~~~~~\n"
         "  hint: did you mean `scale`?")
 
 
