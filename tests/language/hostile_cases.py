@@ -231,6 +231,21 @@ accept("dead-value-not-counted", net(STEM, "unused = conv(x, 64, k=7)"),
 accept("dead-cell-dlsr-cells-1", "", "--set", "cells=1", "--set", "C=8",
        warning="does not reach")
 
+# ------------------------------------------------------------ argument ranges (from the records)
+reject("range-lrelu-slope-integer-400-digits",
+       net(STEM, "y = lrelu(x, 1" + "0" * 400 + ")", out="y"), "must be a finite number", 3)
+reject("range-maxpool-padding-over-half-kernel", net(STEM, "y = maxpool(x, 3, padding=2)",
+                                                     out="y"), "half the kernel", 3)
+reject("range-maxpool-padding-negative", net(STEM, "y = maxpool(x, 3, padding=-1)", out="y"),
+       "t.space:3:31: error: `padding` of `maxpool` must be non-negative, got -1", 3)
+reject("range-split-size-zero", net(STEM, "a, b = split(x, 8, 0)", "y = concat(a, b)",
+                                    out="y"), "t.space:3:24: error: `sizes` of `split` must be "
+       "positive, got 0", 3)
+reject("range-pixel-shuffle-factor-zero", net(STEM, "y = pixel_shuffle(x, 0)", out="y"),
+       "t.space:3:26: error: `r` of `pixel_shuffle` must be positive, got 0", 3)
+reject("range-dwconv-dilation-zero", net(STEM, "y = dwconv(x, dilation=0)", out="y"),
+       "`dilation` of `dwconv` must be positive, got 0", 3)
+
 # ------------------------------------------------------------ messages
 reject("message-pick-concat-groups",
        net(STEM, "b[1] = conv(x, C)", "b[2] = conv(b[1], C)",
