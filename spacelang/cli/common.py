@@ -20,6 +20,14 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+def require_rgb(network: Any) -> None:
+    """Training and evaluation read RGB images: the network must map 3 channels to 3."""
+    if network.in_channels != 3 or network.out_channels != 3:
+        raise UsageError(
+            f"network `{network.name}` maps {network.in_channels} to {network.out_channels} "
+            "channels; training and evaluation work on RGB images (3 to 3)")
+
+
 def print_error(message: str) -> None:
     text = message if message.startswith(("error", "warning")) or ": error:" in message \
         else f"error: {message}"

@@ -109,10 +109,8 @@ def load_model(spec: str, overrides: dict[str, str], *, scale: int | None = None
     if scale is not None and space.network.scale != scale:
         raise common.UsageError(f"--scale {scale} but {spec} upscales ×{space.network.scale}")
     network = space.network
-    if rgb_only and (network.in_channels != 3 or network.out_channels != 3):
-        raise common.UsageError(
-            f"network `{network.name}` maps {network.in_channels} to {network.out_channels} "
-            "channels; training and evaluation work on RGB images (3 to 3)")
+    if rgb_only:
+        common.require_rgb(network)
     common.prepare_torch()
     model = space.fixed()
     if weights is not None:

@@ -111,13 +111,37 @@ def test_eval_over_a_root_as_markdown_and_rich_tables(cli, spec, weights, root):
 
 def test_eval_one_table_per_scale_with_weights_per_scale(cli, spec, weights, root, tmp_path):
     x3 = _weights(spec, 3, tmp_path / "x3.pt")
-    out = json.loads(_ok(cli("eval", str(spec), "--weights", str(weights), str(x3), "--data",
-                             str(root), "--scale", "2", "3", "--json")))
+    out = json.loads(_ok(cli("eval", str(spec), "--weights", str(weights), "--weights", str(x3),
+                             "--data", str(root), "--scale", "2", "--scale", "3", "--json")))
     assert [(r["scale"], r["set"]) for r in out["results"]] == \
         [(2, "Set5"), (2, "Mine"), (3, "Set5"), (3, "Mine")]
-    code, _, err = cli("eval", str(spec), "--weights", str(weights), str(x3), str(x3),
-                       "--data", str(root), "--scale", "2", "3")
+    code, _, err = cli("eval", str(spec), "--weights", str(weights), "--weights", str(x3),
+                       "--weights", str(x3), "--data", str(root), "--scale", "2", "--scale", "3")
     assert code == 2 and "once per scale" in err
+
+
+def test_eval_weights_before_the_spec_is_not_ambiguous(cli, spec, weights, root):
+    """`--weights` and `--scale` take one value each (repeated for several scales), so they
+    may come before SPEC without swallowing it."""
+    before = json.loads(_ok(cli("eval", "--weights", str(weights), "--scale", "2", str(spec),
+                                "--data", str(root), "--json")))
+    after = json.loads(_ok(cli("eval", str(spec), "--weights", str(weights), "--data", str(root),
+                               "--scale", "2", "--json")))
+    assert before == after
+
+
+def test_train_eval_and_upscale_name_a_non_rgb_network_alike(cli, tmp_path, root):
+    """One rule, one message: train and eval need 3 → 3 channels (upscale takes grey)."""
+    grey = tmp_path / "grey.space"
+    grey.write_text("network grey(input: 1, scale = 2) {\n"
+                    "    return pixel_shuffle(conv(input, scale * scale), scale)\n}\n",
+                    encoding="utf-8")
+    message = "network `grey` maps 1 to 1 channels; training and evaluation work on RGB"
+    for args in (("train", str(grey), "--run-dir", str(tmp_path / "run")),
+                 ("eval", str(grey), "--weights", "w.pt", "--data", str(root), "--scale", "2")):
+        code, _, err = cli(*args)
+        assert code == 2 and message in err, (args, err)
+        assert "Traceback" not in err
 
 
 def test_eval_over_a_root_saves_images_per_set_and_scale(cli, spec, weights, root, tmp_path):
