@@ -71,8 +71,9 @@ def register(sub) -> None:
     report.add_argument("-o", "--output", metavar="OUT.html",
                         help="where to write (default: RUN_DIR/report.html)")
     report.add_argument("--spec", metavar="SPEC",
-                        help="the searched .space, when RUN_DIR/spec.space imports files that "
-                             "are not in RUN_DIR (names each site's candidates)")
+                        help="the searched .space, when RUN_DIR/spec.space imports files "
+                             "that search could not copy beside it (outside the spec's "
+                             "folder); names each site's candidates")
     report.set_defaults(handler=run_report)
 
 
