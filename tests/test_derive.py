@@ -73,7 +73,7 @@ def _load(text: str):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), text=spaces())
-def test_the_derived_text_of_any_decision_checks_and_is_fixed(data, text):
+def test_derive_never_fails_on_a_checked_spec_and_the_derived_text_checks(data, text):
     space = _load(text)
     decisions = data.draw(architectures(space))
     derived = _load(space.derive(decisions))
@@ -173,7 +173,7 @@ def _inherit(fixed, net, decisions) -> None:
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), text=spaces())
-def test_the_derived_network_computes_the_one_hot_supernet(data, text):
+def test_one_hot_supernet_equals_the_derived_network_with_inherited_weights(data, text):
     space = _load(text)
     decisions = data.draw(architectures(space))
     torch.manual_seed(0)

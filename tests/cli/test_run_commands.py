@@ -14,6 +14,7 @@ import torch
 from spacelang.api import load
 from spacelang.cli import run_cli
 from spacelang.runtime.checkpoint import load_checkpoint
+from spacelang.runtime.loop import Loop
 from spacelang.sr.images import write_image
 
 TINY = """\
@@ -371,15 +372,25 @@ def run_of(request, tmp_path, spec):
     return "search", path, SEARCH_CONFIG
 
 
-def test_train_and_search_share_the_loop_checkpoint_and_resume(cli, run_of, images, tmp_path):
+def test_train_and_search_share_the_loop_checkpoint_and_resume(cli, run_of, images, tmp_path,
+                                                               monkeypatch):
     command, spec_path, text = run_of
     config = tmp_path / "run.yaml"
     config.write_text(text, encoding="utf-8")
     run = tmp_path / "run"
     args = (command, str(spec_path), "--config", str(config), "--data", str(images),
             "--run-dir", str(run), "--no-progress")
+    looped = []
+    original_run = Loop.run
+
+    def run_and_record(self, *a, **k):
+        looped.append(self.kind)
+        return original_run(self, *a, **k)
+
+    monkeypatch.setattr(Loop, "run", run_and_record)
     code, _, err = cli(*args)
     assert code == 0, err
+    assert looped == [f"spacelang.{command}"]  # both commands run the one runtime loop
     last = load_checkpoint(run / "last.pt")
     assert set(last) >= LOOP_KEYS
     assert (last["kind"], last["version"], last["iteration"]) == (f"spacelang.{command}", 2, 6)
