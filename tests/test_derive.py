@@ -4,16 +4,14 @@ computes with one-hot architecture weights."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import spacelang
 from spacelang.strategies import architectures
-
-SPACES = Path(__file__).resolve().parents[1] / "spaces"
+from tests.one_hot import set_one_hot
+from tests.paths import SPACES
 
 
 @st.composite
@@ -120,21 +118,6 @@ def test_the_supernet_has_the_sites_check_reports(text):
     assert len(net.betas) == len(space.network.pick_sites)
 
 
-def _one_hot(net, decisions) -> None:
-    """α one-hot and β k-hot at `decisions`: the supernet computes one architecture."""
-    from spacelang.backends.torch.supernet import param_key
-
-    with torch.no_grad():
-        for site in net.network.choice_sites:
-            logits = net.alphas[param_key(site.key)]
-            logits.fill_(-1e4)
-            logits[decisions[site.key]] = 0.0
-        for site in net.network.pick_sites:
-            logits = net.betas[param_key(site.key)]
-            logits.fill_(-1e4)
-            logits[list(decisions[site.key])] = 0.0
-
-
 def _inherit(fixed, net, decisions) -> None:
     """The supernet's weights in the derived network: each choice site's chosen
     candidate, and the conv after a concatenating pick sliced to the kept inputs
@@ -178,7 +161,7 @@ def test_one_hot_supernet_equals_the_derived_network_with_inherited_weights(data
     decisions = data.draw(architectures(space))
     torch.manual_seed(0)
     net = space.supernet()
-    _one_hot(net, decisions)
+    set_one_hot(net, decisions)
     fixed = space.fixed(decisions)
     _inherit(fixed, net, decisions)
     x = torch.rand(1, 3, 6, 5)

@@ -15,7 +15,7 @@ from spacelang.api import load
 from spacelang.cli import run_cli
 from spacelang.runtime.checkpoint import load_checkpoint
 from spacelang.runtime.loop import Loop
-from spacelang.sr.images import write_image
+from tests.photos import write_photos
 
 TINY = """\
 network tiny(C = 8, scale = 2) {
@@ -63,16 +63,7 @@ def spec(tmp_path) -> Path:
 @pytest.fixture
 def images(tmp_path) -> Path:
     """A folder of four 32×32 RGB photographs (smooth, so that SR is learnable)."""
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:32, 0:32] / 32.0
-    for i in range(4):
-        phase = rng.uniform(0, 2 * np.pi, 3)
-        channels = [np.sin(2 * np.pi * (xx + yy * (c + 1) / 3) + phase[c]) for c in range(3)]
-        image = (np.stack(channels, axis=-1) * 100 + 128).clip(0, 255).astype(np.uint8)
-        write_image(folder / f"img{i}.png", image)
-    return folder
+    return write_photos(tmp_path / "images", 4, 32, prefix="img")
 
 
 @pytest.fixture

@@ -16,8 +16,10 @@ import torch
 
 from spacelang.api import load
 from spacelang.sr.images import read_image, write_image
+from tests.paths import SHARED
+from tests.photos import write_photos
 
-SHARED_SET5 = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "Set5"
+SHARED_SET5 = SHARED / "data" / "Set5"
 
 TINY = """\
 network tiny(C = 8, scale = 2) {
@@ -53,17 +55,6 @@ def weights(tmp_path, spec) -> Path:
     return _weights(spec, 2, tmp_path / "x2.pt")
 
 
-def _photos(folder: Path, count: int, size: int, seed: int) -> None:
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    for i in range(count):
-        phase = rng.uniform(0, 2 * np.pi, 3)
-        channels = [np.sin(2 * np.pi * (xx + yy * (c + 1) / 3) + phase[c]) for c in range(3)]
-        image = (np.stack(channels, axis=-1) * 100 + 128).clip(0, 255).astype(np.uint8)
-        write_image(folder / f"pic{i}.png", image)
-
-
 @pytest.fixture
 def root(tmp_path) -> Path:
     """A benchmark root: Set5 from ../shared when there (else a synthetic stand-in), and a
@@ -73,8 +64,8 @@ def root(tmp_path) -> Path:
     if SHARED_SET5.is_dir():
         (base / "Set5").symlink_to(SHARED_SET5.resolve())
     else:
-        _photos(base / "Set5" / "HR", 3, 24, seed=5)
-    _photos(base / "Mine" / "HR", 3, 30, seed=1)
+        write_photos(base / "Set5" / "HR", 3, 24, seed=5)
+    write_photos(base / "Mine" / "HR", 3, 30, seed=1)
     (base / "notes").mkdir()  # not a set: no HR/
     return base
 
@@ -157,7 +148,7 @@ def test_eval_over_a_root_saves_images_per_set_and_scale(cli, spec, weights, roo
 
 
 def test_upscale_a_folder_then_refuse_to_overwrite(cli, spec, weights, tmp_path):
-    _photos(tmp_path / "in", 2, 20, seed=3)
+    write_photos(tmp_path / "in", 2, 20, seed=3)
     out = tmp_path / "out"
     _ok(cli("upscale", str(spec), str(tmp_path / "in"), "--weights", str(weights), "-o",
             str(out), "--tile", "7"))
@@ -173,7 +164,7 @@ def test_upscale_a_folder_then_refuse_to_overwrite(cli, spec, weights, tmp_path)
 
 
 def test_upscale_a_bad_file_fails_or_is_skipped(cli, spec, weights, tmp_path):
-    _photos(tmp_path / "in", 1, 16, seed=4)
+    write_photos(tmp_path / "in", 1, 16, seed=4)
     (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
     code, _, err = cli("upscale", str(spec), str(tmp_path / "in"), "--weights", str(weights),
                        "-o", str(tmp_path / "out"))
@@ -186,7 +177,7 @@ def test_upscale_a_bad_file_fails_or_is_skipped(cli, spec, weights, tmp_path):
 
 
 def test_upscale_one_file_to_a_named_file(cli, spec, weights, tmp_path):
-    _photos(tmp_path / "in", 1, 12, seed=6)
+    write_photos(tmp_path / "in", 1, 12, seed=6)
     _ok(cli("upscale", str(spec), str(tmp_path / "in" / "pic0.png"), "--weights",
             str(weights), "-o", str(tmp_path / "big.png")))
     assert read_image(tmp_path / "big.png").shape == (24, 24, 3)

@@ -20,8 +20,8 @@ from spacelang.diagnostics import SpecError
 from spacelang.limits import DEFAULT_LIMITS
 from spacelang.parser import parse
 from tests.language.hostile_cases import CASES, Accept, Case
+from tests.paths import SPACES
 
-SPACES = Path(__file__).resolve().parents[2] / "spaces"
 COMMON_FLAGS = ("--set", "--max-")
 FLAGS_BY_COMMAND = {"check": (), "flops": ("--hr", "--network"),
                     "compile": ("--network", "--emit-py", "--input-size"), "fmt": ()}

@@ -8,12 +8,12 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from spacelang.api import loads
 from spacelang.graph import to_dot
 from spacelang.report import _pareto, read_run
+from tests.photos import write_photos
 
 SEARCH_OPS = """\
 op lite(x: c) { return conv(x, c, k=1) }
@@ -69,19 +69,6 @@ def _write_search_spec(folder: Path) -> Path:
     return spec
 
 
-def _photos(folder: Path) -> None:
-    from spacelang.sr.images import write_image
-
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:40, 0:40] / 40
-    for i in range(3):
-        phase = rng.uniform(0, 2 * np.pi, 3)
-        channels = [np.sin(2 * np.pi * (xx + yy * (c + 1) / 3) + phase[c]) for c in range(3)]
-        write_image(folder / f"p{i}.png",
-                    (np.stack(channels, -1) * 100 + 128).clip(0, 255).astype(np.uint8))
-
-
 @pytest.fixture(scope="module")
 def search_run(tmp_path_factory) -> Path:
     """A real (short) `spacelang search` run folder."""
@@ -90,7 +77,7 @@ def search_run(tmp_path_factory) -> Path:
 
     base = tmp_path_factory.mktemp("search")
     _write_search_spec(base)
-    _photos(base / "photos")
+    write_photos(base / "photos", 3, 40, prefix="p")
     (base / "search.yaml").write_text(SEARCH_CONFIG + f"val_data: {base / 'photos'}\n",
                                       encoding="utf-8")
     import torch
