@@ -48,6 +48,17 @@ def user_error_message(exc: BaseException) -> str | None:
     return None
 
 
+def add_bad_image_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail",
+                        help="an unreadable image stops the run (fail, default) or is "
+                             "skipped with a warning naming it")
+
+
+def add_weights_map(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights-map", metavar="MAP.yaml",
+                        help="rename map for weights from another implementation")
+
+
 def add_overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="NAME=VALUE",

@@ -62,8 +62,7 @@ def register(sub) -> None:
                           help="upscaling factor; repeat it (--scale 2 --scale 3) for one "
                                "table per scale")
     common.add_overrides(evaluate)
-    evaluate.add_argument("--weights-map", metavar="MAP.yaml",
-                          help="rename map for weights from another implementation")
+    common.add_weights_map(evaluate)
     evaluate.add_argument("--save-images", metavar="DIR", help="write the SR outputs as PNG")
     evaluate.add_argument("--rgb", action="store_true",
                           help="score RGB instead of the Y channel")
@@ -71,7 +70,7 @@ def register(sub) -> None:
     evaluate.add_argument("--format", choices=("table", "md"), default="table",
                           help="per-set tables as rich tables (default) or markdown")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _bad_image_flag(evaluate)
+    common.add_bad_image_flag(evaluate)
     evaluate.set_defaults(handler=run_eval)
 
 
@@ -84,14 +83,8 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --run-dir from its last.pt")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _bad_image_flag(parser)
+    common.add_bad_image_flag(parser)
     common.add_overrides(parser)
-
-
-def _bad_image_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail",
-                        help="an unreadable image stops the run (fail, default) or is "
-                             "skipped with a warning naming it")
 
 
 def _run_dir(args, name: str) -> Path:

@@ -17,14 +17,6 @@ from spacelang.runtime.checkpoint import load_checkpoint
 from spacelang.runtime.loop import Loop
 from tests.photos import write_photos
 
-TINY = """\
-network tiny(C = 8, scale = 2) {
-    s = conv(input, C, k=3)
-    up = conv(s, 3 * scale * scale, k=3)
-    return pixel_shuffle(up, scale)
-}
-"""
-
 # A network without a `scale` parameter: the factor is fixed at 2.
 NO_SCALE = """\
 network twice(C = 8) {
@@ -44,20 +36,7 @@ epoch_length: 4
 """
 
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    """Run in an empty folder, so that a default `runs/` would land there."""
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture
-def spec(tmp_path) -> Path:
-    path = tmp_path / "tiny.space"
-    path.write_text(TINY, encoding="utf-8")
-    return path
+pytestmark = pytest.mark.usefixtures("torch_one_thread", "in_tmp")
 
 
 @pytest.fixture

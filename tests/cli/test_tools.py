@@ -21,27 +21,8 @@ from tests.photos import write_photos
 
 SHARED_SET5 = SHARED / "data" / "Set5"
 
-TINY = """\
-network tiny(C = 8, scale = 2) {
-    s = conv(input, C, k=3)
-    up = conv(s, 3 * scale * scale, k=3)
-    return pixel_shuffle(up, scale)
-}
-"""
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture
-def spec(tmp_path) -> Path:
-    path = tmp_path / "tiny.space"
-    path.write_text(TINY, encoding="utf-8")
-    return path
+pytestmark = pytest.mark.usefixtures("torch_one_thread", "in_tmp")
 
 
 def _weights(spec: Path, scale: int, path: Path) -> Path:
