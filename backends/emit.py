@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spacelang.ir import Graph, Network, Node, module_path
+from spacelang.ir import Network, input_channels, module_path
 from spacelang.primitives import PRIMITIVES, Args, Implementations
 
 LINE = 100
@@ -127,10 +127,6 @@ def _wrap(head: str, text: str, indent: str) -> list[str]:
     return lines
 
 
-def _input_channels(graph: Graph, node: Node) -> int:
-    return graph.nodes[node.inputs[0]].channels
-
-
 def _describe(network: Network) -> str:
     params = ", ".join(f"{k}={v}" for k, v in network.params.items())
     return f"{network.name}({params})"
@@ -178,7 +174,7 @@ def emit_python(network: Network) -> str:
             body.append(f"        {target} = m[{index}]({', '.join(xs)})  # {node.weights}")
         elif PRIMITIVES[node.op].module:
             path = module_path(node)
-            constructor = EMITTERS[node.op](node.args, _input_channels(graph, node),
+            constructor = EMITTERS[node.op](node.args, input_channels(graph, node),
                                             node.channels)
             init.extend(_wrap("", f"m.append(_put(self, {_string(path)}, {constructor}))", " " * 8))
             body.append(f"        {target} = m[{modules}]({', '.join(xs)})  # {path}")

@@ -19,10 +19,16 @@ from attrs import frozen
 
 from spacelang import ast
 from spacelang.backends.cost import CostReport, cost_report
-from spacelang.checker import CheckResult, check, empty_size
+from spacelang.checker import (
+    CheckResult,
+    check,
+    empty_size,
+    integer_parameters,
+    parameter_list_span,
+)
 from spacelang.decisions import Decisions
 from spacelang.derive import derive_text
-from spacelang.diagnostics import Diagnostic, SpecError, error
+from spacelang.diagnostics import Diagnostic, SpecError, did_you_mean, error
 from spacelang.ir import Network
 from spacelang.limits import DEFAULT_HR, DEFAULT_LIMITS, Limits
 from spacelang.parser import parse
@@ -32,7 +38,7 @@ from spacelang.program import Program, load_program
 
 def format_source(text: str, path: str = "<string>") -> str:
     """The canonical layout of `.space` source text; raises `SpecError`."""
-    return format_module(parse(_without_bom(text), path))
+    return format_module(parse(text, path))
 
 
 @frozen
@@ -96,10 +102,16 @@ def _single(result: CheckResult, program: Program, network: str | None,
         if not chosen:
             names = ", ".join(n.name for n in networks) or "none"
             raise SpecError([error(f"no network named `{network}` (networks: {names})", None)])
-        foreign = [name for name in overrides if name not in chosen[0].params]
+        definition = next(n for n in program.networks if n.name == network)
+        own = integer_parameters(definition)
+        foreign = [name for name in overrides if name not in own]
         if foreign:
-            raise SpecError([error(f"--set {foreign[0]}: network `{network}` has no parameter "
-                                   f"`{foreign[0]}`", None)])
+            raise SpecError([error(
+                f"--set {name}: network `{network}` has no parameter `{name}`",
+                parameter_list_span(definition),
+                did_you_mean(name, own) or (f"parameters of `{network}`: {', '.join(own)}" if own
+                                            else f"`{network}` has no parameters"))
+                for name in foreign], program.sources)
         return chosen[0]
     if not networks:
         raise SpecError([error(f"{program.root.path} defines no network", None)])
@@ -123,11 +135,7 @@ def load(path: str | Path, network: str | None = None, *, limits: Limits = DEFAU
 def loads(text: str, path: str = "<string>", network: str | None = None, *,
           limits: Limits = DEFAULT_LIMITS, **overrides: Any) -> Space:
     """Like `load`, from source text; imports resolve relative to `path`'s folder."""
-    return _space(load_program(path, _without_bom(text)), network, overrides, limits)
-
-
-def _without_bom(text: str) -> str:
-    return text[1:] if text.startswith("\ufeff") else text
+    return _space(load_program(path, text), network, overrides, limits)
 
 
 def _space(program: Program, network: str | None, overrides: Mapping[str, Any],
@@ -160,7 +168,7 @@ def check_file(path: str | Path, overrides: Mapping[str, Any] | None = None,
                text: str | None = None, *,
                limits: Limits = DEFAULT_LIMITS) -> tuple[Program, CheckResult]:
     """Check every network of a file; raises `SpecError`."""
-    program = load_program(path, None if text is None else _without_bom(text))
+    program = load_program(path, text)
     return program, _checked(program, _overrides(overrides or {}), limits)
 
 

@@ -8,7 +8,6 @@ channel count and spatial size of every value.
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
@@ -25,6 +24,7 @@ from spacelang.constants import (
 )
 from spacelang.diagnostics import Diagnostic, SpecError, did_you_mean, error, warning
 from spacelang.ir import (
+    CONCAT_PICK_READER,
     INPUT,
     CellInstance,
     ChoiceSite,
@@ -55,6 +55,7 @@ from spacelang.primitives import (
     BINARY_OPERATORS,
     PRIMITIVES,
     SCALAR_OPERATOR,
+    ParamSpec,
     Primitive,
     ShapeError,
     TensorInfo,
@@ -63,7 +64,6 @@ from spacelang.printer import format_expr
 from spacelang.program import Program
 
 RESERVED = {"input"}
-WINDOW_ARGUMENTS = frozenset({"k", "stride", "dilation", "padding"})
 RGB_RANGE = "rgb_range"
 DEFAULT_IN_CHANNELS = 3
 
@@ -114,14 +114,31 @@ def _check(program: Program, overrides: dict[str, str] | None, limits: Limits) -
     return CheckResult(tuple(networks), tuple(warnings))
 
 
+def parameter_list_span(network: ast.NetworkDef) -> ast.Span:
+    """Where a network's parameters are written (its name when it has none): the place an
+    error about a `--set` name that is not among them points at."""
+    if not network.params:
+        return network.name_span
+    first, last = network.params[0].span, network.params[-1].span
+    return ast.Span(first.path, first.line, first.column, last.end_line, last.end_column)
+
+
+def integer_parameters(network: ast.NetworkDef) -> list[str]:
+    """The names `--set` may override in `network`."""
+    return [p.name for p in network.params if isinstance(p, ast.IntParam)]
+
+
 def _check_overrides(program: Program, overrides: dict[str, str]) -> list[Diagnostic]:
     problems = []
-    known = {p.name for n in program.networks for p in n.params if isinstance(p, ast.IntParam)}
+    known = {name for n in program.networks for name in integer_parameters(n)}
     for name, value in overrides.items():
         if name not in known:
             where = ", ".join(f"`{n.name}`" for n in program.networks) or "this file"
+            span = parameter_list_span(program.networks[0]) if program.networks else None
+            hint = did_you_mean(name, known) or (
+                f"parameters: {', '.join(sorted(known))}" if known else None)
             problems.append(error(f"--set {name}: no network in {where} has a parameter "
-                                  f"`{name}`", None, did_you_mean(name, known)))
+                                  f"`{name}`", span, hint))
             continue
         if override_value(value) is None:
             span = next(p.span for n in program.networks for p in n.params if p.name == name)
@@ -763,25 +780,25 @@ class _Elaborator:
             self.groups.setdefault(prefix, span)
 
     def _check_pick_consumers(self) -> None:
-        """A concatenating pick carries every candidate in the supernet, so only a conv,
-        which can be sliced to the k picked inputs when deriving, may read it."""
+        """Only `CONCAT_PICK_READER` (a conv with groups=1) may read a concatenating pick."""
         nodes = self.builder.nodes
         for node in nodes:
             if node.op != "pick" or node.aggregate != "concat":
                 continue
             consumers = [n for n in nodes if node.id in n.inputs]
             if node.id == self.builder.nodes[-1].id or not consumers:
-                _fail("a concatenating pick must feed a conv", node.span)
+                _fail(f"a concatenating pick must feed a {CONCAT_PICK_READER}", node.span)
             for consumer in consumers:
                 carries = (f"in the supernet it carries all {len(node.inputs)} candidates, "
                            f"in a derived network {node.k}")
-                if consumer.op != "conv":
-                    _fail(f"a concatenating pick must feed a conv directly (here it feeds "
-                          f"`{consumer.op}`): {carries}", node.span)
+                if consumer.op != CONCAT_PICK_READER:
+                    _fail(f"a concatenating pick must feed a {CONCAT_PICK_READER} directly "
+                          f"(here it feeds `{consumer.op}`): {carries}", node.span)
                 groups = consumer.args.get("groups", 1)
                 if groups != 1:
-                    _fail(f"a concatenating pick must feed a conv with groups=1 (this conv has "
-                          f"groups={groups}): {carries}, so the groups would differ", node.span)
+                    _fail(f"a concatenating pick must feed a {CONCAT_PICK_READER} with groups=1 "
+                          f"(this conv has groups={groups}): {carries}, so the groups would "
+                          "differ", node.span)
 
     # -- bodies
     def _body(self, frame: _Frame) -> _Tensor:
@@ -1067,7 +1084,7 @@ class _Elaborator:
             if spec.kind == "ints":
                 values = [self._typed(v, s, "int", call.func, spec.name) for v, s in positional]
                 for (_, s), v in zip(positional, values, strict=True):
-                    self._argument_range(v, s, "int", call.func, spec.name)
+                    self._argument_range(v, s, spec, call.func)
                 bound[spec.name] = values
                 positional = []
                 continue
@@ -1086,36 +1103,29 @@ class _Elaborator:
             else:
                 bound[spec.name] = self._typed(value, span, spec.kind, call.func, spec.name,
                                                spec.options)
-                self._argument_range(bound[spec.name], span, spec.kind, call.func, spec.name)
+                self._argument_range(bound[spec.name], span, spec, call.func)
         if positional:
             _fail(f"`{call.func}` takes {len(prim.params)} arguments, got {len(args)}",
                   call.span)
-        for name in WINDOW_ARGUMENTS & bound.keys():
+        for spec in prim.params:
             # a default too, as k=3 under --max-kernel 1; None is a default resolved later
-            if bound[name] is not None and bound[name] > self.limits.kernel:
-                _fail(f"`{name}` of `{call.func}` is {bound[name]:,}; at most "
+            value = bound.get(spec.name) if spec.window else None
+            if value is not None and value > self.limits.kernel:
+                _fail(f"`{spec.name}` of `{call.func}` is {value:,}; at most "
                       f"{self.limits.kernel} (limit `kernel`, --max-kernel)", call.span)
         bound["__tensors__"] = tensors
         return bound, spans
 
-    def _argument_range(self, value, span: ast.Span, kind: str, func: str, name: str) -> None:
-        """Ranges of arguments given explicitly (defaults may be markers, as padding=-1 for
-        'same'): integers are positive, `padding` non-negative, windows within `kernel`,
-        numbers finite."""
-        if kind == "float":
-            if not math.isfinite(value):
-                _fail(f"`{name}` of `{func}` must be a finite number, got {value!r}", span)
-            return
-        if kind != "int":
-            return
-        lowest = 0 if name == "padding" else 1
-        if value < lowest:
-            need = "non-negative" if lowest == 0 else "positive"
-            _fail(f"`{name}` of `{func}` must be {need}, got {value}", span)
-        if name in WINDOW_ARGUMENTS and value > self.limits.kernel:
-            _fail(f"`{name}` of `{func}` is {value:,}; at most {self.limits.kernel} "
-                  "(limit `kernel`, --max-kernel)", span)  # located at the argument
-        if name in ("out", "sizes"):
+    def _argument_range(self, value, span: ast.Span, spec: ParamSpec, func: str) -> None:
+        """An argument written in the spec, against its record's range and the limits,
+        located at the argument (defaults are in range by the record)."""
+        problem = spec.range_problem(value)
+        if problem is not None:
+            _fail(f"`{spec.name}` of `{func}` {problem}", span)
+        if spec.window and value > self.limits.kernel:
+            _fail(f"`{spec.name}` of `{func}` is {value:,}; at most {self.limits.kernel} "
+                  "(limit `kernel`, --max-kernel)", span)
+        if spec.channels:
             self._channels(value, span)
 
     @staticmethod
@@ -1152,7 +1162,11 @@ class _Elaborator:
             if value not in (0, 1):
                 _fail(f"`{name}` of `{func}` must be true or false, got {value!r}", span)
             return bool(value)
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            _fail(f"`{name}` of `{func}` must be a finite number, got an integer too large "
+                  "for a float", span)
 
     def _primitive(self, prim: Primitive, tensors: list[_Tensor], args: dict[str, Any],
                    spans: list[ast.Span], span: ast.Span, frame: _Frame, path: str):

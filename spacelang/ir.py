@@ -164,6 +164,21 @@ class Graph:
                 yield from candidate.walk()
 
 
+#: The one primitive that may read a concatenating pick (the checker enforces it): in the
+#: supernet the pick carries every candidate, and only a conv's weights can be sliced to
+#: the k picked ones when deriving.
+CONCAT_PICK_READER = "conv"
+
+
+def input_channels(graph: Graph, node: Node) -> int:
+    """Channels entering `node` as built: after a concatenating pick (in a supernet), those
+    of every candidate, which the pick carries all."""
+    source = graph.nodes[node.inputs[0]]
+    if source.op == "pick" and source.aggregate == "concat":
+        return graph.nodes[source.inputs[0]].channels * len(source.inputs)
+    return source.channels
+
+
 def module_path(node: Node) -> str:
     """Where a lowered node's module sits in the module tree: its path, else `_<op><id>`."""
     return node.path or f"_{node.op}{node.id}"

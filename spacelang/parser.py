@@ -19,7 +19,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from lark.lexer import Lexer
 
 from spacelang import ast
-from spacelang.diagnostics import SpecError, error
+from spacelang.diagnostics import Diagnostic, SpecError, error
 
 GRAMMAR_PATH = Path(__file__).with_name("grammar.lark")
 
@@ -142,8 +142,21 @@ def _token_names() -> dict[str, str]:
 
 
 def _describe_expected(expected: set[str]) -> str:
+    """The terminals in the order a reader needs them: closing brackets and `,`, keywords,
+    values, then operators (which fit after almost any expression), at most six."""
     shown = _token_names()
-    names = sorted({shown.get(name, f"`{name.lower()}`") for name in expected})
+
+    def rank(name: str) -> tuple[int, str]:
+        text = shown.get(name, f"`{name.lower()}`")
+        if name in ("RBRACE", "RPAR", "RSQB", "COMMA"):
+            return 0, text
+        if text.strip("`").isidentifier():
+            return 1, text
+        if not text.startswith("`"):
+            return 2, text
+        return 3, text
+
+    names = list(dict.fromkeys(text for _, text in sorted(map(rank, expected))))
     if len(names) > 6:
         names = [*names[:6], "..."]
     return ", ".join(names)
@@ -430,13 +443,22 @@ class _ToAst(Transformer):
                       self._end(children[-1]))
 
 
+BYTE_ORDER_MARK = "\ufeff"
+
+
+def without_bom(text: str) -> str:
+    """`text` without a leading UTF-8 byte order mark (editors on Windows write one)."""
+    return text[1:] if text.startswith(BYTE_ORDER_MARK) else text
+
+
 def parse(text: str, path: str = "<string>") -> ast.Module:
     """Parse `.space` source text into an `ast.Module`; raises `SpecError`.
 
+    A leading byte order mark is dropped (`Module.source` is the text without it).
     The tree is immutable, so the last few parses are remembered: the op library
     that every spec imports is parsed once per process, not once per check.
     """
-    return _parse(text, path)
+    return _parse(without_bom(text), path)
 
 
 @functools.lru_cache(maxsize=32)
@@ -476,6 +498,65 @@ def _comment_start(line: str) -> int | None:
     return None
 
 
+_CLOSERS = {"(": ")", "[": "]", "{": "}"}
+_CLOSER_TOKENS = {")": "RPAR", "]": "RSQB", "}": "RBRACE"}
+
+
+def _unclosed(text: str) -> list[tuple[str, int, int]]:
+    """The brackets `(`, `[`, `{` still open at the end of `text`, outermost first, as
+    (bracket, line, column); strings and comments are skipped."""
+    stack: list[tuple[str, int, int]] = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        in_string = False
+        for column, char in enumerate(line, start=1):
+            if char == '"':
+                in_string = not in_string
+            elif in_string:
+                continue
+            elif char == "#":
+                break
+            elif char in _CLOSERS:
+                stack.append((char, number, column))
+            elif char in _CLOSER_TOKENS:
+                openers = [opener for opener, _, _ in stack]
+                if _CLOSERS.get(openers[-1] if openers else "") == char:
+                    stack.pop()
+    return stack
+
+
+def _end_of_file_diagnostic(expected: set[str], text: str, path: str):
+    """The file ended inside a definition: name the bracket left open where one is, with
+    the caret at the end of the last line that holds anything."""
+    lines = text.split("\n")  # lines as lark counts them: only \n ends a line
+    line = len(lines)
+    while line > 1 and not lines[line - 1].strip():
+        line -= 1
+    column = len(lines[line - 1].rstrip()) + 1
+    span = ast.Span(path, line, column, line, column + 1)
+    unclosed = _unclosed(text)
+    if unclosed:
+        bracket, open_line, open_column = unclosed[-1]
+        closer = _CLOSERS[bracket]
+        what = "block" if bracket == "{" else f"`{bracket}`"
+        if _CLOSER_TOKENS[closer] in expected:
+            return error(f"unexpected end of file: missing `{closer}` to close the {what} "
+                         f"opened at {open_line}:{open_column}", span)
+        message = f"unexpected end of file; expected {_describe_expected(expected)}"
+        note = f"`{bracket}` opened at {path}:{open_line}:{open_column} is not closed"
+        return Diagnostic("error", message, span, None, (note,))
+    return error(f"unexpected end of file; expected {_describe_expected(expected)}", span)
+
+
+def _acceptable(exc: UnexpectedInput) -> set[str]:
+    """The terminals that may come where the parse stopped. The LALR table's row
+    (`exc.expected`) also lists look-aheads merged in from other contexts (`)` after a
+    statement), so each is tried on a copy of the parser when lark gives one."""
+    interactive = getattr(exc, "interactive_parser", None)
+    if interactive is not None:
+        return set(interactive.accepts())
+    return set(exc.expected)
+
+
 def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
     hint = None
     line = getattr(exc, "line", None) or 1
@@ -489,21 +570,14 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str):
     elif isinstance(exc, UnexpectedEOF) or (
         isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
     ):
-        lines = text.split("\n")  # lines as lark counts them: only \n ends a line
-        if len(lines) > 1 and lines[-1] == "":
-            lines.pop()
-        line = len(lines)
-        column = len(lines[-1]) + 1
-        expected = _describe_expected(set(exc.expected))
-        message = f"unexpected end of file; expected {expected}"
-        width = 1
+        return _end_of_file_diagnostic(_acceptable(exc), text, path)
     else:
         assert isinstance(exc, UnexpectedToken)
         token = exc.token
-        expected = _describe_expected(set(exc.expected))
-        message = f"unexpected `{token}`; expected {expected}"
+        acceptable = _acceptable(exc)
+        message = f"unexpected `{token}`; expected {_describe_expected(acceptable)}"
         width = max(1, len(str(token)))
-        if "NAME" in exc.expected and token.type != "NAME" and str(token).isidentifier():
+        if "NAME" in acceptable and token.type != "NAME" and str(token).isidentifier():
             hint = f"`{token}` is a keyword and cannot be used as a name"
     span = ast.Span(path, line, column, line, column + width)
     return error(message, span, hint)

@@ -3,10 +3,13 @@
 A `Primitive` record says everything the language knows about a primitive:
 
 - `params`: its signature, in positional order: names, kinds (`tensor`,
-  `tensors`, `int`, `ints`, `float`, `floats`, `bool`, `str`) and defaults; a
-  `floats` argument is one number or one per channel (`[0.4, 0.5, 0.6]`),
-  bound as a tuple; a `str` argument is one of the spec's `options`;
-- `resolve`: the arguments rule. It validates the bound arguments and fills
+  `tensors`, `int`, `ints`, `float`, `floats`, `bool`, `str`), defaults, and each
+  argument's own range (`ParamSpec.minimum`, `window`, `channels`), which the
+  checker enforces where the argument is written; a `floats` argument is one
+  number or one per channel (`[0.4, 0.5, 0.6]`), bound as a tuple; a `str`
+  argument is one of the spec's `options`;
+- `resolve`: the arguments rule across arguments (groups dividing the channels,
+  max pool padding within half the kernel). It validates the bound arguments and fills
   in the derived ones (a conv's effective padding, a max pool's default stride,
   a depthwise conv's groups), so IR nodes carry them resolved and no backend
   works them out again;
@@ -53,6 +56,7 @@ Adding a primitive:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -71,13 +75,33 @@ class ShapeError(Exception):
 
 @frozen
 class ParamSpec:
-    """One parameter; a default of None means "derived by the arguments rule"."""
+    """One parameter and its range; a default of None means "derived by the arguments rule".
+
+    The range is checked for each argument written in a spec, so that the error points
+    at it: an `int`/`ints` value is at least `minimum` (1 unless the record says 0, as
+    for padding; None: any), a `float` is finite. `window` marks a kernel-window size
+    (k, stride, dilation, padding), held to the `kernel` limit with the default too;
+    `channels` marks a channel count, held to the `channels` limit.
+    """
 
     name: str
     kind: str  # tensor | tensors | int | ints | float | floats | bool | str
     default: Any = None
     required: bool = True
     options: tuple[str, ...] = ()  # the values a `str` parameter takes
+    minimum: int | None = 1
+    window: bool = False
+    channels: bool = False
+
+    def range_problem(self, value: Any) -> str | None:
+        """Why `value` is outside this parameter's range, or None when it is inside."""
+        if self.kind == "float" and not math.isfinite(value):
+            return f"must be a finite number, got {value!r}"
+        if self.kind in ("int", "ints") and self.minimum is not None and value < self.minimum:
+            need = {0: "non-negative", 1: "positive"}.get(self.minimum,
+                                                          f"at least {self.minimum}")
+            return f"must be {need}, got {value}"
+        return None
 
 
 @frozen
@@ -257,11 +281,6 @@ def _window_spatial(spatial: Spatial, kernel: int, stride: int, dilation: int,
     return result
 
 
-def _positive(value: int, what: str) -> None:
-    if value <= 0:
-        raise ShapeError(f"{what} must be positive, got {value}")
-
-
 def _resolve_padding(args: Args) -> None:
     """`padding` None means 'same': dilation·(k − 1)/2, which needs an odd kernel."""
     if args["padding"] is None:
@@ -269,14 +288,10 @@ def _resolve_padding(args: Args) -> None:
             raise ShapeError(f"'same' padding needs an odd kernel, got k={args['k']}; "
                              "give padding= explicitly")
         args["padding"] = args["dilation"] * (args["k"] - 1) // 2
-    elif args["padding"] < 0:
-        raise ShapeError(f"padding must not be negative, got {args['padding']}")
 
 
 def _resolve_conv(inputs: Sequence[TensorInfo], args: Args) -> Args:
     (x,) = inputs
-    for key in ("out", "k", "stride", "dilation", "groups"):
-        _positive(args[key], key)
     groups = args["groups"]
     if x.channels % groups or args["out"] % groups:
         raise ShapeError(
@@ -287,8 +302,6 @@ def _resolve_conv(inputs: Sequence[TensorInfo], args: Args) -> Args:
 
 
 def _resolve_dwconv(inputs: Sequence[TensorInfo], args: Args) -> Args:
-    for key in ("k", "stride", "dilation"):
-        _positive(args[key], key)
     _resolve_padding(args)
     args["groups"] = inputs[0].channels
     return args
@@ -367,8 +380,6 @@ def _resolve_split(inputs: Sequence[TensorInfo], args: Args) -> Args:
     sizes = args["sizes"]
     if not sizes:
         raise ShapeError("split needs at least one size")
-    for size in sizes:
-        _positive(size, "split size")
     if sum(sizes) != inputs[0].channels:
         shown = " + ".join(str(s) for s in sizes)
         raise ShapeError(
@@ -384,7 +395,6 @@ def _infer_split(inputs: Sequence[TensorInfo], args: Args) -> list[TensorInfo]:
 def _infer_pixel_shuffle(inputs: Sequence[TensorInfo], args: Args) -> list[TensorInfo]:
     (x,) = inputs
     r = args["r"]
-    _positive(r, "pixel_shuffle factor")
     if x.channels % (r * r):
         raise ShapeError(f"pixel_shuffle({r}) needs channels divisible by {r * r}, "
                          f"got {x.channels}", 0)
@@ -404,11 +414,9 @@ def _cost_avgpool(args: Args, inputs: Sequence[Extent], output: Extent) -> Cost:
 
 def _resolve_maxpool(inputs: Sequence[TensorInfo], args: Args) -> Args:
     """`stride` None means the kernel size; padding may be at most half the kernel."""
-    _positive(args["k"], "k")
     if args["stride"] is None:
         args["stride"] = args["k"]
-    _positive(args["stride"], "stride")
-    if not 0 <= args["padding"] <= args["k"] // 2:
+    if args["padding"] > args["k"] // 2:
         raise ShapeError(f"max pool padding must be between 0 and half the kernel "
                          f"({args['k'] // 2}), got {args['padding']}")
     return args
@@ -423,8 +431,6 @@ def _resolve_conv_transpose(inputs: Sequence[TensorInfo], args: Args) -> Args:
     """`padding` None means (k − 1)/2 (an odd kernel); `output_padding` None means the
     value that makes the output exactly `stride` times the input, else 0."""
     (x,) = inputs
-    for key in ("out", "k", "stride", "groups"):
-        _positive(args[key], key)
     groups = args["groups"]
     if x.channels % groups or args["out"] % groups:
         raise ShapeError(
@@ -436,8 +442,6 @@ def _resolve_conv_transpose(inputs: Sequence[TensorInfo], args: Args) -> Args:
             raise ShapeError(f"the default padding needs an odd kernel, got k={k}; "
                              "give padding= explicitly")
         args["padding"] = (k - 1) // 2
-    if args["padding"] < 0:
-        raise ShapeError(f"padding must not be negative, got {args['padding']}")
     if args["output_padding"] is None:
         exact = stride - k + 2 * args["padding"]
         args["output_padding"] = exact if 0 <= exact < stride else 0
@@ -469,7 +473,6 @@ def _cost_conv_transpose(args: Args, inputs: Sequence[Extent], output: Extent) -
 
 def _infer_upsample(inputs: Sequence[TensorInfo], args: Args) -> list[TensorInfo]:
     (x,) = inputs
-    _positive(args["r"], "upsample factor")
     if x.spatial == GLOBAL:
         raise ShapeError("cannot upsample a globally pooled value", 0)
     return [TensorInfo(x.channels, x.spatial.upscale(args["r"]))]
@@ -519,24 +522,28 @@ def _t(name: str) -> ParamSpec:
     return ParamSpec(name, "tensor")
 
 
-def _opt(name: str, kind: str, default: Any) -> ParamSpec:
-    return ParamSpec(name, kind, default, required=False)
+def _opt(name: str, kind: str, default: Any, **range_: Any) -> ParamSpec:
+    return ParamSpec(name, kind, default, required=False, **range_)
 
 
-_STRIDE, _DILATION, _GROUPS = _opt("stride", "int", 1), _opt("dilation", "int", 1), \
-    _opt("groups", "int", 1)
-_BIAS, _SAME_PADDING = _opt("bias", "bool", True), _opt("padding", "int", None)
+_KERNEL = _opt("k", "int", 3, window=True)
+_STRIDE = _opt("stride", "int", 1, window=True)
+_DILATION = _opt("dilation", "int", 1, window=True)
+_GROUPS = _opt("groups", "int", 1)
+_BIAS = _opt("bias", "bool", True)
+_SAME_PADDING = _opt("padding", "int", None, minimum=0, window=True)  # None: 'same'
 
 PRIMITIVES: dict[str, Primitive] = {
     p.name: p
     for p in [
-        Primitive(name="conv", params=(_t("x"), ParamSpec("out", "int"), _opt("k", "int", 3),
-                                       _STRIDE, _DILATION, _GROUPS, _BIAS, _SAME_PADDING),
+        Primitive(name="conv", params=(_t("x"), ParamSpec("out", "int", channels=True),
+                                       _KERNEL, _STRIDE, _DILATION, _GROUPS, _BIAS,
+                                       _SAME_PADDING),
                   resolve=_resolve_conv, infer=_infer_conv, cost=_cost_conv,
                   has_weights=True,
                   doc="2-d convolution to `out` channels; 'same' padding unless padding= is given"),
-        Primitive(name="dwconv", params=(_t("x"), _opt("k", "int", 3), _STRIDE, _DILATION,
-                                         _BIAS, _SAME_PADDING),
+        Primitive(name="dwconv", params=(_t("x"), _KERNEL, _STRIDE, _DILATION, _BIAS,
+                                         _SAME_PADDING),
                   resolve=_resolve_dwconv, infer=_infer_dwconv, cost=_cost_conv,
                   has_weights=True, doc="depthwise convolution (groups = channels)"),
         Primitive(name="relu", params=(_t("x"),), infer=_infer_elementwise, cost=free),
@@ -560,7 +567,7 @@ PRIMITIVES: dict[str, Primitive] = {
                   cost=free),
         Primitive(name="concat", params=(ParamSpec("xs", "tensors"),), infer=_infer_concat,
                   cost=free, doc="concatenate along channels"),
-        Primitive(name="split", params=(_t("x"), ParamSpec("sizes", "ints")),
+        Primitive(name="split", params=(_t("x"), ParamSpec("sizes", "ints", channels=True)),
                   resolve=_resolve_split, infer=_infer_split, cost=free, outputs_many=True,
                   doc="split channels into pieces of the given sizes"),
         Primitive(name="pixel_shuffle", params=(_t("x"), ParamSpec("r", "int")),
@@ -572,15 +579,17 @@ PRIMITIVES: dict[str, Primitive] = {
         Primitive(name="avgpool", params=(_t("x"),), infer=_infer_global,
                   cost=_cost_avgpool, module=True,
                   doc="global average pool (a module, so that thop counts it)"),
-        Primitive(name="maxpool", params=(_t("x"), ParamSpec("k", "int"),
-                                          _opt("stride", "int", None), _opt("padding", "int", 0)),
+        Primitive(name="maxpool", params=(_t("x"), ParamSpec("k", "int", window=True),
+                                          _opt("stride", "int", None, window=True),
+                                          _opt("padding", "int", 0, minimum=0, window=True)),
                   resolve=_resolve_maxpool, infer=_infer_maxpool, cost=free,
                   doc="max pool; stride defaults to the kernel size"),
         Primitive(name="resize", params=(_t("x"), _t("like")), infer=_infer_resize, cost=free,
                   doc="bilinear resize of x to the spatial size of `like`"),
         Primitive(name="conv_transpose",
-                  params=(_t("x"), ParamSpec("out", "int"), _opt("k", "int", 3),
-                          _STRIDE, _SAME_PADDING, _opt("output_padding", "int", None), _GROUPS,
+                  params=(_t("x"), ParamSpec("out", "int", channels=True), _KERNEL,
+                          _STRIDE, _SAME_PADDING,
+                          _opt("output_padding", "int", None, minimum=0, window=True), _GROUPS,
                           _BIAS),
                   resolve=_resolve_conv_transpose, infer=_infer_conv_transpose,
                   cost=_cost_conv_transpose, has_weights=True,
@@ -592,12 +601,12 @@ PRIMITIVES: dict[str, Primitive] = {
                   infer=_infer_upsample, cost=free,
                   doc="upsample by an integer factor; bilinear without aligned corners"),
         Primitive(name="tanh", params=(_t("x"),), infer=_infer_elementwise, cost=free),
-        Primitive(name="local_avgpool", params=(_t("x"), _opt("k", "int", 3)),
+        Primitive(name="local_avgpool", params=(_t("x"), _KERNEL),
                   resolve=_resolve_local_pool, infer=_infer_elementwise,
                   cost=_cost_local_avgpool, module=True,
                   doc="k×k average pool, stride 1, same padding not counted in the average "
                       "(a module, so that thop counts it)"),
-        Primitive(name="local_maxpool", params=(_t("x"), _opt("k", "int", 3)),
+        Primitive(name="local_maxpool", params=(_t("x"), _KERNEL),
                   resolve=_resolve_local_pool, infer=_infer_elementwise, cost=free,
                   doc="k×k max pool, stride 1, same padding"),
         Primitive(name="zero", params=(_t("x"),), infer=_infer_elementwise, cost=free,

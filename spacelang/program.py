@@ -9,7 +9,7 @@ from attrs import frozen
 
 from spacelang import ast
 from spacelang.diagnostics import SpecError, error
-from spacelang.parser import parse
+from spacelang.parser import parse, without_bom
 from spacelang.primitives import PRIMITIVES
 
 #: Where `import "ops.space"` looks after the importing file's own folder: the shipped
@@ -32,6 +32,23 @@ class Program:
     def networks(self) -> list[ast.NetworkDef]:
         return [d for d in self.root.items if isinstance(d, ast.NetworkDef)]
 
+    def files_for_copy(self, name: str) -> dict[str, str]:
+        """The files a copy of the root saved as `name` in another folder (a run folder)
+        needs in order to load there: the root's text, and each imported file under its
+        path relative to the root's folder. The shipped library resolves from anywhere and
+        is left out, as is a file outside the root's folder (it cannot be placed)."""
+        files = {name: self.root.source}
+        home = Path(_key(self.root.path)).parent if not self.root.path.startswith("<") \
+            else Path.cwd()
+        library = Path(_key(str(LIBRARY_DIR)))
+        for module in self.modules:
+            path = Path(_key(module.path))
+            if module is self.root or path.is_relative_to(library):
+                continue
+            if path.is_relative_to(home):
+                files.setdefault(path.relative_to(home).as_posix(), module.source)
+        return files
+
 
 def load_program(path: str | Path, text: str | None = None) -> Program:
     """Parse `path` (or `text` under that name) and its imports; raises `SpecError`."""
@@ -43,6 +60,7 @@ def load_program(path: str | Path, text: str | None = None) -> Program:
     seen: dict[str, ast.Module] = {}
 
     def visit(file: str, source: str, chain: tuple[str, ...]) -> ast.Module:
+        source = without_bom(source)  # the text diagnostics show, as the parser reads it
         sources[file] = source
         try:
             module = parse(source, file)
@@ -112,7 +130,7 @@ def _read(path: str, span: ast.Span | None, sources: dict[str, str]) -> str:
         text = Path(path).read_text(encoding="utf-8")
         if "\x00" in text:
             raise UnicodeDecodeError("utf-8", b"", 0, 1, "a NUL byte")
-        return text[1:] if text.startswith("\ufeff") else text  # a UTF-8 byte order mark
+        return text
     except FileNotFoundError:
         message = f"no such file: {path}"
     except IsADirectoryError:

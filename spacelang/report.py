@@ -118,7 +118,8 @@ def read_run(path: str | os.PathLike[str],
     """Read one run folder, tolerating missing files, keys and torn lines.
 
     The search space comes from ``spec`` when given, else from the folder's copy
-    ``spec.space`` (which loads only when its imports resolve from the run folder).
+    ``spec.space`` (`search` copies the files it imports beside it; the shipped library
+    resolves from anywhere).
     """
     base = Path(path)
     config_text = ""

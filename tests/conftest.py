@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SPACES_DIR = REPO_ROOT / "spaces"
+from tests.paths import REPO as REPO_ROOT
+from tests.paths import SPACES as SPACES_DIR
+
 SHIPPED_SPACES = tuple(sorted(SPACES_DIR.glob("*.space")))
 
 

@@ -4,16 +4,14 @@ computes with one-hot architecture weights."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import spacelang
 from spacelang.strategies import architectures
-
-SPACES = Path(__file__).resolve().parents[1] / "spaces"
+from tests.one_hot import set_one_hot
+from tests.paths import SPACES
 
 
 @st.composite
@@ -78,7 +76,7 @@ def _load(text: str):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), text=spaces())
-def test_the_derived_text_of_any_decision_checks_and_is_fixed(data, text):
+def test_derive_never_fails_on_a_checked_spec_and_the_derived_text_checks(data, text):
     space = _load(text)
     decisions = data.draw(architectures(space))
     derived = _load(space.derive(decisions))
@@ -123,21 +121,6 @@ def test_the_supernet_has_the_sites_check_reports(text):
     net = space.supernet()
     assert len(net.alphas) == len(space.network.choice_sites)
     assert len(net.betas) == len(space.network.pick_sites)
-
-
-def _one_hot(net, decisions) -> None:
-    """α one-hot and β k-hot at `decisions`: the supernet computes one architecture."""
-    from spacelang.backends.torch.supernet import param_key
-
-    with torch.no_grad():
-        for site in net.network.choice_sites:
-            logits = net.alphas[param_key(site.key)]
-            logits.fill_(-1e4)
-            logits[decisions[site.key]] = 0.0
-        for site in net.network.pick_sites:
-            logits = net.betas[param_key(site.key)]
-            logits.fill_(-1e4)
-            logits[list(decisions[site.key])] = 0.0
 
 
 def _inherit(fixed, net, decisions) -> None:
@@ -187,12 +170,12 @@ def _inherit(fixed, net, decisions) -> None:
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), text=spaces())
-def test_the_derived_network_computes_the_one_hot_supernet(data, text):
+def test_one_hot_supernet_equals_the_derived_network_with_inherited_weights(data, text):
     space = _load(text)
     decisions = data.draw(architectures(space))
     torch.manual_seed(0)
     net = space.supernet()
-    _one_hot(net, decisions)
+    set_one_hot(net, decisions)
     fixed = space.fixed(decisions)
     _inherit(fixed, net, decisions)
     x = torch.rand(1, 3, 6, 5)
@@ -297,7 +280,7 @@ def test_a_chosen_cell_with_sites_derives_and_computes_the_one_hot_supernet(data
     assert derived.cost((24, 16)).fixed == space.cost((24, 16)).architecture(decisions)
     torch.manual_seed(0)
     net = space.supernet()
-    _one_hot(net, decisions)
+    set_one_hot(net, decisions)
     fixed = space.fixed(decisions)
     _inherit(fixed, net, decisions)
     x = torch.rand(1, 3, 6, 5)

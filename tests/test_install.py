@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.paths import REPO as REPO_ROOT
+
 SOURCES = ("pyproject.toml", "README.md", "spacelang", "backends", "spaces")
 
 USER_SPEC = textwrap.dedent("""\

@@ -22,9 +22,8 @@ from spacelang.api import load
 from spacelang.cli import run_cli
 from spacelang.runtime.checkpoint import load_checkpoint
 from spacelang.sr.weights import WeightsError, load_weights
+from tests.paths import REPO, SHARED
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = (REPO / ".." / "shared").resolve()
 IMDN_SPEC = REPO / "spaces" / "imdn.space"
 DLSR_SPEC = REPO / "spaces" / "dlsr_derived.space"
 IMDN_MAP = REPO / "examples" / "weights" / "imdn.yaml"

@@ -12,7 +12,7 @@ import torch
 from spacelang.backends.torch.ops import LOWERINGS
 from torch import nn
 
-from spacelang.ir import Graph, Node, module_path
+from spacelang.ir import Graph, Node, input_channels, module_path
 from spacelang.primitives import PRIMITIVES
 
 
@@ -53,15 +53,6 @@ def get_submodule(root: nn.Module, target: str) -> nn.Module:
                                  f"(looking up {target!r})")
         module = child
     return module
-
-
-def input_channels(graph: Graph, node: Node) -> int:
-    """Channels entering `node`; a conv after a concatenating pick sees every candidate."""
-    source = graph.nodes[node.inputs[0]]
-    if source.op == "pick" and source.aggregate == "concat" and node.op == "conv":
-        width = graph.nodes[source.inputs[0]].channels
-        return width * len(source.inputs)
-    return source.channels
 
 
 class GraphModule(nn.Module):

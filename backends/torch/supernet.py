@@ -166,8 +166,11 @@ class SuperNet(nn.Module):
         """
         decisions = self.decisions() if decisions is None else decisions
         out: dict[str, torch.Tensor] = {}
+        dead = self._dead_paths(decisions)
 
         def collect(module: nn.Module, prefix: str) -> None:
+            if prefix[:-1] in dead:
+                return
             if isinstance(module, MixedOp):
                 chosen = list(module.candidates.values())[int(decisions[module.site])]
                 collect(chosen, prefix)
@@ -184,6 +187,22 @@ class SuperNet(nn.Module):
 
         collect(self.body, "")
         return out
+
+    def _dead_paths(self, decisions: Mapping[str, Any]) -> set[str]:
+        """Module paths of the nodes that `decisions` leave without a path to the output
+        (the candidates a pick does not keep, and what only they read): the derived
+        network does not have them."""
+        graph = self.network.graph
+        alive = [False] * len(graph.nodes)
+        alive[graph.output] = True
+        for node in reversed(graph.nodes):  # a node's inputs come before it
+            if alive[node.id]:
+                sources = node.inputs
+                if node.op == "pick":
+                    sources = tuple(node.inputs[i] for i in decisions[node.site])
+                for source in sources:
+                    alive[source] = True
+        return {module_path(node) for node in graph.nodes if not alive[node.id]}
 
     def inherit_into(self, fixed: nn.Module, decisions: Mapping[str, Any] | None = None
                      ) -> list[str]:

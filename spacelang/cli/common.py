@@ -20,6 +20,14 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+def require_rgb(network: Any) -> None:
+    """Training and evaluation read RGB images: the network must map 3 channels to 3."""
+    if network.in_channels != 3 or network.out_channels != 3:
+        raise UsageError(
+            f"network `{network.name}` maps {network.in_channels} to {network.out_channels} "
+            "channels; training and evaluation work on RGB images (3 to 3)")
+
+
 def print_error(message: str) -> None:
     text = message if message.startswith(("error", "warning")) or ": error:" in message \
         else f"error: {message}"
@@ -38,6 +46,17 @@ def user_error_message(exc: BaseException) -> str | None:
     if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
         return f"{exc.strerror}: {exc.filename}"
     return None
+
+
+def add_bad_image_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail",
+                        help="an unreadable image stops the run (fail, default) or is "
+                             "skipped with a warning naming it")
+
+
+def add_weights_map(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights-map", metavar="MAP.yaml",
+                        help="rename map for weights from another implementation")
 
 
 def add_overrides(parser: argparse.ArgumentParser) -> None:

@@ -50,18 +50,19 @@ def register(sub) -> None:
                     "(BT.601, 8-bit rounded, `scale` pixels cropped; SSIM 11×11 Gaussian "
                     "σ=1.5).")
     evaluate.add_argument("spec", metavar="SPEC")
-    evaluate.add_argument("--weights", required=True, nargs="+", metavar="FILE",
-                          help="weights; one file per --scale when several scales are given")
+    evaluate.add_argument("--weights", required=True, action="append", metavar="FILE",
+                          help="weights; repeat it, once per --scale, when several scales "
+                               "are given")
     evaluate.add_argument("--data", required=True, metavar="DIR",
                           help="benchmark folder (NAME/HR, NAME/LR_bicubic/X{s}), a benchmark "
                                "root holding several (Set5, Set14, B100, Urban100, Manga109, "
                                "...; one row per set), DIV2K, or a folder of HR images; "
                                "'embedded' for the bundled photographs")
-    evaluate.add_argument("--scale", type=int, required=True, nargs="+",
-                          help="one table per scale")
+    evaluate.add_argument("--scale", type=int, required=True, action="append",
+                          help="upscaling factor; repeat it (--scale 2 --scale 3) for one "
+                               "table per scale")
     common.add_overrides(evaluate)
-    evaluate.add_argument("--weights-map", metavar="MAP.yaml",
-                          help="rename map for weights from another implementation")
+    common.add_weights_map(evaluate)
     evaluate.add_argument("--save-images", metavar="DIR", help="write the SR outputs as PNG")
     evaluate.add_argument("--rgb", action="store_true",
                           help="score RGB instead of the Y channel")
@@ -69,7 +70,7 @@ def register(sub) -> None:
     evaluate.add_argument("--format", choices=("table", "md"), default="table",
                           help="per-set tables as rich tables (default) or markdown")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _bad_image_flag(evaluate)
+    common.add_bad_image_flag(evaluate)
     evaluate.set_defaults(handler=run_eval)
 
 
@@ -82,14 +83,8 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --run-dir from its last.pt")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _bad_image_flag(parser)
+    common.add_bad_image_flag(parser)
     common.add_overrides(parser)
-
-
-def _bad_image_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail",
-                        help="an unreadable image stops the run (fail, default) or is "
-                             "skipped with a warning naming it")
 
 
 def _run_dir(args, name: str) -> Path:
@@ -123,7 +118,7 @@ def run_search(args: argparse.Namespace) -> int:
                  **common.parse_overrides(args.overrides)}
     space = load(args.spec, **overrides)
     common.print_warnings(space.warnings, space.program.sources)
-    _needs_rgb(space)
+    common.require_rgb(space.network)
     if space.network.scale != cfg.scale:
         cfg = _with(cfg, scale=space.network.scale)
     data = args.data or cfg.data
@@ -136,14 +131,6 @@ def run_search(args: argparse.Namespace) -> int:
                     resume=args.resume, console=out, progress=not args.no_progress)
     _print_derived(result.derived_path)
     return 0
-
-
-def _needs_rgb(space) -> None:
-    network = space.network
-    if network.in_channels != 3 or network.out_channels != 3:
-        raise common.UsageError(
-            f"network `{network.name}` maps {network.in_channels} to {network.out_channels} "
-            "channels; training and evaluation work on RGB images (3 to 3)")
 
 
 def _with(cfg, **changes):
@@ -190,7 +177,7 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = load_config(TrainConfig, args.config or DEFAULT_TRAIN_CONFIG)
     space = load(args.spec, **common.parse_overrides(args.overrides))
     common.print_warnings(space.warnings, space.program.sources)
-    _needs_rgb(space)
+    common.require_rgb(space.network)
     if space.network.scale != cfg.scale:
         cfg = _with(cfg, scale=space.network.scale)
     model = space.fixed()

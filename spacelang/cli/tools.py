@@ -29,8 +29,7 @@ def register(sub) -> None:
     upscale.add_argument("spec", metavar="SPEC")
     upscale.add_argument("inputs", nargs="+", metavar="IMAGE|DIR")
     upscale.add_argument("--weights", required=True, metavar="FILE")
-    upscale.add_argument("--weights-map", metavar="MAP.yaml",
-                         help="rename map for weights from another implementation")
+    common.add_weights_map(upscale)
     upscale.add_argument("-o", "--output", required=True, metavar="OUT",
                          help="output folder (or an image file name for a single input)")
     upscale.add_argument("--tile", type=_non_negative, default=DEFAULT_TILE, metavar="PX",
@@ -40,9 +39,7 @@ def register(sub) -> None:
                          help="extra input pixels around each tile (default: the network's "
                               "receptive radius, or 32 when it has global operations)")
     upscale.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    upscale.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail",
-                         help="an unreadable image stops the run (fail, default) or is "
-                              "skipped with a warning naming it")
+    common.add_bad_image_flag(upscale)
     upscale.add_argument("--no-progress", action="store_true", help="no progress bar")
     common.add_overrides(upscale)
     upscale.set_defaults(handler=run_upscale)
@@ -55,7 +52,7 @@ def register(sub) -> None:
     export.add_argument("spec", metavar="SPEC")
     export.add_argument("--weights", metavar="FILE",
                         help="weights (default: the network's initial random weights)")
-    export.add_argument("--weights-map", metavar="MAP.yaml")
+    common.add_weights_map(export)
     export.add_argument("--onnx", required=True, metavar="OUT.onnx")
     export.add_argument("--force", action="store_true", help="overwrite an existing file")
     common.add_overrides(export)
@@ -71,8 +68,9 @@ def register(sub) -> None:
     report.add_argument("-o", "--output", metavar="OUT.html",
                         help="where to write (default: RUN_DIR/report.html)")
     report.add_argument("--spec", metavar="SPEC",
-                        help="the searched .space, when RUN_DIR/spec.space imports files that "
-                             "are not in RUN_DIR (names each site's candidates)")
+                        help="the searched .space, when RUN_DIR/spec.space imports files "
+                             "that search could not copy beside it (outside the spec's "
+                             "folder); names each site's candidates")
     report.set_defaults(handler=run_report)
 
 
@@ -109,10 +107,8 @@ def load_model(spec: str, overrides: dict[str, str], *, scale: int | None = None
     if scale is not None and space.network.scale != scale:
         raise common.UsageError(f"--scale {scale} but {spec} upscales ×{space.network.scale}")
     network = space.network
-    if rgb_only and (network.in_channels != 3 or network.out_channels != 3):
-        raise common.UsageError(
-            f"network `{network.name}` maps {network.in_channels} to {network.out_channels} "
-            "channels; training and evaluation work on RGB images (3 to 3)")
+    if rgb_only:
+        common.require_rgb(network)
     common.prepare_torch()
     model = space.fixed()
     if weights is not None:

@@ -250,7 +250,7 @@ def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: 
         resume_safe=frozenset(resume_safe),
         extra={"network": network.name, "spec_path": str(Path(space.path).resolve()),
                "overrides": json.dumps(space.overrides)},
-        files={"spec.space": space.program.root.source},
+        files=space.program.files_for_copy("spec.space"),
         error=SearchError,
         console=console or Console(stderr=True),
         progress=progress,

@@ -309,7 +309,8 @@ class Loop:
             metrics.reset()
             seed_everything(cfg.seed)
         atomic_write_bytes(self.run_dir / "config.yaml", dump_config(cfg).encode("utf-8"))
-        for name, text in self.files.items():
+        for name, text in self.files.items():  # a name may hold folders (`lib/ops.space`)
+            (self.run_dir / name).parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.run_dir / name, text.encode("utf-8"))
 
         started = time.monotonic()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import functools
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,8 +23,7 @@ from spacelang.decisions import normalize
 from spacelang.diagnostics import SpecError
 from spacelang.primitives import PRIMITIVES, free
 from spacelang.strategies import architectures
-
-SPACES = Path(__file__).resolve().parents[2] / "spaces"
+from tests.paths import SPACES
 
 
 def _shipped_fixed() -> list[str]:

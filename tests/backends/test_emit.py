@@ -6,7 +6,6 @@ import ast
 import importlib.util
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +13,7 @@ from spacelang.backends.emit import emit_python
 
 import spacelang
 from spacelang.primitives import PRIMITIVES
-
-SPACES = Path(__file__).resolve().parents[2] / "spaces"
+from tests.paths import SPACES
 
 # Every primitive, and values named like nn.Module methods.
 EVERY_PRIMITIVE = """

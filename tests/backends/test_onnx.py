@@ -3,8 +3,6 @@ shipped published networks, with reference weights when ../shared has them."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -12,12 +10,12 @@ from spacelang.backends.onnx import export_onnx, run_onnx
 
 from spacelang.api import load
 from spacelang.sr.weights import load_weights
+from tests.paths import REPO, SHARED
 
 pytest.importorskip("onnx", reason="the onnx extra is not installed")
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "weights"
+WEIGHTS = SHARED / "weights"
 CASES = {
     "imdn.space": ("imdn_x2.pth", "imdn.yaml"),
     "dlsr_derived.space": ("dlsr_x2.pt", "dlsr.yaml"),
@@ -34,9 +32,9 @@ def test_onnxruntime_matches_pytorch(spec, reference, tmp_path):
     model = space.fixed().eval()
     if reference:
         weights, rename = CASES[spec]
-        if not (SHARED / weights).is_file():
-            pytest.skip(f"reference weights {SHARED / weights} are not there")
-        load_weights(model, SHARED / weights, REPO / "examples" / "weights" / rename)
+        if not (WEIGHTS / weights).is_file():
+            pytest.skip(f"reference weights {WEIGHTS / weights} are not there")
+        load_weights(model, WEIGHTS / weights, REPO / "examples" / "weights" / rename)
     target = tmp_path / "model.onnx"
     export_onnx(model, space.network, target)
     rgb_range = space.network.rgb_range

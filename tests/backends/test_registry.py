@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import attrs
 import pytest
 import spacelang.backends
 import torch
@@ -77,15 +78,10 @@ def _scale_cost(args: dict[str, Any], inputs: list[Extent], output: Extent) -> C
     return Cost(output.channels, output.elements, output.elements)
 
 
-def _positive_power(inputs: list[TensorInfo], args: dict[str, Any]) -> dict[str, Any]:
-    if args["power"] <= 0:
-        raise ShapeError(f"power must be positive, got {args['power']}")
-    return args
-
-
 TOY_POWER = Primitive(
-    name="toy_power", params=(ParamSpec("x", "tensor"), ParamSpec("power", "int", 2, False)),
-    resolve=_positive_power, infer=lambda inputs, args: [inputs[0]],
+    name="toy_power", params=(ParamSpec("x", "tensor"),
+                              ParamSpec("power", "int", 2, False, minimum=1)),
+    infer=lambda inputs, args: [inputs[0]],
     cost=lambda args, inputs, output: Cost(), doc="x to an integer power")
 TOY_SCALE = Primitive(
     name="toy_scale", params=(ParamSpec("x", "tensor"),), infer=lambda inputs, args: [inputs[0]],
@@ -200,6 +196,35 @@ def test_a_new_primitive_has_its_signature_and_rules_checked(toys, spec_error):
         }
         """)
     assert "t.space:3:35: error: `power` of `toy_power` must be positive, got 0" in message
+
+
+def test_argument_ranges_are_stated_once_in_the_record(toys, spec_error):
+    """The checker reads each argument's range from the record: change the record, and the
+    located error changes with it (no second copy of the rule to update)."""
+    spec = """
+        network t(C = 4, scale = 1) {
+            return toy_power(input, power=0)
+        }
+        """
+    with swapped_param("toy_power", "power", minimum=0):
+        assert spacelang.loads(textwrap.dedent(spec), path="t.space").is_fixed
+    with swapped_param("toy_power", "power", minimum=2):
+        assert "`power` of `toy_power` must be at least 2, got 0" in spec_error(spec)
+    assert all(p.minimum in (0, 1) for r in PRIMITIVES.values() for p in r.params)
+    assert {(r.name, p.name) for r in PRIMITIVES.values() for p in r.params if p.window} >= {
+        ("conv", "k"), ("conv", "stride"), ("conv", "dilation"), ("conv", "padding"),
+        ("maxpool", "k"), ("maxpool", "padding")}
+
+
+@contextmanager
+def swapped_param(primitive: str, name: str, **changes: Any) -> Iterator[None]:
+    record = PRIMITIVES[primitive]
+    params = tuple(attrs.evolve(p, **changes) if p.name == name else p for p in record.params)
+    PRIMITIVES[primitive] = attrs.evolve(record, params=params)
+    try:
+        yield
+    finally:
+        PRIMITIVES[primitive] = record
 
 
 # -- each record's rules agree with what its torch lowering does

@@ -5,9 +5,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from spacelang.backends.torch.supernet import param_key
 
 import spacelang
+from tests.one_hot import set_one_hot
 
 SPEC = """\
 import "ops.space"
@@ -34,18 +34,6 @@ def space(spaces_dir):
     return spacelang.loads(SPEC, path=str(spaces_dir / "inherit.space"))
 
 
-def _one_hot(net, decisions) -> None:
-    with torch.no_grad():
-        for site in net.network.choice_sites:
-            alpha = net.alphas[param_key(site.key)]
-            alpha.fill_(-1e4)
-            alpha[decisions[site.key]] = 0.0
-        for site in net.network.pick_sites:
-            beta = net.betas[param_key(site.key)]
-            beta.fill_(-1e4)
-            beta[list(decisions[site.key])] = 0.0
-
-
 @settings(max_examples=8, deadline=None)
 @given(data=st.data())
 def test_inherited_network_matches_the_one_hot_supernet(space, data):
@@ -57,7 +45,7 @@ def test_inherited_network_matches_the_one_hot_supernet(space, data):
         chosen = data.draw(st.sets(st.integers(0, len(site.candidates) - 1),
                                    min_size=site.k, max_size=site.k), label=site.key)
         decisions[site.key] = tuple(sorted(chosen))
-    _one_hot(net, decisions)
+    set_one_hot(net, decisions)
     assert net.decisions() == decisions
     fixed = space.fixed(decisions)
     kept = net.inherit_into(fixed)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,8 +12,7 @@ from torch import nn
 
 import spacelang
 from spacelang.decisions import normalize
-
-SPACES = Path(__file__).resolve().parents[2] / "spaces"
+from tests.paths import SPACES
 
 # Values, ops and sites named like nn.Module / ParameterDict attributes.
 METHOD_NAMES = """

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import spacelang
+from tests.paths import REPO
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_default_search_writes_a_derived_spec_the_toolchain_accepts(tmp_path):

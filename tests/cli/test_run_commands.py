@@ -14,15 +14,8 @@ import torch
 from spacelang.api import load
 from spacelang.cli import run_cli
 from spacelang.runtime.checkpoint import load_checkpoint
-from spacelang.sr.images import write_image
-
-TINY = """\
-network tiny(C = 8, scale = 2) {
-    s = conv(input, C, k=3)
-    up = conv(s, 3 * scale * scale, k=3)
-    return pixel_shuffle(up, scale)
-}
-"""
+from spacelang.runtime.loop import Loop
+from tests.photos import write_photos
 
 # A network without a `scale` parameter: the factor is fixed at 2.
 NO_SCALE = """\
@@ -43,35 +36,13 @@ epoch_length: 4
 """
 
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    """Run in an empty folder, so that a default `runs/` would land there."""
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture
-def spec(tmp_path) -> Path:
-    path = tmp_path / "tiny.space"
-    path.write_text(TINY, encoding="utf-8")
-    return path
+pytestmark = pytest.mark.usefixtures("torch_one_thread", "in_tmp")
 
 
 @pytest.fixture
 def images(tmp_path) -> Path:
     """A folder of four 32×32 RGB photographs (smooth, so that SR is learnable)."""
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:32, 0:32] / 32.0
-    for i in range(4):
-        phase = rng.uniform(0, 2 * np.pi, 3)
-        channels = [np.sin(2 * np.pi * (xx + yy * (c + 1) / 3) + phase[c]) for c in range(3)]
-        image = (np.stack(channels, axis=-1) * 100 + 128).clip(0, 255).astype(np.uint8)
-        write_image(folder / f"img{i}.png", image)
-    return folder
+    return write_photos(tmp_path / "images", 4, 32, prefix="img")
 
 
 @pytest.fixture
@@ -371,15 +342,25 @@ def run_of(request, tmp_path, spec):
     return "search", path, SEARCH_CONFIG
 
 
-def test_train_and_search_share_the_loop_checkpoint_and_resume(cli, run_of, images, tmp_path):
+def test_train_and_search_share_the_loop_checkpoint_and_resume(cli, run_of, images, tmp_path,
+                                                               monkeypatch):
     command, spec_path, text = run_of
     config = tmp_path / "run.yaml"
     config.write_text(text, encoding="utf-8")
     run = tmp_path / "run"
     args = (command, str(spec_path), "--config", str(config), "--data", str(images),
             "--run-dir", str(run), "--no-progress")
+    looped = []
+    original_run = Loop.run
+
+    def run_and_record(self, *a, **k):
+        looped.append(self.kind)
+        return original_run(self, *a, **k)
+
+    monkeypatch.setattr(Loop, "run", run_and_record)
     code, _, err = cli(*args)
     assert code == 0, err
+    assert looped == [f"spacelang.{command}"]  # both commands run the one runtime loop
     last = load_checkpoint(run / "last.pt")
     assert set(last) >= LOOP_KEYS
     assert (last["kind"], last["version"], last["iteration"]) == (f"spacelang.{command}", 2, 6)

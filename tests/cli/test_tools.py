@@ -16,30 +16,13 @@ import torch
 
 from spacelang.api import load
 from spacelang.sr.images import read_image, write_image
+from tests.paths import SHARED
+from tests.photos import write_photos
 
-SHARED_SET5 = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "Set5"
-
-TINY = """\
-network tiny(C = 8, scale = 2) {
-    s = conv(input, C, k=3)
-    up = conv(s, 3 * scale * scale, k=3)
-    return pixel_shuffle(up, scale)
-}
-"""
-
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
+SHARED_SET5 = SHARED / "data" / "Set5"
 
 
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture
-def spec(tmp_path) -> Path:
-    path = tmp_path / "tiny.space"
-    path.write_text(TINY, encoding="utf-8")
-    return path
+pytestmark = pytest.mark.usefixtures("torch_one_thread", "in_tmp")
 
 
 def _weights(spec: Path, scale: int, path: Path) -> Path:
@@ -53,17 +36,6 @@ def weights(tmp_path, spec) -> Path:
     return _weights(spec, 2, tmp_path / "x2.pt")
 
 
-def _photos(folder: Path, count: int, size: int, seed: int) -> None:
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    for i in range(count):
-        phase = rng.uniform(0, 2 * np.pi, 3)
-        channels = [np.sin(2 * np.pi * (xx + yy * (c + 1) / 3) + phase[c]) for c in range(3)]
-        image = (np.stack(channels, axis=-1) * 100 + 128).clip(0, 255).astype(np.uint8)
-        write_image(folder / f"pic{i}.png", image)
-
-
 @pytest.fixture
 def root(tmp_path) -> Path:
     """A benchmark root: Set5 from ../shared when there (else a synthetic stand-in), and a
@@ -73,8 +45,8 @@ def root(tmp_path) -> Path:
     if SHARED_SET5.is_dir():
         (base / "Set5").symlink_to(SHARED_SET5.resolve())
     else:
-        _photos(base / "Set5" / "HR", 3, 24, seed=5)
-    _photos(base / "Mine" / "HR", 3, 30, seed=1)
+        write_photos(base / "Set5" / "HR", 3, 24, seed=5)
+    write_photos(base / "Mine" / "HR", 3, 30, seed=1)
     (base / "notes").mkdir()  # not a set: no HR/
     return base
 
@@ -111,13 +83,37 @@ def test_eval_over_a_root_as_markdown_and_rich_tables(cli, spec, weights, root):
 
 def test_eval_one_table_per_scale_with_weights_per_scale(cli, spec, weights, root, tmp_path):
     x3 = _weights(spec, 3, tmp_path / "x3.pt")
-    out = json.loads(_ok(cli("eval", str(spec), "--weights", str(weights), str(x3), "--data",
-                             str(root), "--scale", "2", "3", "--json")))
+    out = json.loads(_ok(cli("eval", str(spec), "--weights", str(weights), "--weights", str(x3),
+                             "--data", str(root), "--scale", "2", "--scale", "3", "--json")))
     assert [(r["scale"], r["set"]) for r in out["results"]] == \
         [(2, "Set5"), (2, "Mine"), (3, "Set5"), (3, "Mine")]
-    code, _, err = cli("eval", str(spec), "--weights", str(weights), str(x3), str(x3),
-                       "--data", str(root), "--scale", "2", "3")
+    code, _, err = cli("eval", str(spec), "--weights", str(weights), "--weights", str(x3),
+                       "--weights", str(x3), "--data", str(root), "--scale", "2", "--scale", "3")
     assert code == 2 and "once per scale" in err
+
+
+def test_eval_weights_before_the_spec_is_not_ambiguous(cli, spec, weights, root):
+    """`--weights` and `--scale` take one value each (repeated for several scales), so they
+    may come before SPEC without swallowing it."""
+    before = json.loads(_ok(cli("eval", "--weights", str(weights), "--scale", "2", str(spec),
+                                "--data", str(root), "--json")))
+    after = json.loads(_ok(cli("eval", str(spec), "--weights", str(weights), "--data", str(root),
+                               "--scale", "2", "--json")))
+    assert before == after
+
+
+def test_train_eval_and_upscale_name_a_non_rgb_network_alike(cli, tmp_path, root):
+    """One rule, one message: train and eval need 3 → 3 channels (upscale takes grey)."""
+    grey = tmp_path / "grey.space"
+    grey.write_text("network grey(input: 1, scale = 2) {\n"
+                    "    return pixel_shuffle(conv(input, scale * scale), scale)\n}\n",
+                    encoding="utf-8")
+    message = "network `grey` maps 1 to 1 channels; training and evaluation work on RGB"
+    for args in (("train", str(grey), "--run-dir", str(tmp_path / "run")),
+                 ("eval", str(grey), "--weights", "w.pt", "--data", str(root), "--scale", "2")):
+        code, _, err = cli(*args)
+        assert code == 2 and message in err, (args, err)
+        assert "Traceback" not in err
 
 
 def test_eval_over_a_root_saves_images_per_set_and_scale(cli, spec, weights, root, tmp_path):
@@ -133,7 +129,7 @@ def test_eval_over_a_root_saves_images_per_set_and_scale(cli, spec, weights, roo
 
 
 def test_upscale_a_folder_then_refuse_to_overwrite(cli, spec, weights, tmp_path):
-    _photos(tmp_path / "in", 2, 20, seed=3)
+    write_photos(tmp_path / "in", 2, 20, seed=3)
     out = tmp_path / "out"
     _ok(cli("upscale", str(spec), str(tmp_path / "in"), "--weights", str(weights), "-o",
             str(out), "--tile", "7"))
@@ -149,7 +145,7 @@ def test_upscale_a_folder_then_refuse_to_overwrite(cli, spec, weights, tmp_path)
 
 
 def test_upscale_a_bad_file_fails_or_is_skipped(cli, spec, weights, tmp_path):
-    _photos(tmp_path / "in", 1, 16, seed=4)
+    write_photos(tmp_path / "in", 1, 16, seed=4)
     (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
     code, _, err = cli("upscale", str(spec), str(tmp_path / "in"), "--weights", str(weights),
                        "-o", str(tmp_path / "out"))
@@ -162,7 +158,7 @@ def test_upscale_a_bad_file_fails_or_is_skipped(cli, spec, weights, tmp_path):
 
 
 def test_upscale_one_file_to_a_named_file(cli, spec, weights, tmp_path):
-    _photos(tmp_path / "in", 1, 12, seed=6)
+    write_photos(tmp_path / "in", 1, 12, seed=6)
     _ok(cli("upscale", str(spec), str(tmp_path / "in" / "pic0.png"), "--weights",
             str(weights), "-o", str(tmp_path / "big.png")))
     assert read_image(tmp_path / "big.png").shape == (24, 24, 3)

@@ -205,11 +205,22 @@ reject("set-arabic-indic-digits", net(STEM), "must be an integer", 1, "--set", "
 reject("set-float", net(STEM), "must be an integer", 1, "--set", "C=8.0")
 reject("set-expression", net(STEM), "must be an integer", 1, "--set", "C=4*2")
 reject("set-repeated", net(STEM), "given twice", None, "--set", "C=8", "--set", "C=16")
-reject("set-unknown-name", net(STEM), "no network", None, "--set", "D=8")
-reject("set-network-b-lacks-C",
-       net(STEM) + "network b(D = 4) {\n    x = conv(input, D)\n"
-       "    return pixel_shuffle(conv(x, 12, k=3), 2)\n}\n",
-       "has no parameter `C`", None, "--network", "b", "--set", "C=8", command="flops")
+reject("set-repeated-compile", net(STEM), "given twice", None, "--set", "C=8", "--set", "C=8",
+       command="compile")
+reject("set-unknown-name", net(STEM), "t.space:1:11: error: --set D: no network in `n`", 1,
+       "--set", "D=8")
+reject("set-unknown-name-did-you-mean", net(STEM, params="C = 8, cells = 2"),
+       "did you mean `cells`?", 1, "--set", "cels=8")
+reject("set-unknown-name-dlsr", "", "no network in `dlsr` has a parameter `D`", None,
+       "--set", "D=8")
+reject("set-unknown-name-network-without-parameters", net("x = conv(input, 8)", params=""),
+       "t.space:1:9: error: --set D: no network", 1, "--set", "D=8")
+_TWO_NETWORKS = (net(STEM) + "network b(D = 4,\n          scale = 2) {\n"
+                 "    x = conv(input, D)\n    return pixel_shuffle(conv(x, 12, k=3), 2)\n}\n")
+reject("set-network-b-lacks-C", _TWO_NETWORKS, "t.space:5:11: error: --set C: network `b` has "
+       "no parameter `C`", 5, "--network", "b", "--set", "C=8", command="flops")
+reject("set-network-b-lacks-C-compile", _TWO_NETWORKS, "parameters of `b`: D, scale", 5,
+       "--network", "b", "--set", "C=8", command="compile")
 accept("set-negative-sign-ok", net(STEM, "y = conv(x, C + D)", out="y",
                                    params="C = 8, D = 0"), "--set", "D=-4")
 accept("set-plus-sign-ok", net(STEM), "--set", "C=+4")
@@ -219,6 +230,21 @@ accept("dead-value-not-counted", net(STEM, "unused = conv(x, 64, k=7)"),
        warning="never used")
 accept("dead-cell-dlsr-cells-1", "", "--set", "cells=1", "--set", "C=8",
        warning="does not reach")
+
+# ------------------------------------------------------------ argument ranges (from the records)
+reject("range-lrelu-slope-integer-400-digits",
+       net(STEM, "y = lrelu(x, 1" + "0" * 400 + ")", out="y"), "must be a finite number", 3)
+reject("range-maxpool-padding-over-half-kernel", net(STEM, "y = maxpool(x, 3, padding=2)",
+                                                     out="y"), "half the kernel", 3)
+reject("range-maxpool-padding-negative", net(STEM, "y = maxpool(x, 3, padding=-1)", out="y"),
+       "t.space:3:31: error: `padding` of `maxpool` must be non-negative, got -1", 3)
+reject("range-split-size-zero", net(STEM, "a, b = split(x, 8, 0)", "y = concat(a, b)",
+                                    out="y"), "t.space:3:24: error: `sizes` of `split` must be "
+       "positive, got 0", 3)
+reject("range-pixel-shuffle-factor-zero", net(STEM, "y = pixel_shuffle(x, 0)", out="y"),
+       "t.space:3:26: error: `r` of `pixel_shuffle` must be positive, got 0", 3)
+reject("range-dwconv-dilation-zero", net(STEM, "y = dwconv(x, dilation=0)", out="y"),
+       "`dilation` of `dwconv` must be positive, got 0", 3)
 
 # ------------------------------------------------------------ messages
 reject("message-pick-concat-groups",
@@ -249,6 +275,19 @@ reject("message-long-line-100000", net(STEM, "y = x" + " " * 100_000 + " + nope"
 reject("message-emit-py-directory", net(STEM), "is a directory", None, "--emit-py", "{tmp}",
        command="compile")
 accept("message-utf8-bom", "\ufeff" + net(STEM))
+reject("message-utf8-bom-error-column-true", "\ufeff" + net("x = conv(inptu, C)"),
+       "t.space:2:14: error: undefined name `inptu`", 2)
+reject("message-missing-brace-at-end-of-file", net(STEM)[:-2] + "\n\n\n",
+       "unexpected end of file: missing `}` to close the block opened at 1:18", 3)
+reject("message-missing-brace-at-end-of-file-in-op",
+       "op f(x: C) {\n    return relu(x)\n\n" ,
+       "missing `}` to close the block opened at 1:12", 2)
+reject("message-missing-brace-at-end-of-file-fmt", net(STEM)[:-2] + "\n",
+       "missing `}` to close the block opened at 1:18", 3, command="fmt")
+reject("message-missing-parenthesis-at-end-of-file", net(STEM)[:-2].replace("2)", "2") + "\n",
+       "missing `)` to close the `(` opened at 3:25", 3)
+reject("message-end-of-file-names-the-open-block", "network n(C = 8) {\n    x = conv(input, C)\n",
+       "`{` opened at", 2)
 accept("message-utf8-bom-import", 'import "lib.space"\n' + net("x = twice(input)"),
        files=(("lib.space", "\ufeffop twice(x: C) {\n    return conv(x, 8)\n}\n".encode()),))
 

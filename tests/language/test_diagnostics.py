@@ -25,7 +25,7 @@ CASES = [
         }
         """,
         """\
-        t.space:2:23: error: unexpected `k`; expected `(`, `)`, `*`, `+`, `,`, `-`, ...
+        t.space:2:23: error: unexpected `k`; expected `)`, `,`, `(`, `*`, `+`, `-`, ...
               a = conv(input, C k=3)
                                 ^
         """,
@@ -51,11 +51,39 @@ CASES = [
             a = conv(input, C, k=3)
         """,
         """\
-        t.space:2:28: error: unexpected end of file; expected `)`, `*`, `+`, `,`, `-`, `..`, ...
+        t.space:2:28: error: unexpected end of file; expected `for`, `return`, `shares`, a name, `*`, `+`, ...
               a = conv(input, C, k=3)
                                      ^
-        """,
+          note: `{` opened at t.space:1:29 is not closed
+        """,  # noqa: E501
         id="unexpected_eof",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            a = conv(input, C, k=3)
+            return pixel_shuffle(a, scale)
+
+
+        """,
+        """\
+        t.space:3:35: error: unexpected end of file: missing `}` to close the block opened at 1:29
+              return pixel_shuffle(a, scale)
+                                            ^
+        """,
+        id="missing_closing_brace_at_end_of_file",
+    ),
+    pytest.param(
+        """\
+        network n(C = 8, scale = 2) {
+            a = conv(input, C, k=3
+        """,
+        """\
+        t.space:2:27: error: unexpected end of file: missing `)` to close the `(` opened at 2:13
+              a = conv(input, C, k=3
+                                    ^
+        """,
+        id="missing_closing_parenthesis_at_end_of_file",
     ),
     pytest.param(
         """\
@@ -1127,7 +1155,9 @@ def test_set_unknown_parameter_suggests_the_closest(cli):
     code, out, err = cli("check", "spaces/dlsr.space", "--set", "Cc=16")
     assert (code, out) == (2, "")
     assert err == textwrap.dedent("""\
-        error: --set Cc: no network in `dlsr` has a parameter `Cc`
+        spaces/dlsr.space:33:14: error: --set Cc: no network in `dlsr` has a parameter `Cc`
+          network dlsr(C = 48, scale = 2, cells = 6, rgb_range = 255) {
+                       ^~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
           hint: did you mean `C`?
         """)
 
@@ -1148,7 +1178,9 @@ def test_set_without_a_value(cli):
 def test_overrides_through_the_api_use_the_same_words(spec_error):
     source = "network n(C = 8, scale = 2) {\n    return pixel_shuffle(conv(input, 12), scale)\n}\n"
     assert spec_error(source, scael=3) == (
-        "error: --set scael: no network in `n` has a parameter `scael`\n"
+        "t.space:1:11: error: --set scael: no network in `n` has a parameter `scael`\n"
+        "  network n(C = 8, scale = 2) {\n"
+        "            ^~~~~~~~~~~~~~~~\n"
         "  hint: did you mean `scale`?")
 
 
@@ -1351,10 +1383,10 @@ def test_fmt_syntax_error_on_stdin(cli, monkeypatch):
     assert (code, out) == (2, "")
     assert "Traceback" not in err
     assert err == textwrap.dedent("""\
-        <stdin>:3:1: error: unexpected `}`; expected `(`, `-`, `[`, `false`, `pick`, `true`, ...
+        <stdin>:3:1: error: unexpected `}`; expected `false`, `pick`, `true`, a name, a number, a string, ...
           }
           ^
-        """)
+        """)  # noqa: E501
 
 
 def test_fmt_check_and_rewrite_files(cli, tmp_path, monkeypatch):

@@ -7,7 +7,9 @@ spec that checks.
 
 from __future__ import annotations
 
+import io
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +18,10 @@ from spacelang.api import Limits, format_source, load, loads
 from spacelang.cli import run_cli
 from spacelang.diagnostics import SpecError
 from spacelang.limits import DEFAULT_LIMITS
+from spacelang.parser import parse
 from tests.language.hostile_cases import CASES, Accept, Case
+from tests.paths import SPACES
 
-SPACES = Path(__file__).resolve().parents[2] / "spaces"
 COMMON_FLAGS = ("--set", "--max-")
 FLAGS_BY_COMMAND = {"check": (), "flops": ("--hr", "--network"),
                     "compile": ("--network", "--emit-py", "--input-size"), "fmt": ()}
@@ -132,6 +135,22 @@ def test_fmt_drops_a_utf8_bom(tmp_path: Path, capsys) -> None:
     assert run_cli(["fmt", str(spec)]) == 0
     assert spec.read_text(encoding="utf-8").startswith("network n(C = 8) {")
     assert run_cli(["fmt", "--check", str(spec)]) == 0
+
+
+def test_utf8_bom_accepted_by_parse_itself() -> None:
+    """`parse` (not only the file loaders) drops the mark: first token at column 1."""
+    module = parse("\ufeffnetwork n(C = 8) {\n    return input\n}\n", "t.space")
+    (network,) = module.items
+    assert (network.span.line, network.span.column) == (1, 1)
+    assert not module.source.startswith("\ufeff")
+
+
+def test_utf8_bom_accepted_by_fmt_on_stdin(monkeypatch, capsys) -> None:
+    text = ("network n(C = 8) {\n    x = conv(input, C)\n"
+            "    return pixel_shuffle(conv(x, 12), 2)\n}\n")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\ufeff" + text))
+    assert run_cli(["fmt", "-"]) == 0
+    assert capsys.readouterr().out == text
 
 
 def test_dead_values_are_not_counted() -> None:

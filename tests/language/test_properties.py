@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,8 +23,8 @@ from spacelang.api import format_source, loads
 from spacelang.diagnostics import SpecError
 from spacelang.parser import GRAMMAR_PATH, _lark, _Lexer, parse
 from spacelang.printer import format_module
+from tests.paths import SPACES as SPACES_DIR
 
-SPACES_DIR = Path(__file__).resolve().parents[2] / "spaces"
 SHIPPED = tuple(sorted(SPACES_DIR.glob("*.space")))
 
 KEYWORDS = {"import", "choice", "op", "cell", "network", "shares", "return", "for", "in",

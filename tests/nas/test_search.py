@@ -31,8 +31,7 @@ from spacelang.sr.config import SearchConfig, dump_config
 from spacelang.sr.data import folder
 from spacelang.sr.images import write_image
 from spacelang.sr.search import search
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.paths import REPO
 
 # A ×2 task where one candidate is plainly right: `keep` passes the features on, `flat`
 # replaces every channel by its mean and `blur` smears it with a 7×7 max filter.

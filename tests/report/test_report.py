@@ -8,17 +8,23 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from spacelang.api import loads
 from spacelang.graph import to_dot
 from spacelang.report import _pareto, read_run
+from tests.photos import write_photos
 
-SEARCH_SPEC = """\
+SEARCH_OPS = """\
 op lite(x: c) { return conv(x, c, k=1) }
 op wide(x: c) { return conv(x, c, k=3) }
 op far(x: c) { return conv(x, c, k=3, dilation=2) }
+"""
+
+# The searched spec imports its light ops from a folder beside it, and the shipped library.
+SEARCH_SPEC = """\
+import "lib/light.space"
+import "ops.space"
 
 choice light = [lite, wide, far]
 
@@ -54,17 +60,13 @@ BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(os.environ.get("SPACELANG_TEST_ARTIFACTS", "test-artifacts"))
 
 
-def _photos(folder: Path) -> None:
-    from spacelang.sr.images import write_image
-
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:40, 0:40] / 40
-    for i in range(3):
-        phase = rng.uniform(0, 2 * np.pi, 3)
-        channels = [np.sin(2 * np.pi * (xx + yy * (c + 1) / 3) + phase[c]) for c in range(3)]
-        write_image(folder / f"p{i}.png",
-                    (np.stack(channels, -1) * 100 + 128).clip(0, 255).astype(np.uint8))
+def _write_search_spec(folder: Path) -> Path:
+    """`folder/space.space` and the ops it imports from `folder/lib/`."""
+    (folder / "lib").mkdir()
+    (folder / "lib" / "light.space").write_text(SEARCH_OPS, encoding="utf-8")
+    spec = folder / "space.space"
+    spec.write_text(SEARCH_SPEC, encoding="utf-8")
+    return spec
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +76,8 @@ def search_run(tmp_path_factory) -> Path:
     from spacelang.cli import run_cli
 
     base = tmp_path_factory.mktemp("search")
-    (base / "space.space").write_text(SEARCH_SPEC, encoding="utf-8")
-    _photos(base / "photos")
+    _write_search_spec(base)
+    write_photos(base / "photos", 3, 40, prefix="p")
     (base / "search.yaml").write_text(SEARCH_CONFIG + f"val_data: {base / 'photos'}\n",
                                       encoding="utf-8")
     import torch
@@ -110,8 +112,8 @@ def test_pareto_front_keeps_points_nothing_beats():
     assert [p[2] for p in _pareto(points)] == ["a", "c"]
 
 
-def test_the_graph_boxes_cells_and_lists_unresolved_sites():
-    dot = to_dot(loads(SEARCH_SPEC, path="t.space").network)
+def test_the_graph_boxes_cells_and_lists_unresolved_sites(tmp_path):
+    dot = to_dot(loads(SEARCH_SPEC, path=str(_write_search_spec(tmp_path))).network)
     assert '"b.1: block"' in dot and '"b.3: block"' in dot
     assert "choice" in dot and "lite | wide | far" in dot
     assert "pick 1 of 2" in dot
@@ -119,8 +121,7 @@ def test_the_graph_boxes_cells_and_lists_unresolved_sites():
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` is not installed")
 def test_compile_draws_the_graph(cli, tmp_path):
-    spec = tmp_path / "t.space"
-    spec.write_text(SEARCH_SPEC, encoding="utf-8")
+    spec = _write_search_spec(tmp_path)
     code, _, err = cli("compile", str(spec), "--graph", str(tmp_path / "g.svg"))
     assert code == 0, err
     svg = (tmp_path / "g.svg").read_text(encoding="utf-8")
@@ -202,14 +203,27 @@ def test_report_of_a_sweep_plots_psnr_against_cost(cli, search_run, tmp_path):
     assert text.count("<td>a</td>") == 1 and text.count("<td>b</td>") == 1
 
 
+def test_report_names_candidates_of_a_spec_whose_imports_search_copied(search_run, tmp_path):
+    """`search` copies the files the spec imports beside `spec.space` (not the shipped
+    library, which resolves anywhere), so the run folder alone names every candidate,
+    wherever the folder is moved."""
+    assert (search_run / "lib" / "light.space").read_text(encoding="utf-8") == SEARCH_OPS
+    assert not (search_run / "ops.space").exists()
+    moved = tmp_path / "moved"
+    shutil.copytree(search_run, moved, ignore=shutil.ignore_patterns("*.pt"))
+    record = read_run(moved)
+    assert record.space is not None
+    labels = {site.key: site.labels for site in record.space.network.choice_sites}
+    assert labels["block.r"] == ("lite", "wide", "far")
+
+
 def test_report_takes_the_spec_when_the_run_copy_cannot_load(cli, search_run, tmp_path):
     pytest.importorskip("plotly", reason="the report extra (plotly) is not installed")
     run = tmp_path / "run"
     shutil.copytree(search_run, run, ignore=shutil.ignore_patterns("*.pt"))
     (run / "spec.space").write_text('import "elsewhere.space"\n' + SEARCH_SPEC,
                                     encoding="utf-8")
-    spec = tmp_path / "space.space"
-    spec.write_text(SEARCH_SPEC, encoding="utf-8")
+    spec = _write_search_spec(tmp_path)
     assert cli("report", str(run), "-o", str(tmp_path / "bare.html"))[0] == 0
     assert cli("report", str(run), "-o", str(tmp_path / "named.html"), "--spec",
                str(spec))[0] == 0

@@ -21,8 +21,7 @@ from spacelang.runtime.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.paths import REPO
 
 
 class Opaque:

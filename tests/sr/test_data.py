@@ -32,8 +32,8 @@ from spacelang.sr.data import (
 )
 from spacelang.sr.images import ImageError, probe_image, read_image, write_image
 from spacelang.sr.imresize import bicubic_downscale
+from tests.paths import SHARED
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 SET5 = SHARED / "data" / "Set5"
 
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from spacelang.sr.imresize import bicubic_downscale, imresize
+from tests.paths import SHARED
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 SET5 = SHARED / "data" / "Set5"
 SET5_NAMES = ("baby", "bird", "butterfly", "head", "woman")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,8 @@ from PIL import Image
 
 from spacelang.sr.imresize import imresize
 from spacelang.sr.metrics import psnr, rgb_to_y, ssim, to_uint8
+from tests.paths import SHARED
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 SET5 = SHARED / "data" / "Set5"
 
 PROPS = settings(max_examples=30, deadline=None)

@@ -26,8 +26,7 @@ from spacelang.runtime.loop import state_dict_mismatch
 from spacelang.sr.config import TrainConfig, load_config
 from spacelang.sr.task import evaluate
 from spacelang.sr.train import TrainError, lr_schedule, train
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.paths import REPO
 
 # --------------------------------------------------------------------------- fixtures
 

@@ -13,9 +13,8 @@ import torch
 
 from spacelang.api import load, loads
 from spacelang.sr.weights import WeightsError, load_rename_map, load_weights
+from tests.paths import REPO, SHARED
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = (REPO / ".." / "shared").resolve()
 IMDN_WEIGHTS = SHARED / "weights" / "imdn_x2.pth"
 DLSR_WEIGHTS = SHARED / "weights" / "dlsr_x2.pt"
 
