@@ -146,11 +146,27 @@ def init_from_env() -> World:
         else:
             backend = "gloo"
         try:
-            dist.init_process_group(backend=backend)
+            dist.init_process_group(backend=backend, store=_attempt_store(),
+                                    rank=_env_int("RANK", 0),
+                                    world_size=_env_int("WORLD_SIZE", 1))
         except (RuntimeError, ValueError) as exc:
             raise RankLost(f"cannot join the distributed job ({backend}): {_short(exc)}") \
                 from None
     return world()
+
+
+def _attempt_store() -> dist.Store:
+    """The launcher's key-value store, with keys private to this restart of the workers.
+
+    torchrun keeps one store for all restarts of a job; without a prefix per restart the
+    new workers would read the dead ones' addresses and fail to connect.
+    """
+    agent_hosts_it = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ.get("MASTER_ADDR", "127.0.0.1"),
+                          _env_int("MASTER_PORT", 29500), _env_int("WORLD_SIZE", 1),
+                          is_master=not agent_hosts_it and _env_int("RANK", 0) == 0,
+                          multi_tenant=not agent_hosts_it)
+    return dist.PrefixStore(f"spacelang/restart-{restart_count()}", store)
 
 
 def shutdown() -> None:
