@@ -144,7 +144,8 @@ def run_search(args: argparse.Namespace) -> int:
     overrides = {**{k: str(v) for k, v in cfg.overrides.items()},
                  **common.parse_overrides(args.overrides)}
     space = load(args.spec, **overrides)
-    common.print_warnings(space.warnings, space.program.sources)
+    if common.is_main_rank():
+        common.print_warnings(space.warnings, space.program.sources)
     _needs_rgb(space)
     if space.network.scale != cfg.scale:
         cfg = _with(cfg, scale=space.network.scale)
@@ -224,7 +225,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(TrainConfig, args.config or DEFAULT_TRAIN_CONFIG)
     space = load(args.spec, **common.parse_overrides(args.overrides))
-    common.print_warnings(space.warnings, space.program.sources)
+    if common.is_main_rank():
+        common.print_warnings(space.warnings, space.program.sources)
     _needs_rgb(space)
     if space.network.scale != cfg.scale:
         cfg = _with(cfg, scale=space.network.scale)

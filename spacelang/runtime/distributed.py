@@ -252,12 +252,11 @@ def average_gradients(grads: Sequence[torch.Tensor | None],
         flat = torch.cat([*parts, present])
         _collective("gradient averaging", lambda flat=flat: dist.all_reduce(flat))
         flat.div_(size)
-        counts = flat[-len(members):]
+        counts = flat[-len(members):].tolist()  # one device sync, not one per tensor
         offset = 0
         for j, i in enumerate(members):
             n = like[i].numel()
-            out[i] = (flat[offset:offset + n].view_as(like[i]).clone()
-                      if bool(counts[j] > 0) else None)
+            out[i] = flat[offset:offset + n].view_as(like[i]) if counts[j] > 0 else None
             offset += n
     return out
 

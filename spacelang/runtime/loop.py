@@ -355,7 +355,7 @@ class Loop:
     def _modules(self) -> list[nn.Module]:
         return [obj for obj in self.stateful.values() if isinstance(obj, nn.Module)]
 
-    def _start_in_step(self) -> None:
+    def _share_rank0_state(self) -> None:
         """Every rank's model takes rank 0's state (fresh weights differ between ranks)."""
         for module in self._modules():
             broadcast_([t for t in module.state_dict().values()
@@ -427,7 +427,7 @@ class Loop:
             start = 0
             metrics.reset()
             seed_everything(cfg.seed)
-        self._start_in_step()
+        self._share_rank0_state()
         if main:
             atomic_write_bytes(self.run_dir / "config.yaml", self._config_text().encode("utf-8"))
             for name, text in self.files.items():
