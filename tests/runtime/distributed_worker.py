@@ -124,6 +124,12 @@ def main(scenario: str, images: Path, out: Path) -> None:
         for strategy in STRATEGIES:
             state = run_search(strategy, images, out / f"run-{strategy}")
             torch.save(state, out / f"{strategy}-rank{rank}.pt")
+        # the lockstep check names a tensor that one rank changed, on every rank
+        if rank == 1:
+            state["alphas.b"][0] += 1e-6
+        (out / f"desync-rank{rank}.txt").write_text(
+            str(distributed.check_lockstep(state)) + " " + str(distributed.check_lockstep(
+                {k: v for k, v in state.items() if k != "alphas.b"})))
         # a NaN loss on rank 1 only stops both ranks at the same update
         cfg = TrainConfig(iterations=8, patch_size=8, batch_size=4, log_every=1,
                           checkpoint_every=1, val_every=1000, seed=0)

@@ -110,6 +110,21 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(lockstep, strate
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
+def test_a_rank_that_drifts_is_named_by_the_lockstep_check(lockstep):
+    for rank in (0, 1):
+        assert (lockstep / f"desync-rank{rank}.txt").read_text() == "alphas.b None"
+
+
+def test_search_help_says_how_to_run_under_torchrun(capsys):
+    from spacelang.cli import run_cli
+
+    with pytest.raises(SystemExit):
+        run_cli(["search", "--help"])
+    text = capsys.readouterr().out
+    assert "torchrun --nproc-per-node N -m spacelang search" in text
+    assert "--rdzv-backend c10d" in text and "global batch" in text
+
+
 def test_one_set_of_run_files_per_search(lockstep):
     run = lockstep / "run-darts1"
     names = sorted(p.name for p in run.iterdir())
