@@ -35,7 +35,6 @@ __all__ = [
     "RankLost",
     "World",
     "all_reduce_grads",
-    "any_rank",
     "average_gradients",
     "broadcast_",
     "broadcast_object",
@@ -45,7 +44,6 @@ __all__ = [
     "init_from_env",
     "is_distributed",
     "is_main",
-    "launched",
     "local_rank",
     "mean_scalars",
     "rank",
@@ -82,11 +80,6 @@ def _env_int(name: str, default: int) -> int:
         return int(os.environ.get(name, default))
     except ValueError:
         return default
-
-
-def launched() -> bool:
-    """Whether this process was started by torchrun (or another ``env://`` launcher)."""
-    return "TORCHELASTIC_RUN_ID" in os.environ or _env_int("WORLD_SIZE", 1) > 1
 
 
 def is_distributed() -> bool:
@@ -279,11 +272,6 @@ def mean_scalars(*values: float | torch.Tensor) -> list[float]:
     local = local.to(device)
     _collective("loss averaging", lambda: dist.all_reduce(local))
     return (local / world_size()).tolist()
-
-
-def any_rank(flag: bool) -> bool:
-    """Whether ``flag`` holds on at least one rank (every rank gets the same answer)."""
-    return mean_scalars(1.0 if flag else 0.0)[0] > 0
 
 
 def broadcast_(tensors: Sequence[torch.Tensor], src: int = 0) -> None:

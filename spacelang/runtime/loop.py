@@ -30,8 +30,10 @@ else: not on the rank, not on whether the run was resumed.
 Under torchrun (`spacelang.runtime.distributed`) every rank runs the same loop: rank 0
 reads the checkpoint and hands it to the others, rank 0 alone writes the run folder and
 prints, the model's state starts from rank 0's, and each checkpoint first checks that
-every rank holds bitwise the same model. After a torchrun restart (``--max-restarts``) the
-run resumes from ``last.pt`` by itself.
+every rank holds bitwise the same model. A step keeps the ranks together: it averages its
+gradients (`spacelang.runtime.distributed.all_reduce_grads`) and the values it decides on
+(``mean_scalars``: the loss, so that a NaN on one rank stops them all at once). After a
+torchrun restart (``--max-restarts``) the run resumes from ``last.pt`` by itself.
 """
 
 from __future__ import annotations
