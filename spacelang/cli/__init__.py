@@ -60,7 +60,7 @@ def _run(argv: Sequence[str] | None) -> int:
         args = parser.parse_args(argv)
         return int(args.handler(args) or 0)
     except common.UsageError as exc:
-        common.print_error(str(exc))
+        common.report_error(exc, str(exc))
         return 2
     except KeyboardInterrupt:
         common.print_error("interrupted")
@@ -70,10 +70,10 @@ def _run(argv: Sequence[str] | None) -> int:
     except Exception as exc:
         message = common.user_error_message(exc)
         if message is not None:
-            common.print_error(message)
+            common.report_error(exc, message)
             return 2
         if os.environ.get("SPACELANG_DEBUG"):
             raise
-        common.print_error(f"internal error: {type(exc).__name__}: {exc}\n"
+        common.report_error(exc, f"internal error: {type(exc).__name__}: {exc}\n"
                            "  (set SPACELANG_DEBUG=1 for a traceback, and please report it)")
         return 70

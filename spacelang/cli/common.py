@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -39,7 +40,7 @@ def user_error_message(exc: BaseException) -> str | None:
     if isinstance(exc, SpecError):
         return exc.render()
     names = {"DataError", "ConfigError", "CheckpointError", "TrainError", "WeightsError",
-             "ImageError", "SearchError", "RunError"}
+             "ImageError", "SearchError", "RunError", "RankLost"}
     kind = type(exc)
     if kind.__name__ in names and kind.__module__.startswith("spacelang."):
         return str(exc)
@@ -118,10 +119,49 @@ def parse_size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def console(stderr: bool = False) -> Any:
+def console(stderr: bool = False, quiet: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, quiet=quiet)
+
+
+def under_torchrun() -> bool:
+    """Whether torchrun started this process (its variables are set)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
+def rank_environment() -> tuple[int, int, int]:
+    """``(rank, world size, local rank)`` from torchrun's variables; ``(0, 1, 0)`` without."""
+    def number(name: str, default: int) -> int:
+        try:
+            return int(os.environ.get(name, default))
+        except ValueError:
+            return default
+
+    return number("RANK", 0), number("WORLD_SIZE", 1), number("LOCAL_RANK", 0)
+
+
+def is_main_rank() -> bool:
+    """Whether this process prints a run's output (rank 0, or the only process)."""
+    return rank_environment()[0] == 0
+
+
+def report_error(exc: BaseException, message: str) -> None:
+    """Print ``message`` for ``exc``; under torchrun, once per job where every rank has it.
+
+    Rank 0 always prints. Another rank stays quiet when the error is one every rank raised
+    alike (``same_on_every_rank``), or one about the command line or spec files that the
+    first rank on its machine reports; else it prints with a ``rank R:`` prefix.
+    """
+    rank, _, local = rank_environment()
+    if rank != 0:
+        if getattr(exc, "same_on_every_rank", False):
+            return
+        if local != 0 and (isinstance(exc, (UsageError, SpecError))
+                           or type(exc).__name__ == "ConfigError"):
+            return
+        message = f"rank {rank}: {message}"
+    print_error(message)
 
 
 def print_warnings(warnings, sources: dict[str, str]) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import textwrap
 import time
 from pathlib import Path
 
@@ -16,14 +18,27 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_SEARCH_CONFIG = CONFIG_DIR / "search_small.yaml"
 DEFAULT_TRAIN_CONFIG = CONFIG_DIR / "train_small.yaml"
 
+DISTRIBUTED_HELP = """\
+several processes (GPUs or CPU cores; one machine or many), with PyTorch's torchrun:
+  torchrun --nproc-per-node N -m spacelang {command} SPEC --run-dir DIR [...]
+  torchrun --nnodes M --nproc-per-node N --rdzv-backend c10d \\
+           --rdzv-endpoint HOST:PORT --max-restarts 3 -m spacelang {command} SPEC --run-dir DIR
+batch_size is the global batch (each rank takes batch_size/world of it); gradients, α
+and β are averaged, so the run is the one-process run with the same config. Rank 0
+writes the run folder. After a torchrun restart the run resumes from DIR/last.pt.
+"""
+
 
 def register(sub) -> None:
     search = sub.add_parser(
         "search", help="search a space's architecture (DARTS / GDAS, two levels)",
-        description="Differentiable search of cell-level ops and network-level connections "
-                    "under a complexity penalty. Without --config, a small shipped config "
-                    f"({DEFAULT_SEARCH_CONFIG.name}: few channels and steps) runs on the "
-                    "embedded photographs. Ends by writing RUN_DIR/derived.space.")
+        description=textwrap.fill(
+            "Differentiable search of cell-level ops and network-level connections "
+            "under a complexity penalty. Without --config, a small shipped config "
+            f"({DEFAULT_SEARCH_CONFIG.name}: few channels and steps) runs on the "
+            "embedded photographs. Ends by writing RUN_DIR/derived.space.", 86),
+        epilog=DISTRIBUTED_HELP.format(command="search"),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     search.add_argument("spec", metavar="SPEC")
     _run_flags(search)
     search.set_defaults(handler=run_search)
@@ -38,8 +53,11 @@ def register(sub) -> None:
 
     train = sub.add_parser(
         "train", help="train a fixed spec on SR data",
-        description="Train a fixed spec (L1, Adam). Without --config, a small shipped config "
-                    f"({DEFAULT_TRAIN_CONFIG.name}) runs on the embedded photographs.")
+        description=textwrap.fill(
+            "Train a fixed spec (L1, Adam). Without --config, a small shipped config "
+            f"({DEFAULT_TRAIN_CONFIG.name}) runs on the embedded photographs.", 86),
+        epilog=DISTRIBUTED_HELP.format(command="train"),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("spec", metavar="SPEC")
     _run_flags(train)
     train.set_defaults(handler=run_train)
@@ -90,6 +108,10 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
 def _run_dir(args, name: str) -> Path:
     if args.run_dir:
         return Path(args.run_dir)
+    if common.rank_environment()[1] > 1 or common.under_torchrun():
+        raise common.UsageError(
+            "a run under torchrun needs --run-dir: every rank, and every restart, must use "
+            "the same run folder")
     if args.resume:
         raise common.UsageError("--resume needs --run-dir (the run to continue)")
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -117,20 +139,34 @@ def run_search(args: argparse.Namespace) -> int:
     overrides = {**{k: str(v) for k, v in cfg.overrides.items()},
                  **common.parse_overrides(args.overrides)}
     space = load(args.spec, **overrides)
-    common.print_warnings(space.warnings, space.program.sources)
+    if common.is_main_rank():
+        common.print_warnings(space.warnings, space.program.sources)
     common.require_rgb(space.network)
     if space.network.scale != cfg.scale:
         cfg = _with(cfg, scale=space.network.scale)
     data = args.data or cfg.data
     run_dir = _run_dir(args, space.network.name)  # flag errors before loading data
     train_set, val_set = _datasets(data, cfg.val_data, cfg.scale, args.on_bad_image)
-    out = common.console(stderr=True)
+    out = common.console(stderr=True, quiet=not common.is_main_rank())
     out.print(f"search {space.network.name} ({space.network.architecture_count:,} "
               f"architectures, strategy {cfg.strategy}) in {run_dir}")
-    result = search(space, cfg, train_set=train_set, val_set=val_set, run_dir=run_dir,
-                    resume=args.resume, console=out, progress=not args.no_progress)
-    _print_derived(result.derived_path)
+    with _distributed_job():
+        result = search(space, cfg, train_set=train_set, val_set=val_set, run_dir=run_dir,
+                        resume=args.resume, console=out, progress=not args.no_progress)
+    if common.is_main_rank():
+        _print_derived(result.derived_path)
     return 0
+
+
+@contextlib.contextmanager
+def _distributed_job():
+    """Leave torchrun's process group when the run ends (a no-op outside torchrun)."""
+    from spacelang.runtime import distributed
+
+    try:
+        yield
+    finally:
+        distributed.shutdown()
 
 
 def _with(cfg, **changes):
@@ -176,7 +212,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(TrainConfig, args.config or DEFAULT_TRAIN_CONFIG)
     space = load(args.spec, **common.parse_overrides(args.overrides))
-    common.print_warnings(space.warnings, space.program.sources)
+    if common.is_main_rank():
+        common.print_warnings(space.warnings, space.program.sources)
     common.require_rgb(space.network)
     if space.network.scale != cfg.scale:
         cfg = _with(cfg, scale=space.network.scale)
@@ -184,13 +221,16 @@ def run_train(args: argparse.Namespace) -> int:
     run_dir = _run_dir(args, space.network.name)  # flag errors before loading data
     train_set, val_set = _datasets(args.data or cfg.data, cfg.val_data, cfg.scale,
                                    args.on_bad_image)
-    out = common.console(stderr=True)
+    out = common.console(stderr=True, quiet=not common.is_main_rank())
     out.print(f"train {space.network.name} ×{cfg.scale} "
               f"({sum(p.numel() for p in model.parameters()):,} parameters) in {run_dir}")
-    result = train(model, cfg, train_set=train_set, val_set=val_set, run_dir=run_dir,
-                   rgb_range=space.network.rgb_range, resume=args.resume,
-                   spec_text=space.program.root.source, console=out,
-                   progress=not args.no_progress)
+    with _distributed_job():
+        result = train(model, cfg, train_set=train_set, val_set=val_set, run_dir=run_dir,
+                       rgb_range=space.network.rgb_range, resume=args.resume,
+                       spec_text=space.program.root.source, console=out,
+                       progress=not args.no_progress)
+    if not common.is_main_rank():
+        return 0
     best = f"{result.best_psnr:.2f} dB" if result.best_psnr is not None else "n/a"
     print(f"trained {result.last_iteration} iterations; best validation PSNR {best}; "
           f"weights in {run_dir / 'best.pt'} and {run_dir / 'last.pt'}")

@@ -15,6 +15,7 @@ The task is any object with ``stream(data, seed=, start=)`` (resumable batches),
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from spacelang.backends.torch.supernet import SuperNet
 from spacelang.nas.penalty import ComplexityPenalty
 from spacelang.nas.strategies import Strategy, make_strategy
 from spacelang.runtime.checkpoint import atomic_write_bytes, load_checkpoint
+from spacelang.runtime.distributed import all_reduce_grads, is_main, mean_scalars
 from spacelang.runtime.log import MetricsLog
 from spacelang.runtime.loop import (
     FORMAT_VERSION,
@@ -131,22 +133,26 @@ class _SearchStep:
             self.arch_opt.zero_grad(set_to_none=True)
             self.arch_loss = self.strategy.arch_gradient(net, (x, target), val_batch,
                                                          task.criterion, self.penalty, lr_now)
+            all_reduce_grads(net.arch_parameters())  # distributed: the mean over ranks
             if not all(torch.isfinite(p.grad).all() for p in net.arch_parameters()):
                 raise NonFinite("architecture gradient")
             self.arch_opt.step()
         self.weight_opt.zero_grad(set_to_none=True)
         loss = task.criterion(net(x), target)
-        if not torch.isfinite(loss):
+        # means over ranks, so that every rank stops at the same update
+        loss_value, arch_value = mean_scalars(loss.detach(), self.arch_loss)
+        if not math.isfinite(loss_value):
             raise NonFinite("weight loss")
-        if not torch.isfinite(self.arch_loss):
+        if not math.isfinite(arch_value):
             raise NonFinite("architecture loss")
         loss.backward()
+        all_reduce_grads(net.weight_parameters())
         # a finite loss can still have a non-finite gradient: stop before the step
         clip_gradients(net.weight_parameters(), cfg.grad_clip)
         self.weight_opt.step()
         with torch.no_grad():
             expected = float(self.penalty.expected(net))
-        return {"loss": loss.item(), "arch_loss": self.arch_loss.item(), "lr": lr_now,
+        return {"loss": loss_value, "arch_loss": arch_value, "lr": lr_now,
                 f"expected_{self.penalty.field}": expected}
 
     def end(self) -> None:
@@ -285,7 +291,8 @@ def finish(space: Any, net: SuperNet, run_dir: Path, iterations: int,
     decisions = net.decisions()
     text = space.derive(decisions, header=derived_header(space, net, run_dir, iterations))
     path = run_dir / "derived.space"
-    atomic_write_bytes(path, text.encode("utf-8"))
+    if is_main():
+        atomic_write_bytes(path, text.encode("utf-8"))
     return SearchResult(run_dir, decisions, path, iterations)
 
 

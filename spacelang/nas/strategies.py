@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import torch
 
 from spacelang.backends.torch.supernet import SuperNet
+from spacelang.runtime.distributed import average_gradients
 
 __all__ = [
     "STRATEGIES",
@@ -54,13 +55,17 @@ def arch_gradient_unrolled(net: SuperNet, train_batch: Batch, val_batch: Batch,
     """DARTS' second-order gradient: ∇α L_val(w − ξ∇w L_train(w, α), α).
 
     The Hessian-vector product is a central finite difference with
-    ε = 0.01 / ‖∇w' L_val‖, as in DARTS. Weights are restored afterwards.
+    ε = 0.01 / ‖∇w' L_val‖, as in DARTS. Weights are restored afterwards. In a distributed
+    run the weight gradients are averaged over ranks where they set shared values (the
+    virtual step, ε); the caller averages the α/β gradients it leaves.
     """
     weights = _weights_of(net)
     arch = net.arch_parameters()
     backup = [w.detach().clone() for w in weights]
     x, target = train_batch
     train_grads = torch.autograd.grad(loss_fn(net(x), target), weights, allow_unused=True)
+    # distributed: every rank unrolls the same weights (ε below agrees likewise)
+    train_grads = average_gradients(train_grads, weights)
     with torch.no_grad():
         for w, g in zip(weights, train_grads, strict=True):
             if g is not None:
@@ -71,7 +76,8 @@ def arch_gradient_unrolled(net: SuperNet, train_batch: Batch, val_batch: Batch,
     d_arch = [torch.zeros_like(p) if g is None else g
               for p, g in zip(arch, grads[:len(arch)], strict=True)]
     d_weights = [torch.zeros_like(w) if g is None else g
-                 for w, g in zip(weights, grads[len(arch):], strict=True)]
+                 for w, g in zip(weights, average_gradients(grads[len(arch):], weights),
+                                 strict=True)]
     norm = torch.sqrt(sum((g * g).sum() for g in d_weights))
     eps = 0.01 / (float(norm) + 1e-12)
 
@@ -153,7 +159,12 @@ class Darts2(Strategy):
 
 @register_strategy
 class Gdas(Strategy):
-    """GDAS: one candidate sampled by Gumbel-softmax, temperature annealed linearly."""
+    """GDAS: one candidate sampled by Gumbel-softmax, temperature annealed linearly.
+
+    Distributed, every rank draws the same sample (the loop seeds each update from
+    ``(seed, iteration)``), so the ranks run one path per forward, as one process would on
+    the global batch: the update is that process's, whatever the number of ranks.
+    """
 
     name = "gdas"
     mode = "gdas"

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from spacelang.runtime.distributed import shard, world_size
+
 __all__ = ["BatchStream", "DatasetSource", "epoch_seed"]
 
 # Streams of `epoch_seed`, so that different uses of the same (seed, epoch) are independent.
@@ -39,6 +41,11 @@ class BatchStream:
     without loading them. ``dataset`` is a map-style Dataset (reshuffled each epoch) or a
     function ``epoch -> Dataset`` (e.g. fresh random patches each epoch); every epoch's dataset
     must have the same length. Sampling never touches the global RNGs.
+
+    In a distributed run (`spacelang.runtime.distributed`) ``batch_size`` is the global
+    batch: each rank yields its own contiguous ``batch_size / world`` slice of every batch
+    and loads only those samples, so the ranks together see exactly the batches one process
+    would.
     """
 
     def __init__(
@@ -69,6 +76,11 @@ class BatchStream:
                 f"an epoch has {self.epoch_size} samples, fewer than one batch of "
                 f"{batch_size} (use a longer epoch or a smaller batch)"
             )
+        if batch_size % world_size():
+            raise ValueError(
+                f"batch_size {batch_size} (the global batch) does not split evenly over "
+                f"{world_size()} ranks; make it a multiple of {world_size()}"
+            )
         self.seed = seed
         self.position = start
         self.workers = workers
@@ -93,7 +105,7 @@ class BatchStream:
     def __iter__(self) -> Iterator[Any]:
         while True:
             epoch, offset = divmod(self.position, self.batches_per_epoch)
-            batches = self.epoch_order(epoch)[offset:].tolist()
+            batches = shard(self.epoch_order(epoch)[offset:]).tolist()
             loader = DataLoader(
                 self._dataset(epoch),
                 batch_sampler=batches,

@@ -21,6 +21,7 @@ from rich.progress import (
 from rich.text import Text
 
 from spacelang.runtime.checkpoint import atomic_write_bytes
+from spacelang.runtime.distributed import is_main
 
 __all__ = ["MetricsLog", "TrainingProgress"]
 
@@ -99,13 +100,19 @@ def _fmt(value: float) -> str:
 
 
 class MetricsLog:
-    """Append-only JSON-lines metrics file, one object per line."""
+    """Append-only JSON-lines metrics file, one object per line.
+
+    In a distributed run only rank 0 writes (`write`, `truncate_after` and `reset` do
+    nothing on the other ranks), so a run has one log whatever its number of ranks.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
     def write(self, record: Mapping[str, Any]) -> None:
         """Append ``record`` as one line (flushed to the OS before returning)."""
+        if not is_main():
+            return
         line = json.dumps(dict(record), separators=(", ", ": ")) + "\n"
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(line)
@@ -132,10 +139,14 @@ class MetricsLog:
 
     def truncate_after(self, iteration: int) -> None:
         """Drop records past ``iteration`` (written after the checkpoint being resumed)."""
+        if not is_main():
+            return
         kept = [r for r in self.read() if int(r.get("iteration", 0)) <= iteration]
         text = "".join(json.dumps(r, separators=(", ", ": ")) + "\n" for r in kept)
         atomic_write_bytes(self.path, text.encode("utf-8"))
 
     def reset(self) -> None:
         """Start an empty log."""
+        if not is_main():
+            return
         atomic_write_bytes(self.path, b"")

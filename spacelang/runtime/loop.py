@@ -22,6 +22,18 @@ non-finite values, and crash-safe checkpoints. ``run_dir/last.pt`` holds::
 
 Resuming with a config that differs from the stored one is refused, naming the changed
 keys, except for the keys the run lists as safe to change (``resume_safe``).
+
+Every update runs with torch's random generators seeded from ``(seed, iteration)``
+(`step_random`), so random draws inside a step (GDAS' Gumbel samples) depend on nothing
+else: not on the rank, not on whether the run was resumed.
+
+Under torchrun (`spacelang.runtime.distributed`) every rank runs the same loop: rank 0
+reads the checkpoint and hands it to the others, rank 0 alone writes the run folder and
+prints, the model's state starts from rank 0's, and each checkpoint first checks that
+every rank holds bitwise the same model. A step keeps the ranks together: it averages its
+gradients (`spacelang.runtime.distributed.all_reduce_grads`) and the values it decides on
+(``mean_scalars``: the loss, so that a NaN on one rank stops them all at once). After a
+torchrun restart (``--max-restarts``) the run resumes from ``last.pt`` by itself.
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from spacelang.runtime.batches import epoch_seed
 from spacelang.runtime.checkpoint import (
     CheckpointError,
     atomic_write_bytes,
@@ -49,6 +62,17 @@ from spacelang.runtime.checkpoint import (
     set_rng_state,
 )
 from spacelang.runtime.config import ConfigError, config_changes, dump_config, parse_config
+from spacelang.runtime.distributed import (
+    RankLost,
+    broadcast_,
+    broadcast_object,
+    check_lockstep,
+    init_from_env,
+    is_distributed,
+    is_main,
+    restart_count,
+    world_size,
+)
 from spacelang.runtime.log import MetricsLog, TrainingProgress
 
 __all__ = [
@@ -61,8 +85,13 @@ __all__ = [
     "StepFailure",
     "clip_gradients",
     "denormals_flushed",
+    "same_on_every_rank",
     "state_dict_mismatch",
+    "step_random",
 ]
+
+#: `epoch_seed` stream of the per-update random seed (`step_random`).
+STEP_STREAM = 3
 
 #: Version of the ``last.pt`` layout above (1: train only, loss on the model's range).
 FORMAT_VERSION = 2
@@ -141,6 +170,26 @@ def denormals_flushed() -> Iterator[None]:
         torch.set_flush_denormal(False)
 
 
+@contextlib.contextmanager
+def step_random(seed: int, iteration: int) -> Iterator[None]:
+    """Seed torch's CPU generator (and the current CUDA device's) from ``(seed, iteration)``
+    inside the block and restore their states afterwards."""
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    devices = [torch.cuda.current_device()] if cuda else []
+    value = epoch_seed(seed, iteration, STEP_STREAM)
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(value)
+        if cuda:
+            torch.cuda.manual_seed(value)
+        yield
+
+
+def same_on_every_rank(exc: Exception) -> Exception:
+    """Mark ``exc`` as raised alike by every rank (the CLI prints it on rank 0 only)."""
+    exc.same_on_every_rank = True  # type: ignore[attr-defined]
+    return exc
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch."""
     random.seed(seed)
@@ -213,15 +262,33 @@ class Loop:
         return self.run_dir / "last.pt"
 
     def print(self, message: str) -> None:
-        """A line of output (above the progress bar when it is shown)."""
+        """A line of output (above the progress bar when it is shown); rank 0 only."""
+        if not is_main():
+            return
         if self.display is not None:
             self.display.print(message)
         else:
             self.console.print(message, highlight=False, markup=False)
 
+    def _agreed(self, work: Any) -> Any:
+        """``work()`` on rank 0; every rank returns its result or raises its error."""
+        if not is_distributed():
+            return work()
+        result, message = None, None
+        if is_main():
+            try:
+                result = work()
+            except self.error as exc:
+                message = str(exc)
+        result, message = broadcast_object((result, message))
+        if message is not None:
+            raise same_on_every_rank(self.error(message))
+        return result
+
     # -- resume
 
-    def _restore(self) -> tuple[dict[str, Any], int]:
+    def _read_checkpoint(self) -> dict[str, Any]:
+        """``last.pt`` checked for kind, format version and config."""
         path = self.last_path
         if not path.exists():
             raise self.error(
@@ -243,6 +310,11 @@ class Loop:
                 f"spacelang resumes version {FORMAT_VERSION} only"
             )
         self._check_config(str(ckpt.get("config", "")))
+        return ckpt
+
+    def _restore(self) -> tuple[dict[str, Any], int]:
+        path = self.last_path
+        ckpt = self._agreed(self._read_checkpoint)  # read by rank 0, the same on every rank
         for name, obj in self.stateful.items():
             if name not in ckpt:
                 raise self.error(f"cannot resume: {path} has no {name!r} entry")
@@ -280,16 +352,62 @@ class Loop:
                 f"change on resume: {safe})"
             )
 
+    # -- distributed
+
+    def _modules(self) -> list[nn.Module]:
+        return [obj for obj in self.stateful.values() if isinstance(obj, nn.Module)]
+
+    def _share_rank0_state(self) -> None:
+        """Every rank's model takes rank 0's state (fresh weights differ between ranks)."""
+        for module in self._modules():
+            broadcast_([t for t in module.state_dict().values()
+                        if isinstance(t, torch.Tensor) and t.numel()])
+
+    def _check_lockstep(self, done: int) -> None:
+        if not is_distributed():
+            return
+        for name, module in self.stateful.items():
+            if not isinstance(module, nn.Module):
+                continue
+            differs = check_lockstep(dict(module.named_parameters()))
+            if differs is not None:
+                raise same_on_every_rank(self.error(
+                    f"the ranks' {name} disagree at iteration {done} (first in {differs}); "
+                    "a step used a value that was not averaged across ranks"))
+
+    def _config_text(self) -> str:
+        text = dump_config(self.config)
+        if not is_distributed():
+            return text
+        batch = getattr(self.config, "batch_size", None)
+        per_rank = f" ({batch // world_size()} per rank)" if isinstance(batch, int) else ""
+        return (f"# data-parallel run on {world_size()} ranks: batch_size is the global "
+                f"batch{per_rank}; the learning rates are used as written\n{text}")
+
     # -- the loop
 
     def run(self, *, resume: bool = False) -> int:
-        """Run (or continue, with ``resume``) to ``config.iterations``; return the last one."""
+        """Run (or continue, with ``resume``) to ``config.iterations``; return the last one.
+
+        Under torchrun this joins the job first (`init_from_env`); after a torchrun restart
+        it resumes from ``last.pt`` when there is one, without being asked.
+        """
+        init_from_env()
         with denormals_flushed():
-            return self._run(resume)
+            try:
+                return self._run(resume)
+            except RankLost as exc:
+                raise self.error(str(exc)) from None
 
     def _run(self, resume: bool) -> int:
         cfg = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        main = is_main()
+        if not resume and restart_count() > 0:
+            resume = bool(self._agreed(self.last_path.exists))
+            if resume:
+                self.print(f"torchrun restart {restart_count()}: resuming from {self.last_path}")
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         loss_sum, loss_count, elapsed_before = 0.0, 0, 0.0
         saved_rng: dict[str, Any] | None = None
@@ -300,18 +418,23 @@ class Loop:
             saved_rng = ckpt["rng"]
             metrics.truncate_after(start)
         else:
-            if self.last_path.exists():
-                raise self.error(
-                    f"{self.run_dir} already holds a {self.noun} ({self.last_path.name}); "
-                    "resume it or choose another run folder"
-                )
+            def fresh() -> None:
+                if self.last_path.exists():
+                    raise self.error(
+                        f"{self.run_dir} already holds a {self.noun} ({self.last_path.name}); "
+                        "resume it or choose another run folder"
+                    )
+
+            self._agreed(fresh)
             start = 0
             metrics.reset()
             seed_everything(cfg.seed)
-        atomic_write_bytes(self.run_dir / "config.yaml", dump_config(cfg).encode("utf-8"))
-        for name, text in self.files.items():  # a name may hold folders (`lib/ops.space`)
-            (self.run_dir / name).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(self.run_dir / name, text.encode("utf-8"))
+        self._share_rank0_state()
+        if main:
+            atomic_write_bytes(self.run_dir / "config.yaml", self._config_text().encode("utf-8"))
+            for name, text in self.files.items():  # a name may hold folders (`lib/ops.space`)
+                (self.run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(self.run_dir / name, text.encode("utf-8"))
 
         started = time.monotonic()
         last_good = self.last_path if resume else None
@@ -320,6 +443,9 @@ class Loop:
             return elapsed_before + time.monotonic() - started
 
         def save(done: int) -> None:
+            self._check_lockstep(done)
+            if not main:
+                return
             payload: dict[str, Any] = {
                 "kind": self.kind,
                 "version": FORMAT_VERSION,
@@ -339,7 +465,8 @@ class Loop:
         def stop(done: int, what: str) -> Exception:
             where = (f"last good checkpoint kept at {last_good}" if last_good is not None
                      else "no checkpoint had been written yet")
-            return self.error(f"non-finite {what} at iteration {done}; {where}")
+            return same_on_every_rank(
+                self.error(f"non-finite {what} at iteration {done}; {where}"))
 
         self.iteration = start
         try:
@@ -349,12 +476,13 @@ class Loop:
             if saved_rng is not None:
                 set_rng_state(saved_rng)  # last, so nothing above disturbs the restored streams
             self.display = TrainingProgress(cfg.iterations, start=start, console=self.console,
-                                            enabled=self.progress, description=self.kind
-                                            .removeprefix("spacelang."))
+                                            enabled=self.progress and main,
+                                            description=self.kind.removeprefix("spacelang."))
             with self.display:
                 for iteration in range(start, cfg.iterations):
                     try:
-                        values = self.step(iteration)
+                        with step_random(cfg.seed, iteration):
+                            values = self.step(iteration)
                     except NonFinite as exc:
                         raise stop(iteration + 1, exc.what) from None
                     except StepFailure as exc:

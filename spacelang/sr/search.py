@@ -14,6 +14,7 @@ import torch
 from rich.console import Console
 
 from spacelang.nas.search import SearchError, SearchResult, run_search
+from spacelang.runtime.distributed import default_device
 from spacelang.sr.config import RESUME_SAFE, SearchConfig
 from spacelang.sr.data import ImageSet
 from spacelang.sr.task import SRTask, split_images
@@ -26,14 +27,14 @@ def search(space: Any, cfg: SearchConfig, *, train_set: ImageSet, val_set: Seque
            progress: bool = True, device: torch.device | str | None = None) -> SearchResult:
     """Search ``space`` on SR images; writes ``run_dir/derived.space``.
 
-    ``device`` defaults to CUDA when available. Resuming refuses a changed config unless
-    only `RESUME_SAFE` settings changed.
+    ``device`` defaults to CUDA (``cuda:LOCAL_RANK`` under torchrun) when available.
+    Resuming refuses a changed config unless only `RESUME_SAFE` settings changed.
     """
     network = space.network
     if cfg.scale != network.scale:
         raise SearchError(f"the config says scale {cfg.scale} but network `{network.name}` "
                           f"upscales ×{network.scale}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(device) if device is not None else default_device()
     task = SRTask(cfg=cfg, rgb_range=network.rgb_range, device=device, val_set=val_set)
     weight_images, arch_images = split_images(train_set)
     return run_search(space, cfg, task=task, weight_data=weight_images, arch_data=arch_images,

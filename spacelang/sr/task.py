@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from spacelang.runtime.batches import PATCH_STREAM, BatchStream, DatasetSource, epoch_seed
+from spacelang.runtime.distributed import gather_objects, shard_items
 from spacelang.runtime.loop import StepFailure
 from spacelang.sr.data import ImageSet, PatchDataset, full_image_tensors
 from spacelang.sr.images import write_image
@@ -188,10 +189,20 @@ class SRTask:
         return self.criterion(model(lr), hr)
 
     def validate(self, model: nn.Module) -> tuple[float, float]:
-        """Mean PSNR and SSIM of ``model`` on the validation images."""
+        """Mean PSNR and SSIM of ``model`` on the validation images.
+
+        In a distributed run each rank scores every world-th image; the per-image scores are
+        gathered and averaged in the set's order, so the figures are those of one process.
+        """
         assert self.val_set is not None
-        value_psnr, value_ssim, _ = evaluate(model, self.val_set, self.cfg.scale, self.rgb_range)
-        return value_psnr, value_ssim
+        mine = shard_items(len(self.val_set))
+        scores = evaluate(model, [self.val_set[i] for i in mine], self.cfg.scale,
+                          self.rgb_range)[2] if mine else []
+        parts = gather_objects(list(zip(mine, scores, strict=True)))
+        gathered = sorted((item for part in parts for item in part), key=lambda item: item[0])
+        ordered = [score for _, score in gathered]
+        return (float(np.mean([s["psnr"] for s in ordered])),
+                float(np.mean([s["ssim"] for s in ordered])))
 
     @property
     def has_validation(self) -> bool:

@@ -24,6 +24,7 @@ from torch import nn
 
 from spacelang.runtime.checkpoint import save_checkpoint
 from spacelang.runtime.config import dump_config
+from spacelang.runtime.distributed import all_reduce_grads, default_device, is_main, mean_scalars
 from spacelang.runtime.loop import Hook, Loop, NonFinite, RunError, clip_gradients, due
 from spacelang.runtime.schedule import LRSchedule
 from spacelang.sr.config import RESUME_SAFE, TrainConfig
@@ -80,13 +81,14 @@ class _WeightStep:
         lr_now = self.schedule.apply(self.optimizer, iteration)
         batch = self.task.to_device(next(self._batches))
         loss = self.task.loss(self.model, batch)
-        value = float(loss.detach())
+        (value,) = mean_scalars(loss.detach())  # over ranks: all stop together on NaN/inf
         if not math.isfinite(value):
             raise NonFinite("loss")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        clip_gradients([p for g in self.optimizer.param_groups for p in g["params"]],
-                       self.grad_clip)
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        all_reduce_grads(params)
+        clip_gradients(params, self.grad_clip)
         self.optimizer.step()
         return {"loss": value, "lr": lr_now}
 
@@ -138,6 +140,8 @@ class _BestWeights(Hook):
             self.best_iteration = done
 
     def save(self, done: int, psnr: float | None, ssim: float | None) -> None:
+        if not is_main():
+            return
         save_checkpoint(self.path, {
             "kind": MODEL_KIND,
             "model": {k: v.detach().to("cpu", copy=True)
@@ -175,11 +179,16 @@ def train(
     learning rates and random numbers an uninterrupted run would have used; a changed
     config is refused unless only `RESUME_SAFE` settings changed. A fresh run seeds python,
     numpy and torch from ``cfg.seed`` (the model is expected to be initialised already).
+
+    Under torchrun every rank calls this (see `spacelang.runtime.distributed`): the model
+    starts from rank 0's weights, ``cfg.batch_size`` is the global batch, gradients are
+    averaged, validation images are split across ranks, and rank 0 writes ``run_dir``.
+    ``device`` defaults to ``cuda:LOCAL_RANK`` when CUDA is available.
     """
     if rgb_range not in (1, 255):
         raise TrainError(f"rgb_range must be 1 or 255, got {rgb_range!r}")
     run_dir = Path(run_dir)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(device) if device is not None else default_device()
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
