@@ -7,19 +7,29 @@ spec, flag, file, data or checkpoint), 130 interrupted, 70 an internal error.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import warnings
 from collections.abc import Sequence
 
 from spacelang import __version__
-from spacelang.cli import build, common, language, run, tools
+from spacelang.cli import common
 
-COMMANDS = ("check", "fmt", "flops", "compile", "derive", "search", "train", "eval",
-            "upscale", "export", "report")
+COMMAND_MODULES = {
+    "check": "language", "fmt": "language",
+    "flops": "build", "compile": "build",
+    "derive": "run", "search": "run", "train": "run", "eval": "run",
+    "upscale": "tools", "export": "tools", "report": "tools",
+}
+"""Each command and the module of this package that registers and runs it."""
+
+COMMANDS = tuple(COMMAND_MODULES)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with `command`, only that command's module is loaded (so
+    `spacelang check` does not import what `report` or `eval` need)."""
     parser = common.Parser(
         prog="spacelang",
         description="A language and toolchain for neural architecture search spaces.",
@@ -27,11 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"spacelang {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=common.Parser)
     sub.required = True
-    language.register(sub)
-    build.register(sub)
-    run.register(sub)
-    tools.register(sub)
+    wanted = [COMMAND_MODULES[command]] if command in COMMAND_MODULES else COMMAND_MODULES.values()
+    for module in dict.fromkeys(wanted):
+        importlib.import_module(f"spacelang.cli.{module}").register(sub)
     return parser
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The command named on the line (the first argument that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def _version() -> str:
@@ -55,7 +69,8 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command(argv))
     try:
         args = parser.parse_args(argv)
         return int(args.handler(args) or 0)
