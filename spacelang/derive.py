@@ -103,9 +103,12 @@ def _references(expr, params: dict[str, int], out: set[tuple[str, Any]]) -> None
     if isinstance(expr, ast.Name):
         out.add((expr.name, None))
     elif isinstance(expr, ast.Index):
+        _references(expr.index, params, out)  # a number statement such as `last = cells`
         index = substitute(expr.index, params)
         out.add((expr.name, index.value if isinstance(index, ast.Int) else _EVERY))
     elif isinstance(expr, ast.Slice):
+        _references(expr.lo, params, out)
+        _references(expr.hi, params, out)
         lo, hi = substitute(expr.lo, params), substitute(expr.hi, params)
         if isinstance(lo, ast.Int) and isinstance(hi, ast.Int):
             out.update((expr.name, i) for i in range(lo.value, hi.value + 1))
