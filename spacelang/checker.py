@@ -95,6 +95,7 @@ def _check(program: Program, overrides: dict[str, str] | None, limits: Limits) -
     if deep:
         raise SpecError(deep, program.sources)
     problems, warnings = resolve(program)
+    problems = _misplaced_widths(program) + problems
     if problems:
         raise SpecError(problems + warnings, program.sources)
     networks = []
@@ -102,7 +103,6 @@ def _check(program: Program, overrides: dict[str, str] | None, limits: Limits) -
     problems.extend(_check_overrides(program, overrides))
     if problems:
         raise SpecError(problems, program.sources)
-    problems.extend(_misplaced_widths(program))
     for network in program.networks:
         try:
             networks.append(_network(program, network, overrides, limits, warnings))
@@ -181,7 +181,7 @@ def _width(param: ast.IntParam, variants: list[Network]) -> Network:
                 _fail(f"`{a.path or a.op}` has {a.channels} channels at {param.name} = "
                       f"{value} but {b.channels} at {param.name} = {max(values)}; a width "
                       "must not shrink a layer as it grows", param.span)
-    site = ChoiceSite(param.name, param.name, tuple(str(v) for v in values), True, (),
+    site = ChoiceSite(param.name, "width", tuple(str(v) for v in values), True, (),
                       span=param.span, values=values)
     variants = [evolve(v, choice_sites=(site, *v.choice_sites)) for v in variants]
     return evolve(variants[widest_index], variants=tuple(variants))
