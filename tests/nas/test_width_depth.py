@@ -309,3 +309,20 @@ def test_depth_search_derives_no_dead_cells_and_its_flops_equal_the_reported_cos
     assert code == 0 and "warning" not in err
     flops = _flops(cli, derived)
     assert (flops["params"], flops["macs"]) == (expected["params"], expected["macs"])
+
+
+@pytest.mark.parametrize("text", [
+    ("network w(C = choice [4, 6], scale = 2) {\n"
+     "    return pixel_shuffle(conv(conv(input, C, k=3), 12, k=3), 2)\n}\n"),
+    ("network d(C = 4, scale = 2) {\n    b[1] = conv(input, C, k=3)\n"
+     "    b[2] = conv(b[1], C, k=3)\n"
+     "    return pixel_shuffle(conv(sum(pick 1 of b[1..2]), 12, k=3), 2)\n}\n"),
+])
+def test_the_penalty_acts_on_a_space_with_only_a_width_or_an_exit(text):
+    from spacelang.nas.penalty import ComplexityPenalty
+
+    space = spacelang.loads(text)
+    net = space.supernet()
+    ComplexityPenalty(space.cost(), "macs", 1.0)(net).backward()
+    grads = [p.grad for p in net.arch_parameters()]
+    assert len(grads) == 1 and grads[0][0] < 0 < grads[0][1]
