@@ -82,10 +82,15 @@ def _search(cli, tmp_path: Path, spec: Path, images: Path, *extra: str):
     config = tmp_path / "search.yaml"
     config.write_text(SEARCH_CONFIG, encoding="utf-8")
     run = tmp_path / "run"
-    code, _, err = cli("search", str(spec), "--config", str(config), "--data", str(images),
-                       "--run-dir", str(run), "--no-progress", *extra)
+    code, out, err = cli("search", str(spec), "--config", str(config), "--data", str(images),
+                         "--run-dir", str(run), "--no-progress", *extra)
     assert code == 0, err
-    return run
+    found = re.search(r"expected cost of this choice: parameters ([\d,]+); "
+                      r"Multi-Adds ([\d,]+)", out)
+    assert found, out
+    reported = {"params": int(found[1].replace(",", "")),
+                "macs": int(found[2].replace(",", ""))}
+    return run, reported
 
 
 def _flops(cli, path: Path) -> dict:
@@ -94,15 +99,15 @@ def _flops(cli, path: Path) -> dict:
     return json.loads(out)
 
 
-def _reported(space, run: Path) -> tuple[dict, dict]:
-    """The search's decisions and the expected cost (the penalty's report, as the
-    search builds it) of that one-hot choice."""
-    net = load_search_checkpoint(space, run)
-    decisions = net.decisions()
+def _decisions(space, run: Path, reported: dict) -> dict:
+    """The search's decisions; the cost it reported is the expected cost (the penalty's
+    report) of that one-hot choice."""
+    decisions = load_search_checkpoint(space, run).decisions()
     report = cost_report(space.network)
     probabilities = indicator(space.network, decisions)
-    return decisions, {field: report.expected(probabilities, field)
-                       for field in ("params", "macs")}
+    assert reported == {field: report.expected(probabilities, field)
+                        for field in ("params", "macs")}
+    return decisions
 
 
 # --------------------------------------------------------------------------- width
@@ -112,9 +117,9 @@ def test_width_search_derives_a_narrower_width_whose_flops_equal_the_reported_co
         cli, tmp_path, images):
     spec = tmp_path / "narrow.space"
     spec.write_text(WIDTH, encoding="utf-8")
-    run = _search(cli, tmp_path, spec, images)
+    run, expected = _search(cli, tmp_path, spec, images)
     space = spacelang.load(spec)
-    decisions, expected = _reported(space, run)
+    decisions = _decisions(space, run, expected)
     width = space.network.width_site
     assert width.values[decisions["C"]] < max(width.values)
     derived = run / "derived.space"
@@ -124,6 +129,17 @@ def test_width_search_derives_a_narrower_width_whose_flops_equal_the_reported_co
     flops = _flops(cli, derived)
     assert (flops["params"], flops["macs"]) == (expected["params"], expected["macs"])
     assert spacelang.load(derived).warnings == ()
+
+
+@pytest.mark.slow
+def test_search_of_the_shipped_width_space_ends_below_the_widest(cli, tmp_path, images):
+    spec = Path(spacelang.__file__).parent.parent / "spaces/dlsr_width.space"
+    run, expected = _search(cli, tmp_path, spec, images, "--set", "cells=3")
+    space = spacelang.load(spec, cells=3)
+    decisions = _decisions(space, run, expected)
+    assert space.network.width_site.values[decisions["C"]] < 48
+    flops = _flops(cli, run / "derived.space")
+    assert (flops["params"], flops["macs"]) == (expected["params"], expected["macs"])
 
 
 def test_dlsr_tiny_is_a_point_of_the_width_space():
@@ -296,9 +312,9 @@ def test_depth_search_derives_no_dead_cells_and_its_flops_equal_the_reported_cos
         cli, tmp_path, images):
     spec = tmp_path / "early.space"
     spec.write_text(DEPTH, encoding="utf-8")
-    run = _search(cli, tmp_path, spec, images)
+    run, expected = _search(cli, tmp_path, spec, images)
     space = spacelang.load(spec)
-    decisions, expected = _reported(space, run)
+    decisions = _decisions(space, run, expected)
     derived = run / "derived.space"
     text = derived.read_text(encoding="utf-8")
     exit = decisions["up"][0]
