@@ -131,7 +131,6 @@ def test_width_search_derives_a_narrower_width_whose_flops_equal_the_reported_co
     assert spacelang.load(derived).warnings == ()
 
 
-@pytest.mark.slow
 def test_search_of_the_shipped_width_space_ends_below_the_widest(cli, tmp_path, images):
     spec = Path(spacelang.__file__).parent.parent / "spaces/dlsr_width.space"
     run, expected = _search(cli, tmp_path, spec, images, "--set", "cells=3")
