@@ -154,16 +154,31 @@ def test_dlsr_tiny_is_a_point_of_the_width_space():
     assert space.cost().architecture(normalize(space.network, published)) == tiny.cost().base
 
 
-def test_width_supernet_at_a_one_hot_width_is_the_narrow_network():
-    """Masked channels: at α one-hot on C = 4 the supernet computes the C = 4 network whose
-    weights are the leading slices of the widest's."""
-    text = """\
+TRUNK = """\
 network w(C = choice [4, 6], scale = 2) {
     s = relu(conv(input, C, k=3))
     t = conv(s, C, k=3) + s
     return pixel_shuffle(conv(t, 12, k=3), 2)
 }
 """
+
+# a cell's inner width, searched by passing the network's width parameter to the cell
+INNER = """\
+cell bottleneck(x: c, inner) {
+    return conv(relu(conv(x, inner, k=3)), c, k=1) + x
+}
+
+network w(C = choice [4, 6], scale = 2) {
+    s = conv(input, 8, k=3)
+    return pixel_shuffle(conv(bottleneck(s, C), 12, k=3), 2)
+}
+"""
+
+
+@pytest.mark.parametrize("text", [TRUNK, INNER], ids=["trunk", "inner"])
+def test_width_supernet_at_a_one_hot_width_is_the_narrow_network(text):
+    """Masked channels: at α one-hot on C = 4 the supernet computes the C = 4 network whose
+    weights are the leading slices of the widest's."""
     space = spacelang.loads(text)
     torch.manual_seed(0)
     net = space.supernet()
