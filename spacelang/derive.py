@@ -173,22 +173,22 @@ def _live_runs(runs, params: dict[str, int], chosen: dict[str, Any]) -> list[Run
                 continue
             if run.statement.shares is not None:
                 _references(substitute(run.statement.shares, env), params, live)
-        _references(substitute_all(_kept(run.value, run, chosen), env), params, live)
+        _references(_substitute_all(_kept(run.value, run, chosen), env), params, live)
         kept.append(run)
     return kept[::-1]
 
 
-def substitute_all(expr, env: dict[str, int]):
+def _substitute_all(expr, env: dict[str, int]):
     """`substitute` through calls, so that indices inside arguments are resolved."""
     if isinstance(expr, ast.Call):
-        return ast.Call(expr.func, tuple(substitute_all(a, env) for a in expr.args),
-                        tuple(ast.Keyword(k.name, substitute_all(k.value, env))
+        return ast.Call(expr.func, tuple(_substitute_all(a, env) for a in expr.args),
+                        tuple(ast.Keyword(k.name, _substitute_all(k.value, env))
                               for k in expr.keywords))
     if isinstance(expr, ast.BinOp):
-        return ast.BinOp(expr.op, substitute_all(expr.left, env),
-                         substitute_all(expr.right, env))
+        return ast.BinOp(expr.op, _substitute_all(expr.left, env),
+                         _substitute_all(expr.right, env))
     if isinstance(expr, ast.Neg):
-        return ast.Neg(substitute_all(expr.operand, env))
+        return ast.Neg(_substitute_all(expr.operand, env))
     return substitute(expr, env)
 
 
