@@ -202,6 +202,8 @@ class IntParam:
     name: str
     default: Expr | None = None
     span: Span = _span()
+    # `C = choice [18, 24, 36, 48]` (networks only): a width searched over these values
+    choices: tuple[Expr, ...] = ()
 
 
 Param = Union[TensorParam, IntParam]

@@ -95,6 +95,7 @@ def _check(program: Program, overrides: dict[str, str] | None, limits: Limits) -
     if deep:
         raise SpecError(deep, program.sources)
     problems, warnings = resolve(program)
+    problems = _misplaced_widths(program) + problems
     if problems:
         raise SpecError(problems + warnings, program.sources)
     networks = []
@@ -104,9 +105,7 @@ def _check(program: Program, overrides: dict[str, str] | None, limits: Limits) -
         raise SpecError(problems, program.sources)
     for network in program.networks:
         try:
-            elaborator = _Elaborator(program, limits)
-            networks.append(elaborator.network(network, overrides))
-            warnings.extend(elaborator.warnings)
+            networks.append(_network(program, network, overrides, limits, warnings))
         except (_Failed, ConstantError) as failure:
             problems.append(failure.diagnostic)
     if problems:
@@ -126,6 +125,80 @@ def parameter_list_span(network: ast.NetworkDef) -> ast.Span:
 def integer_parameters(network: ast.NetworkDef) -> list[str]:
     """The names `--set` may override in `network`."""
     return [p.name for p in network.params if isinstance(p, ast.IntParam)]
+
+
+def _misplaced_widths(program: Program) -> list[Diagnostic]:
+    """A width choice (`C = choice [...]`) is a network parameter only."""
+    return [error(f"`{param.name} = choice [...]`: only a network's parameter can be a "
+                  "width choice", param.span,
+                  f"make `{param.name}` a parameter of the network and pass it in")
+            for module in program.modules for item in module.items
+            if isinstance(item, (ast.OpDef, ast.CellDef))
+            for param in item.params if isinstance(param, ast.IntParam) and param.choices]
+
+
+def _network(program: Program, definition: ast.NetworkDef, overrides: dict[str, str],
+             limits: Limits, warnings: list[Diagnostic]) -> Network:
+    """Elaborate one network; with a width choice, once per value (see `_width`)."""
+    widths = [p for p in definition.params
+              if isinstance(p, ast.IntParam) and p.choices and p.name not in overrides]
+    if len(widths) > 1:
+        _fail(f"a network searches at most one width; `{widths[0].name}` is one already",
+              widths[1].span, f"fix `{widths[1].name}` or derive it from `{widths[0].name}`")
+    if not widths:
+        elaborator = _Elaborator(program, limits)
+        network = elaborator.network(definition, overrides)
+        warnings.extend(elaborator.warnings)
+        return network
+    param = widths[0]
+    variants = []
+    for index in range(len(param.choices)):
+        elaborator = _Elaborator(program, limits)
+        variants.append(elaborator.network(definition, overrides, width=(param.name, index)))
+        if index == 0:
+            warnings.extend(elaborator.warnings)
+    return _width(param, variants)
+
+
+def _width(param: ast.IntParam, variants: list[Network]) -> Network:
+    """The widest variant, with the width site first among its sites and every variant.
+
+    The values must differ, and change only channel counts, never more in a narrower
+    variant (the supernet masks the widest's channels down to each value's).
+    """
+    values = tuple(v.params[param.name] for v in variants)
+    seen: set[int] = set()
+    for value, expr in zip(values, param.choices, strict=True):
+        if value in seen:
+            _fail(f"width `{param.name}` lists {value} twice", expr.span)
+        seen.add(value)
+    widest_index = values.index(max(values))
+    widest = variants[widest_index]
+    keys = {s.key for s in widest.choice_sites} | {s.key for s in widest.pick_sites}
+    if param.name in keys:
+        _fail(f"width `{param.name}` has the key of a site of the network; rename the "
+              "parameter", param.span)
+    wide_nodes = list(widest.graph.walk())
+    for value, variant in zip(values, variants, strict=True):
+        nodes = list(variant.graph.walk())
+        same = (len(nodes) == len(wide_nodes)
+                and all(a.op == b.op and a.inputs == b.inputs and a.path == b.path
+                        for a, b in zip(nodes, wide_nodes, strict=True))
+                and variant.choice_sites == widest.choice_sites
+                and variant.pick_sites == widest.pick_sites)
+        if not same:
+            _fail(f"width `{param.name}` must change channel counts only, but the network "
+                  f"at {param.name} = {value} has other layers or sites than at "
+                  f"{param.name} = {max(values)}", param.span)
+        for a, b in zip(nodes, wide_nodes, strict=True):
+            if a.channels > b.channels:
+                _fail(f"`{a.path or a.op}` has {a.channels} channels at {param.name} = "
+                      f"{value} but {b.channels} at {param.name} = {max(values)}; a width "
+                      "must not shrink a layer as it grows", param.span)
+    site = ChoiceSite(param.name, "width", tuple(str(v) for v in values), True, (),
+                      span=param.span, values=values)
+    variants = [evolve(v, choice_sites=(site, *v.choice_sites)) for v in variants]
+    return evolve(variants[widest_index], variants=tuple(variants))
 
 
 def _check_overrides(program: Program, overrides: dict[str, str]) -> list[Diagnostic]:
@@ -647,7 +720,10 @@ class _Elaborator:
         self.memo_sites: dict[str, bool] = {}
 
     # -- network
-    def network(self, definition: ast.NetworkDef, overrides: dict[str, str]) -> Network:
+    def network(self, definition: ast.NetworkDef, overrides: dict[str, str],
+                width: tuple[str, int] | None = None) -> Network:
+        """Elaborate `definition`; `width` = (parameter, index) takes that value of a width
+        choice."""
         frame = _Frame(definition, prefix="", scope="", record=_Record(definition.name, ""))
         params: dict[str, int] = {}
         tensor_params = [p for p in definition.params if isinstance(p, ast.TensorParam)]
@@ -656,6 +732,11 @@ class _Elaborator:
                 continue
             if param.name in overrides:
                 value = override_value(overrides[param.name])
+            elif width is not None and param.name == width[0]:
+                value = self._int(param.choices[width[1]], frame, f"width `{param.name}`")
+                self._positive(value, param.choices[width[1]].span, f"width `{param.name}`")
+            elif param.choices:
+                _fail(f"width `{param.name}` needs a value here", param.span)
             elif param.default is None:
                 _fail(f"parameter `{param.name}` of network `{definition.name}` has no "
                       "default", param.span, f"give one with --set {param.name}=...")

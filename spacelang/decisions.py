@@ -54,4 +54,16 @@ def normalize(network: Network, decisions: Decisions) -> dict[str, Any]:
     return out
 
 
-__all__ = ["Decision", "Decisions", "normalize"]
+def indicator(network: Network, decisions: Decisions) -> dict[str, list[float]]:
+    """The architecture `decisions` as site probabilities: one-hot per choice (and width)
+    site, 1 at each kept candidate of a pick. `CostReport.expected` of it is the cost of
+    that architecture."""
+    chosen = normalize(network, decisions)
+    out = {site.key: [float(i == chosen[site.key]) for i in range(len(site.labels))]
+           for site in network.choice_sites}
+    out.update({site.key: [float(i in chosen[site.key]) for i in range(len(site.candidates))]
+                for site in network.pick_sites})
+    return out
+
+
+__all__ = ["Decision", "Decisions", "indicator", "normalize"]

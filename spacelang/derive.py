@@ -27,9 +27,10 @@ _PLACEHOLDER = "\0"  # a derived body's call of a derived cell, before naming: "
 
 
 class _Deriver:
-    def __init__(self, program: Program, chosen: dict[str, Any]):
+    def __init__(self, program: Program, chosen: dict[str, Any], params: dict[str, int]):
         self.program = program
         self.chosen = chosen
+        self.params = params  # the network's parameters, to read indices such as b[cells]
         self.versions: dict[tuple[str, ast.Body], int] = {}  # (definition, body) → version
         self.first_path: dict[int, str] = {}
 
@@ -37,7 +38,9 @@ class _Deriver:
         """The derived body of an instance and its version number."""
         statements: list[ast.Assign] = []
         result = None
-        for run in instance.runs:
+        params = self.params if instance.path == "" else {}
+        runs = _live_runs(instance.runs, params, self.chosen)
+        for run in runs:
             env = dict(run.loop_env)
             value = self._expr(run.value, run, env)
             if run.statement is None:
@@ -91,6 +94,104 @@ class _Deriver:
         return ast.Call(func, tuple(args), keywords)
 
 
+_EVERY = -1  # a reference to every member of an indexed family (an index not known here)
+
+
+def _references(expr, params: dict[str, int], out: set[tuple[str, Any]]) -> None:
+    """Add the values `expr` reads to `out`, as (name, index) with index None for a plain
+    name and `_EVERY` where the index is not a constant under `params`."""
+    if isinstance(expr, ast.Name):
+        out.add((expr.name, None))
+    elif isinstance(expr, ast.Index):
+        _references(expr.index, params, out)  # a number statement such as `last = cells`
+        index = substitute(expr.index, params)
+        out.add((expr.name, index.value if isinstance(index, ast.Int) else _EVERY))
+    elif isinstance(expr, ast.Slice):
+        _references(expr.lo, params, out)
+        _references(expr.hi, params, out)
+        lo, hi = substitute(expr.lo, params), substitute(expr.hi, params)
+        if isinstance(lo, ast.Int) and isinstance(hi, ast.Int):
+            out.update((expr.name, i) for i in range(lo.value, hi.value + 1))
+        else:
+            out.add((expr.name, _EVERY))
+    elif isinstance(expr, ast.Call):
+        for arg in expr.args:
+            _references(arg, params, out)
+        for keyword in expr.keywords:
+            _references(keyword.value, params, out)
+    elif isinstance(expr, ast.BinOp):
+        _references(expr.left, params, out)
+        _references(expr.right, params, out)
+    elif isinstance(expr, ast.Neg):
+        _references(expr.operand, params, out)
+    elif isinstance(expr, ast.Vector):
+        for item in expr.items:
+            _references(item, params, out)
+    elif isinstance(expr, ast.Pick):
+        for candidate in expr.candidates:
+            _references(candidate, params, out)
+
+
+def _kept(expr, run: Run, chosen: dict[str, Any]):
+    """`expr` with each pick replaced by the candidates it keeps under `chosen`."""
+    if isinstance(expr, ast.BinOp):
+        return ast.BinOp(expr.op, _kept(expr.left, run, chosen), _kept(expr.right, run, chosen))
+    if isinstance(expr, ast.Neg):
+        return ast.Neg(_kept(expr.operand, run, chosen))
+    if not isinstance(expr, ast.Call):
+        return expr
+    args: list = []
+    for arg in expr.args:
+        if isinstance(arg, ast.Pick) and id(arg) in run.picks:
+            pick = run.picks[id(arg)]
+            kept = (chosen.get(pick.key, range(pick.k)) if pick.key
+                    else range(len(pick.candidates)))
+            args.extend(_kept(pick.candidates[i], run, chosen) for i in kept)
+        else:
+            args.append(_kept(arg, run, chosen))
+    return ast.Call(expr.func, tuple(args),
+                    tuple(ast.Keyword(k.name, _kept(k.value, run, chosen))
+                          for k in expr.keywords))
+
+
+def _live_runs(runs, params: dict[str, int], chosen: dict[str, Any]) -> list[Run]:
+    """The runs whose values reach the body's result once every pick keeps only its
+    chosen candidates: a derived network holds no dead statements (no cells after an
+    early exit)."""
+    live: set[tuple[str, Any]] = set()
+    kept = []
+    for run in reversed(runs):
+        env = {**params, **dict(run.loop_env)}
+        if run.statement is not None:
+            names = []
+            for target in run.statement.targets:
+                index = None if target.index is None else substitute(target.index, env)
+                names.append((target.name, index.value if isinstance(index, ast.Int)
+                              else index if index is None else _EVERY))
+            if not any(name in live or (name[0], _EVERY) in live or name[1] == _EVERY
+                       for name in names):
+                continue
+            if run.statement.shares is not None:
+                _references(substitute(run.statement.shares, env), params, live)
+        _references(_substitute_all(_kept(run.value, run, chosen), env), params, live)
+        kept.append(run)
+    return kept[::-1]
+
+
+def _substitute_all(expr, env: dict[str, int]):
+    """`substitute` through calls, so that indices inside arguments are resolved."""
+    if isinstance(expr, ast.Call):
+        return ast.Call(expr.func, tuple(_substitute_all(a, env) for a in expr.args),
+                        tuple(ast.Keyword(k.name, _substitute_all(k.value, env))
+                              for k in expr.keywords))
+    if isinstance(expr, ast.BinOp):
+        return ast.BinOp(expr.op, _substitute_all(expr.left, env),
+                         _substitute_all(expr.right, env))
+    if isinstance(expr, ast.Neg):
+        return ast.Neg(_substitute_all(expr.operand, env))
+    return substitute(expr, env)
+
+
 def _rename(expr, names: dict[str, str]):
     if isinstance(expr, ast.Call):
         return ast.Call(names.get(expr.func, expr.func),
@@ -112,7 +213,9 @@ def _renamed(body: ast.Body, names: dict[str, str]) -> ast.Body:
 def derive_module(program: Program, network: Network, decisions: Decisions) -> ast.Module:
     """The derived spec as an AST (every choice and pick resolved)."""
     chosen = normalize(network, decisions)
-    deriver = _Deriver(program, chosen)
+    width = network.width_site
+    source = network.variants[chosen[width.key]] if width is not None else network
+    deriver = _Deriver(program, chosen, source.params)
     assert network.body is not None, "a checked network records its body"
     network_body, network_version = deriver.instance(network.body)
 
@@ -137,7 +240,7 @@ def derive_module(program: Program, network: Network, decisions: Decisions) -> a
 
     network_def = next(n for n in program.networks if n.name == network.name)
     params = tuple(
-        ast.IntParam(p.name, ast.Int(network.params[p.name])) if isinstance(p, ast.IntParam)
+        ast.IntParam(p.name, ast.Int(source.params[p.name])) if isinstance(p, ast.IntParam)
         else p for p in network_def.params)
     network_item = ast.NetworkDef(network_def.name, params, _renamed(network_body, names))
 

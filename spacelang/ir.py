@@ -199,6 +199,9 @@ class ChoiceSite:
     # a site inside a candidate cell of another choice: (that site's key, the
     # candidate's index); it counts only while that candidate is chosen
     parent: tuple[str, int] | None = None
+    # a width site (`network n(C = choice [18, 24, 36, 48])`): the values of the network
+    # parameter `choice` it chooses between; no choice node holds it
+    values: tuple[int, ...] = ()
 
 
 @frozen
@@ -282,6 +285,13 @@ class Network:
     rgb_range: int
     source: str = ""
     body: Instance | None = field(default=None, eq=False, repr=False)
+    # with a width site: the network elaborated at each of its values, in order (this
+    # network, the widest, is one of them); graphs equal but for channel counts
+    variants: tuple[Network, ...] = field(default=(), eq=False, repr=False)
+
+    @property
+    def width_site(self) -> ChoiceSite | None:
+        return next((site for site in self.choice_sites if site.values), None)
 
     @property
     def is_fixed(self) -> bool:

@@ -307,6 +307,10 @@ class _ToAst(Transformer):
         name, default = self._values(children)
         return ast.IntParam(str(name), default, span=self._span(children))
 
+    def width_parameter(self, children):
+        name, *values = self._values(children)
+        return ast.IntParam(str(name), None, span=self._span(children), choices=tuple(values))
+
     def required_parameter(self, children):
         (name,) = self._values(children)
         return ast.IntParam(str(name), None, span=self._span(children))

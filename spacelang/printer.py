@@ -64,6 +64,8 @@ def _pick_source(candidates) -> str:
 def _param(param: ast.Param) -> str:
     if isinstance(param, ast.TensorParam):
         return f"{param.name}: {format_expr(param.channels)}"
+    if param.choices:
+        return f"{param.name} = choice [{', '.join(format_expr(v) for v in param.choices)}]"
     if param.default is None:
         return param.name
     return f"{param.name} = {format_expr(param.default)}"

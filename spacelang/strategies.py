@@ -10,8 +10,8 @@
     def test_cost_is_positive(decisions):
         assert space.cost().architecture(decisions).params > 0
 
-A drawn architecture maps every choice site key to a candidate index and every
-pick site key to a sorted tuple of `k` distinct candidate indices: the form
+A drawn architecture maps every choice site key (a width site too) to a candidate
+index and every pick site key to a sorted tuple of `k` distinct candidate indices: the form
 `spacelang.decisions.normalize` returns, accepted by `Space.fixed`,
 `Space.derive`, `Space.derived` and `CostReport.architecture`. Hypothesis
 shrinks towards the first candidates.

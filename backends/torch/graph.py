@@ -59,7 +59,10 @@ class GraphModule(nn.Module):
     """Executes a `Graph`; `special` builds modules for choice and pick nodes."""
 
     def __init__(self, graph: Graph,
-                 special: Callable[[nn.Module, Node], Callable] | None = None):
+                 special: Callable[[nn.Module, Node], Callable] | None = None,
+                 mask: Callable[[Node], Callable | None] | None = None):
+        """`mask(node)`, when given, may return a function applied to the node's output
+        (a width supernet's channel mask)."""
         super().__init__()
         self.graph = graph
         steps = []
@@ -89,7 +92,8 @@ class GraphModule(nn.Module):
                 run = _function_step(LOWERINGS[node.op], node.args, node.output_index,
                                      PRIMITIVES[node.op].outputs_many)
             frees = tuple(s for s in set(node.inputs) if last_use.get(s) == node.id)
-            steps.append((node.id, run, node.inputs, frees))
+            steps.append((node.id, run, node.inputs, frees,
+                          None if mask is None else mask(node)))
         self._steps = steps
 
     def get_submodule(self, target: str) -> nn.Module:
@@ -97,8 +101,10 @@ class GraphModule(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         values: dict[int, torch.Tensor] = dict(zip(self.graph.inputs, inputs, strict=True))
-        for node_id, run, sources, frees in self._steps:
+        for node_id, run, sources, frees, masked in self._steps:
             values[node_id] = run(*(values[s] for s in sources))
+            if masked is not None:
+                values[node_id] = masked(values[node_id])
             for source in frees:
                 del values[source]
         return values[self.graph.output]

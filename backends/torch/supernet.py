@@ -5,6 +5,11 @@
 `state_dict`, moved by `.to()` and seen by DDP, yet kept apart from the weights
 by `arch_parameters()` and `weight_parameters()`.
 
+A width site (`C = choice [18, 24, 36, 48]`) is an α site without a choice node: the
+supernet is the widest network, and the output of every layer with weights whose
+channels change with the width is multiplied by Σ_w p_w · mask_w, mask_w keeping the
+channels that layer has at width w (FBNetV2-style channel masking, one set of weights).
+
 Modes: `darts` weighs every candidate by softmax(α); `gdas` samples one
 candidate with Gumbel-softmax at temperature `tau` (straight-through when
 `hard`, a soft relaxation otherwise) and runs only the sampled one when hard.
@@ -22,6 +27,7 @@ from torch import nn
 
 from spacelang.ir import Network, Node, module_path
 from spacelang.naming import module_name
+from spacelang.primitives import PRIMITIVES
 
 MODES = ("darts", "gdas")
 
@@ -40,6 +46,36 @@ def param_key(site: str) -> str:
     return f"{key}/" if key in _RESERVED else key
 
 
+class WidthMask:
+    """The channel mask of one layer under a width site: Σ_w p_w · [channel < c_w]."""
+
+    def __init__(self, owner: SuperNet, site: str, channels: tuple[int, ...]):
+        self.owner = [owner]
+        self.site = site
+        self.channels = torch.tensor(channels)
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        weights = self.owner[0].site_weights(self.site).to(y.dtype)
+        positions = torch.arange(y.shape[1], device=y.device)
+        keep = (positions[None, :] < self.channels.to(y.device)[:, None]).to(y.dtype)
+        return y * (weights @ keep).view(1, -1, *([1] * (y.dim() - 2)))
+
+
+def width_channels(network: Network) -> dict[int, tuple[int, ...]]:
+    """Per layer with weights (by `id` of its node in `network.graph`) whose channels
+    change with the width site: its channels at each width value."""
+    if network.width_site is None:
+        return {}
+    walks = [list(variant.graph.walk()) for variant in network.variants]
+    out = {}
+    for index, node in enumerate(network.graph.walk()):
+        if node.op in PRIMITIVES and PRIMITIVES[node.op].module:
+            channels = tuple(walk[index].channels for walk in walks)
+            if len(set(channels)) > 1:
+                out[id(node)] = channels
+    return out
+
+
 class MixedOp(nn.Module):
     """One choice site instance: candidates weighted by the site's architecture weights."""
 
@@ -51,7 +87,8 @@ class MixedOp(nn.Module):
         self.candidates = nn.ModuleDict()
         for label, graph in zip(node.labels, node.candidates, strict=True):
             # a candidate cell with choices of its own holds their mixed ops
-            self.candidates._modules[module_name(label)] = GraphModule(graph, owner._special)
+            self.candidates._modules[module_name(label)] = GraphModule(graph, owner._special,
+                                                                       owner._mask)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         weights = self.owner[0].site_weights(self.site)
@@ -100,7 +137,14 @@ class SuperNet(nn.Module):
             param_key(s.key): nn.Parameter(init_scale * torch.randn(len(s.candidates)))
             for s in network.pick_sites})
         self._sampled: dict[str, torch.Tensor] = {}
-        self.body = GraphModule(network.graph, special=self._special)
+        self._widths = width_channels(network)
+        self.body = GraphModule(network.graph, special=self._special, mask=self._mask)
+
+    def _mask(self, node: Node) -> WidthMask | None:
+        channels = self._widths.get(id(node))
+        if channels is None:
+            return None
+        return WidthMask(self, self.network.width_site.key, channels)
 
     def _special(self, graph_module: nn.Module, node: Node):
         module = MixedOp(node, self) if node.op == "choice" else PickOp(node, self)

@@ -77,6 +77,11 @@ def flops_json(space, report) -> dict:
                            for label, c in zip(s.labels, s.costs, strict=True)}
                    for s in report.sites},
         )
+        if report.variants:
+            data["width"] = {"site": report.width, "values": {
+                label: {field: {"min": v.extreme(field), "max": v.extreme(field, max)}
+                        for field in ("params", "macs")}
+                for label, v in zip(network.width_site.labels, report.variants, strict=True)}}
     return data
 
 
@@ -119,8 +124,20 @@ def run_flops(args: argparse.Namespace) -> int:
                 sites.add_row(site.key, label, common.group(cost.params),
                               common.giga(cost.macs))
         out.print(sites)
-        out.print("[dim]network-level picks do not change the cost when candidates have "
-                  "equal widths[/]")
+        if report.variants:
+            widths = Table(title=f"width `{report.width}` (choice sites above at the widest)")
+            for column in ("value", "min parameters", "max parameters", "min Multi-Adds",
+                           "max Multi-Adds"):
+                widths.add_column(column, justify="right")
+            for label, variant in zip(network.width_site.labels, report.variants,
+                                      strict=True):
+                widths.add_row(label, common.group(variant.extreme("params")),
+                               common.group(variant.extreme("params", max)),
+                               common.giga(variant.extreme("macs")),
+                               common.giga(variant.extreme("macs", max)))
+            out.print(widths)
+        out.print("[dim]a pick changes the cost only by what it leaves unread (an early "
+                  "exit drops the cells after it)[/]")
     cells = Table(title="fixed part by cell" if not network.is_fixed else "by cell")
     cells.add_column("cell")
     cells.add_column("parameters", justify="right")

@@ -32,7 +32,7 @@ class ComplexityPenalty:
         return self.report.expected(net.probabilities(), self.field)
 
     def __call__(self, net: SuperNet) -> torch.Tensor:
-        if self.weight == 0 or not self.report.sites:
+        if self.weight == 0 or not self.report.searchable:
             return torch.zeros(())
         ratio = self.expected(net) / self.scale
         if self.budget is not None:
