@@ -44,31 +44,44 @@ LIMIT_NAMES = tuple(f.name for f in fields(Limits))
 DEFAULT_LIMITS = Limits()
 
 
+_EXPRESSIONS = frozenset({ast.BinOp, ast.Neg, ast.Call, ast.Pick, ast.Index, ast.Slice,
+                          ast.Keyword, ast.ForLoop})
+_SKIPPED = (str, int, float, bool, ast.Span, ast.Comment, type(None))
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _fields(cls: type) -> tuple[str, ...]:
+    """The attribute names of an AST node class that may hold other nodes."""
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(a.name for a in getattr(cls, "__attrs_attrs__", ())
+                                     if "span" not in a.name)
+    return names
+
+
 def too_deep(module: ast.Module, limit: int = MAX_DEPTH) -> tuple[int, ast.Span] | None:
     """The first expression nested deeper than `limit`, as (depth, span), or None.
 
     An explicit stack, so that the walk itself does not recurse.
     """
     stack: list[tuple[object, int]] = [(item, 0) for item in reversed(module.items)]
+    push = stack.append
     while stack:
         node, depth = stack.pop()
-        if isinstance(node, (ast.Span, ast.Comment)) or node is None:
+        cls = type(node)
+        if cls is tuple:
+            for child in reversed(node):
+                if not isinstance(child, _SKIPPED):
+                    push((child, depth))
             continue
-        if isinstance(node, tuple):
-            stack.extend((child, depth) for child in reversed(node))
-            continue
-        if not hasattr(type(node), "__attrs_attrs__"):
-            continue
-        expression = isinstance(node, (ast.BinOp, ast.Neg, ast.Call, ast.Pick, ast.Index,
-                                       ast.Slice, ast.Keyword, ast.ForLoop))
-        if expression:
+        if cls in _EXPRESSIONS:
             depth += 1
             if depth > limit:
                 return depth, node.span
-        for attribute in type(node).__attrs_attrs__:
-            value = getattr(node, attribute.name)
-            if not isinstance(value, (str, int, float, bool)):
-                stack.append((value, depth))
+        for name in _fields(cls):
+            value = getattr(node, name)
+            if not isinstance(value, _SKIPPED):
+                push((value, depth))
     return None
 
 
