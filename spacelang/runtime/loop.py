@@ -282,12 +282,17 @@ class Loop:
 
     # -- the loop
 
-    def run(self, *, resume: bool = False) -> int:
-        """Run (or continue, with ``resume``) to ``config.iterations``; return the last one."""
-        with denormals_flushed():
-            return self._run(resume)
+    def run(self, *, resume: bool = False, until: int | None = None) -> int:
+        """Run (or continue, with ``resume``) to ``config.iterations``; return the last one.
 
-    def _run(self, resume: bool) -> int:
+        ``until`` stops earlier, after that many updates, with a checkpoint there (a run
+        that later resumes from it goes on as if it had never stopped: schedules follow
+        ``config.iterations``).
+        """
+        with denormals_flushed():
+            return self._run(resume, until)
+
+    def _run(self, resume: bool, until: int | None = None) -> int:
         cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
         metrics = MetricsLog(self.run_dir / "metrics.jsonl")
@@ -351,7 +356,8 @@ class Loop:
                                             enabled=self.progress, description=self.kind
                                             .removeprefix("spacelang."))
             with self.display:
-                for iteration in range(start, cfg.iterations):
+                end = cfg.iterations if until is None else min(until, cfg.iterations)
+                for iteration in range(start, end):
                     try:
                         values = self.step(iteration)
                     except NonFinite as exc:
@@ -385,7 +391,7 @@ class Loop:
                             self.print(f"iteration {done}/{cfg.iterations}: loss "
                                        f"{record['loss']:.5f}{lr}")
                     self.display.update(done, **values)
-                    if due(done, cfg.checkpoint_every, cfg.iterations):
+                    if due(done, cfg.checkpoint_every, cfg.iterations) or done == until:
                         if not self._weights_finite():
                             raise stop(done, "weights")
                         save(done)
