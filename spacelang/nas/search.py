@@ -263,7 +263,9 @@ def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: 
     penalty = ComplexityPenalty(report, field,
                                 0.0 if cfg.complexity == "none" else cfg.complexity_weight,
                                 cfg.budget)
-    weight_opt = torch.optim.Adam(net.weight_parameters(), lr=cfg.weight_lr)
+    weight_opt = torch.optim.Adam(net.weight_parameters(), lr=cfg.weight_lr,
+                                  betas=tuple(cfg.weight_betas),
+                                  weight_decay=cfg.weight_decay)
     arch_opt = torch.optim.Adam(net.arch_parameters(), lr=cfg.arch_lr,
                                 betas=tuple(cfg.arch_betas),
                                 weight_decay=cfg.arch_weight_decay)

@@ -239,6 +239,8 @@ class SearchConfig:
     iterations: int = 2000
     arch_warmup: int = 200  # iterations before architecture updates start
     weight_lr: float = 5e-4
+    weight_betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
     weight_schedule: Schedule = "cosine"
     lr_warmup: int = 0  # linear LR warm-up of the weights, iterations
     step_size: int = 200000  # for weight_schedule: step
@@ -287,6 +289,8 @@ class SearchConfig:
         "arch_images": _image_range,
         "strategy": _registered_strategy,
         "weight_lr": positive,
+        "weight_betas": adam_betas,
+        "weight_decay": non_negative,
         "step_size": positive,
         "gamma": positive,
         "arch_lr": positive,
