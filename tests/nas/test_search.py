@@ -191,19 +191,23 @@ def test_search_finds_the_candidate_that_keeps_the_signal(toy_run):
     assert losses[-1] < losses[0]
 
 
-def test_raising_the_complexity_weight_lowers_the_derived_macs(tmp_path, images):
-    macs = {}
-    for weight in (0.0, 2.0):
-        space = spacelang.loads(COSTLY, path=str(tmp_path / "costly.space"))
-        cfg = _config(complexity="macs", complexity_weight=weight)
-        result = search(space, cfg, train_set=images, val_set=None,
-                        run_dir=tmp_path / f"w{weight}", progress=False)
-        macs[weight] = spacelang.load(result.derived_path).cost().base.macs
-        assert result.decisions == {"y": 0 if weight else 1}
-    report = cost_report(space.network)
-    assert macs[2.0] < macs[0.0]
-    assert macs[2.0] == report.extreme("macs", min)
-    assert macs[0.0] == report.extreme("macs", max)
+def test_no_budget_picks_the_expensive_op_and_a_budget_below_it_does_not(tmp_path, images):
+    space = spacelang.loads(COSTLY, path=str(tmp_path / "costly.space"))
+    report = cost_report(space.network, (64, 64))
+    rich = report.architecture({"y": 1}).macs
+    poor = report.architecture({"y": 0}).macs
+    free = search(space, _config(complexity="macs"), train_set=images, val_set=None,
+                  run_dir=tmp_path / "free", progress=False)
+    assert free.decisions == {"y": 1} and free.macs == rich
+    budget = (rich + poor) // 2
+    tight = search(space, _config(complexity="macs", budget_macs=budget), train_set=images,
+                   val_set=None, run_dir=tmp_path / "tight", progress=False)
+    assert tight.decisions == {"y": 0} and tight.macs == poor <= budget
+    assert spacelang.load(tight.derived_path).cost((64, 64)).base.macs == tight.macs
+    # a budget above the expensive op's cost leaves the choice to the data
+    loose = search(space, _config(complexity="macs", budget_macs=2 * rich), train_set=images,
+                   val_set=None, run_dir=tmp_path / "loose", progress=False)
+    assert loose.decisions == {"y": 1}
 
 
 def test_complexity_penalty_gradient_points_to_cheaper_ops(spaces_dir):
@@ -212,10 +216,11 @@ def test_complexity_penalty_gradient_points_to_cheaper_ops(spaces_dir):
     net = space.supernet()
     report = cost_report(space.network, (64, 64))
     assert report.sites
-    penalty = ComplexityPenalty(report, "macs", 1.0)
+    penalty = ComplexityPenalty(report, "macs", 1.0)  # no budget: over the space's range
+    low, high = report.extreme("macs", min), report.extreme("macs", max)
     value = penalty(net)
     expected = float(report.expected(net.probabilities(), "macs").detach())
-    assert value.item() == pytest.approx(expected / report.extreme("macs", max), rel=1e-6)
+    assert value.item() == pytest.approx((expected - low) / (high - low), rel=1e-6)
     value.backward()
     for site in report.sites:
         costs = [c.macs for c in site.costs]
@@ -227,7 +232,7 @@ def test_complexity_penalty_gradient_points_to_cheaper_ops(spaces_dir):
         assert grad[cheap] < 0 < grad[dear]
         p = F.softmax(net.alphas[param_key(site.key)].detach().double(), -1)
         mean = float((p * torch.tensor(costs, dtype=torch.float64)).sum())
-        analytic = p * (torch.tensor(costs, dtype=torch.float64) - mean) / penalty.scale
+        analytic = p * (torch.tensor(costs, dtype=torch.float64) - mean) / (high - low)
         torch.testing.assert_close(grad.double(), analytic, rtol=1e-4, atol=1e-12)
     # a step against the gradient lowers the expected cost
     with torch.no_grad():
@@ -245,6 +250,36 @@ def test_complexity_penalty_gradient_points_to_cheaper_ops(spaces_dir):
     over = ComplexityPenalty(report, "macs", 1.0, budget=int(expected * 0.5))
     assert over(net).item() > 0
     assert ComplexityPenalty(report, "macs", 0.0)(net).item() == 0.0
+    # no budget and no weight: no complexity term at all
+    assert ComplexityPenalty(report, "macs", None)(net).item() == 0.0
+
+
+@pytest.mark.parametrize("width", [4, 8])
+@pytest.mark.parametrize("hr", [(64, 64), (96, 48)])
+def test_the_weight_means_loss_per_100_percent_over_budget(spaces_dir, width, hr):
+    """The same relative overshoot costs the same, whatever the width or HR size."""
+    space = spacelang.load(spaces_dir / "dlsr.space", C=width)
+    torch.manual_seed(0)
+    net = space.supernet()
+    report = cost_report(space.network, hr)
+    expected = float(report.expected(net.probabilities(), "macs").detach())
+    for over in (0.1, 0.5, 1.0):
+        budget = expected / (1 + over)
+        penalty = ComplexityPenalty(report, "macs", 0.3, budget=round(budget))
+        assert penalty(net).item() == pytest.approx(0.3 * over, rel=1e-3)
+    default = ComplexityPenalty(report, "macs", None, budget=round(expected / 2))
+    assert default(net).item() == pytest.approx(1.0, rel=1e-3)  # DEFAULT_BUDGET_WEIGHT
+    # without a budget the weight spans the space: 0 at the cheapest architecture,
+    # `weight` at the dearest
+    spanned = ComplexityPenalty(report, "macs", 0.3)
+    for pick, value in ((min, 0.0), (max, 0.3)):
+        with torch.no_grad():
+            for site in report.sites:
+                costs = [c.macs for c in site.costs]
+                alpha = net.alphas[param_key(site.key)]
+                alpha.fill_(-1e4)
+                alpha[costs.index(pick(costs))] = 0.0
+        assert spanned(net).item() == pytest.approx(value, abs=1e-6)
 
 
 def _unrolled_objective(net, train_batch, val_batch, loss_fn, penalty, xi) -> float:
