@@ -589,3 +589,71 @@ def test_derive_rejects_what_is_not_a_search_checkpoint(tmp_path, capsys, make):
     assert str(source.name) in err
     assert {"text": "not a PyTorch checkpoint", "torch": "not a spacelang search checkpoint",
             "empty_dir": "not found"}[make] in err
+
+
+# --------------------------------------------------------------------------- picks
+
+# Three predecessors of the fusion conv; only `f` keeps the image's detail.
+WIRES = """\
+op flat(x: c) {
+    return resize(mean(x), x)
+}
+
+network wires(C = 8, scale = 2, rgb_range = 1) {
+    f = conv(input, C, k=3)
+    a = flat(f)
+    b = flat(conv(f, C, k=1))
+    y = conv(concat(pick 1 of [a, f, b]), C, k=1)
+    return pixel_shuffle(conv(y, 3 * scale * scale, k=3), scale)
+}
+"""
+
+
+@pytest.mark.parametrize("strategy", ["darts1", "gdas"])
+def test_the_derived_wiring_reads_the_predecessor_that_carries_the_signal(
+        tmp_path, images, strategy):
+    space = spacelang.loads(WIRES, path=str(tmp_path / "wires.space"))
+    (site,) = space.network.pick_sites
+    result = search(space, _config(strategy=strategy, iterations=80, gdas_tau_max=2.0),
+                    train_set=images, val_set=None, run_dir=tmp_path / strategy,
+                    progress=False)
+    assert result.decisions == {site.key: (1,)}
+    assert "concat(f)" in result.derived_path.read_text().replace(" ", "")
+
+
+def test_gdas_samples_k_predecessors_with_a_straight_through_gradient(tmp_path):
+    space = spacelang.loads(SMOOTH, path=str(tmp_path / "smooth.space"))
+    net = space.supernet(mode="gdas", tau=1.0, hard=True)
+    (site,) = net.network.pick_sites
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(40):
+        weights = net.site_weights(site.key, pick=True)
+        net._sampled = {}
+        assert sorted(weights.detach().tolist()) == [0.0, 1.0, 1.0]  # k = 2 of 3, hard
+        seen.add(tuple(int(i) for i in torch.nonzero(weights.detach()).flatten()))
+    assert len(seen) == 3  # every pair gets drawn
+    x = torch.rand(1, 3, 8, 8)
+    net(x).mean().backward()
+    beta = net.betas[param_key(site.key)]
+    assert beta.grad is not None and bool(beta.grad.abs().sum() > 0)
+
+
+# --------------------------------------------------------------------------- inheritance
+
+
+def test_val_psnr_argmax_is_what_eval_of_the_derived_spec_gives(tmp_path, image_dir, images,
+                                                                  cli):
+    space = spacelang.loads(SMOOTH, path=str(tmp_path / "smooth.space"))
+    val = folder(image_dir, 2)
+    result = search(space, _config(iterations=30, arch_warmup=10, val_every=30),
+                    train_set=images, val_set=val, run_dir=tmp_path / "run", progress=False)
+    final = [r for r in _records(result.run_dir / "metrics.jsonl") if "val_psnr_argmax" in r]
+    assert final[-1]["iteration"] == 30
+    code, out, err = cli("eval", str(result.derived_path), "--weights",
+                         str(result.run_dir / "derived.pt"), "--data", str(image_dir),
+                         "--scale", "2", "--json", "--no-progress")
+    assert code == 0, err
+    psnr = json.loads(out)["psnr"]
+    assert psnr == pytest.approx(final[-1]["val_psnr_argmax"], abs=1e-9)
+    assert psnr == pytest.approx(result.val_psnr, abs=1e-9)
