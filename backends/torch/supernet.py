@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from spacelang.backends.cost import live_nodes
 from spacelang.backends.torch.graph import GraphModule, register
 from torch import nn
 
@@ -206,7 +207,8 @@ class SuperNet(nn.Module):
         """The weights of the network ``decisions`` derive (default: the current argmax).
 
         Keyed as that fixed network's `state_dict`: each choice site contributes only its
-        chosen candidate, whose weights take the mixed op's place; α/β are left out.
+        chosen candidate, whose weights take the mixed op's place; what no chosen input
+        of a pick reaches is left out, and so are α/β.
         """
         decisions = self.decisions() if decisions is None else decisions
         out: dict[str, torch.Tensor] = {}
@@ -228,7 +230,11 @@ class SuperNet(nn.Module):
 
         collect(self.body, "")
         self._slice_pick_fusions(out, decisions)
-        return out
+        graph = self.network.graph
+        alive = live_nodes(graph, decisions)
+        dead = tuple(f"{module_path(n)}." for n in graph.nodes
+                     if not alive[n.id] and n.op not in ("input", "pick"))
+        return {k: v for k, v in out.items() if not k.startswith(dead)}
 
     def _slice_pick_fusions(self, weights: dict[str, torch.Tensor],
                             decisions: Mapping[str, Any]) -> None:
