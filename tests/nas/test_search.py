@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -25,12 +26,18 @@ import spacelang.sr.task as task_module
 from spacelang.cli import run_cli
 from spacelang.nas.penalty import ComplexityPenalty
 from spacelang.nas.search import SearchError, load_search_checkpoint
-from spacelang.nas.strategies import arch_gradient_first_order, arch_gradient_unrolled
+from spacelang.nas.strategies import (
+    STRATEGIES,
+    Darts1,
+    arch_batches,
+    arch_gradient_first_order,
+    arch_gradient_unrolled,
+)
 from spacelang.runtime.checkpoint import load_checkpoint
-from spacelang.sr.config import SearchConfig, dump_config
+from spacelang.sr.config import SearchConfig, dump_config, load_config
 from spacelang.sr.data import folder
 from spacelang.sr.images import write_image
-from spacelang.sr.search import search
+from spacelang.sr.search import search, search_splits
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -453,7 +460,7 @@ import torch
 
 import spacelang
 import spacelang.runtime.loop as L
-from spacelang.sr.search import search
+from spacelang.sr.search import search, search_splits
 from spacelang.sr.config import SearchConfig, parse_config
 from spacelang.sr.data import folder
 
@@ -657,3 +664,87 @@ def test_val_psnr_argmax_is_what_eval_of_the_derived_spec_gives(tmp_path, image_
     psnr = json.loads(out)["psnr"]
     assert psnr == pytest.approx(final[-1]["val_psnr_argmax"], abs=1e-9)
     assert psnr == pytest.approx(result.val_psnr, abs=1e-9)
+
+
+# --------------------------------------------------------------------------- procedure
+
+
+def test_train_plus_val_objective_is_the_sum_of_both_batch_losses():
+    space = spacelang.loads(SMOOTH, path="smooth.space")
+    torch.manual_seed(0)
+    net = space.supernet()
+    g = torch.Generator().manual_seed(3)
+    train = (torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 16, 16, generator=g))
+    val = (torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 16, 16, generator=g))
+
+    def no_penalty(_net):
+        return torch.zeros(())
+
+    grads = {}
+    for objective in ("val", "train+val"):
+        batches = arch_batches(train, val, objective)
+        loss = arch_gradient_first_order(net, batches, F.mse_loss, no_penalty)
+        grads[objective] = [p.grad.clone() for p in net.arch_parameters()]
+        expected = sum(float(F.mse_loss(net(x), t).detach()) for x, t in batches)
+        assert float(loss) == pytest.approx(expected, rel=1e-6)
+    arch_gradient_first_order(net, train, F.mse_loss, no_penalty)
+    train_only = [p.grad.clone() for p in net.arch_parameters()]
+    for both, v, t in zip(grads["train+val"], grads["val"], train_only, strict=True):
+        torch.testing.assert_close(both, v + t, rtol=1e-5, atol=1e-8)
+
+
+class _Probe(Darts1):
+    """darts1 that records the weights it sees at each architecture step."""
+
+    name = "probe"
+    seen: ClassVar[list] = []
+
+    def arch_gradient(self, net, train_batch, val_batch, loss_fn, penalty, weight_lr):
+        _Probe.seen.append([p.detach().clone() for p in net.weight_parameters()])
+        return super().arch_gradient(net, train_batch, val_batch, loss_fn, penalty, weight_lr)
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_arch_step_order_says_which_weights_the_architecture_step_sees(tmp_path, images,
+                                                                        order, monkeypatch):
+    monkeypatch.setitem(STRATEGIES, "probe", _Probe)
+    _Probe.seen = []
+    space = spacelang.loads(SMOOTH, path=str(tmp_path / "smooth.space"))
+    cfg = _config(strategy="probe", arch_step_order=order, iterations=1, arch_warmup=0,
+                  checkpoint_every=1)
+    search(space, cfg, train_set=images, val_set=None, run_dir=tmp_path / order,
+           progress=False)
+    torch.manual_seed(cfg.seed)
+    initial = space.supernet().weight_parameters()
+    (seen,) = _Probe.seen
+    same = all(torch.equal(a, b.detach()) for a, b in zip(seen, initial, strict=True))
+    assert same == (order == "before")
+
+
+def test_image_splits_alternate_by_range_or_from_a_second_folder(images):
+    alternate = search_splits(images, _config())
+    assert [p.name for p in alternate[0]] == [p.name for p in images[0::2]]
+    assert [p.name for p in alternate[1]] == [p.name for p in images[1::2]]
+    ranged = search_splits(images, _config(arch_split="ranges", weight_images=(0, 3),
+                                           arch_images=(3, 4)))
+    assert [p.name for p in ranged[0]] == [p.name for p in images[:3]]
+    assert [p.name for p in ranged[1]] == [images[3].name]
+    folder_split = search_splits(images[:2], _config(arch_data="x"), arch_set=images[2:])
+    assert len(folder_split[0]) == 2 and [p.name for p in folder_split[1]] == \
+        [p.name for p in images[2:]]
+    with pytest.raises(SearchError, match=r"reaches past the 4 training images"):
+        search_splits(images, _config(arch_split="ranges", weight_images=(0, 3),
+                                      arch_images=(3, 10)))
+
+
+def test_reference_config_runs_a_few_steps(tmp_path, images, spaces_dir):
+    cfg = load_config(SearchConfig, REPO / "spacelang/configs/dlsr_reference.yaml", {
+        "iterations": "4", "arch_warmup": "2", "patch_size": "32", "batch_size": "2",
+        "epoch_length": "4", "weight_images": "[0, 3]", "arch_images": "[3, 4]",
+        "milestones": "[1, 2, 3]", "log_every": "1", "checkpoint_every": "4"})
+    space = spacelang.load(spaces_dir / "dlsr.space", C=4, cells=3)
+    result = search(space, cfg, train_set=images, val_set=None, run_dir=tmp_path / "ref",
+                    progress=False)
+    metrics = _records(result.run_dir / "metrics.jsonl")
+    assert [r["lr"] for r in metrics] == pytest.approx([5e-4 * 0.5**i for i in range(4)])
+    assert metrics[-1]["arch_loss"] > 0 and spacelang.load(result.derived_path).is_fixed
