@@ -193,6 +193,7 @@ class _ArchitectureLog(Hook):
     net: SuperNet
     step: _SearchStep
     log: MetricsLog
+    report: CostReport | None = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"decisions": json.dumps(self.net.decisions())}
@@ -206,6 +207,10 @@ class _ArchitectureLog(Hook):
     def after_step(self, done: int, record: dict[str, Any] | None, loop: Loop) -> None:
         if record is not None:
             record["architecture"] = architecture_summary(self.net)
+            if self.report is not None:
+                field = self.step.penalty.field
+                record[f"argmax_{field}"] = getattr(
+                    self.report.architecture(self.net.decisions()), field)
         if due(done, self.step.epoch_length, loop.config.iterations):
             self.log.write({"iteration": done, "epoch": done // self.step.epoch_length,
                             "arch": self.net.arch_state(),
@@ -278,7 +283,7 @@ def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: 
         config=cfg,
         step=step,
         stateful={"model": net, "weight_opt": weight_opt, "arch_opt": arch_opt},
-        hooks=[_ArchitectureLog(net, step, MetricsLog(run_dir / "arch.jsonl")),
+        hooks=[_ArchitectureLog(net, step, MetricsLog(run_dir / "arch.jsonl"), report),
                _ArgmaxValidation(space, net, task, device, cfg.val_every, cfg.iterations)],
         resume_safe=frozenset(resume_safe),
         extra={"network": network.name, "spec_path": str(Path(space.path).resolve()),
