@@ -439,7 +439,7 @@ network pareto(C = 4, scale = 2, rgb_range = 1) {
 }
 """
 
-SEARCH_CONFIG = """\
+PARETO_CONFIG = """\
 iterations: 8
 arch_warmup: 4
 patch_size: 16
@@ -458,7 +458,7 @@ def pareto_setup(tmp_path):
     spec = tmp_path / "pareto.space"
     spec.write_text(PARETO_SPEC, encoding="utf-8")
     cfg = tmp_path / "search.yaml"
-    cfg.write_text(SEARCH_CONFIG, encoding="utf-8")
+    cfg.write_text(PARETO_CONFIG, encoding="utf-8")
     return spec, cfg
 
 
@@ -519,13 +519,13 @@ def test_bad_budget_flags(cli, pareto_setup, images, tmp_path, flags, fragments)
 def test_search_with_patches_too_small_for_esa_is_a_user_error(cli, images, tmp_path,
                                                                spaces_dir):
     cfg = tmp_path / "small.yaml"
-    cfg.write_text(SEARCH_CONFIG.replace("patch_size: 16", "patch_size: 20"), encoding="utf-8")
+    cfg.write_text(PARETO_CONFIG.replace("patch_size: 16", "patch_size: 20"), encoding="utf-8")
     err = user_error(cli("search", str(spaces_dir / "dlsr.space"), "--set", "C=4",
                          "--config", str(cfg), "--data", str(images), "--run-dir",
                          str(tmp_path / "r"), "--no-progress"),
                      "'patch_size' 20 is too small", "at least 30")
     assert not (tmp_path / "r" / "last.pt").exists()
-    cfg.write_text(SEARCH_CONFIG.replace("patch_size: 16", "patch_size: 30")
+    cfg.write_text(PARETO_CONFIG.replace("patch_size: 16", "patch_size: 30")
                    .replace("iterations: 8", "iterations: 2").replace("arch_warmup: 4",
                                                                       "arch_warmup: 1"),
                    encoding="utf-8")
