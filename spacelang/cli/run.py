@@ -11,6 +11,7 @@ from spacelang.api import load
 from spacelang.backends.cost import cost_report
 from spacelang.cli import common, tools
 from spacelang.cli.language import write_atomic
+from spacelang.units import format_count, parse_count
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_SEARCH_CONFIG = CONFIG_DIR / "search_small.yaml"
@@ -156,8 +157,6 @@ def run_search(args: argparse.Namespace) -> int:
 
 def _with_budgets(cfg, macs: list[str], params: list[str]):
     """The config with the budgets of --budget / --budget-params (none: unchanged)."""
-    from spacelang.units import parse_count
-
     if macs and params:
         raise common.UsageError("give --budget (Multi-Adds) or --budget-params, not both")
     if not macs and not params:
@@ -177,8 +176,6 @@ def _with_budgets(cfg, macs: list[str], params: list[str]):
 
 
 def _print_pareto(run_dir: Path, results) -> None:
-    from spacelang.units import format_count
-
     print(f"Pareto family written to {run_dir / 'pareto.csv'} and pareto.json")
     for r in results:
         psnr = f"{r.val_psnr:.2f} dB" if r.val_psnr is not None else "n/a"

@@ -241,7 +241,7 @@ class _ArgmaxValidation(Hook):
         psnr, ssim = self.task.validate(fixed)
         record["val_psnr_argmax"], record["val_ssim_argmax"] = psnr, ssim
         loop.print(f"{done}: argmax architecture {architecture_summary(self.net)}; "
-                   f"PSNR {psnr:.2f} dB with supernet weights")
+                   f"PSNR {psnr:.2f} dB with inherited weights")
 
 
 def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: Any,
@@ -352,7 +352,8 @@ def finish(space: Any, net: SuperNet, run_dir: Path, iterations: int,
             within = f" ({spent / budget:.0%} of the budget {format_count(budget)})"
         console.print(f"derived: {cost.params:,} parameters, {cost.macs / 1e9:.2f} G "
                       f"Multi-Adds at HR {report.hr[0]}x{report.hr[1]}{within}"
-                      + (f"; PSNR {psnr:.2f} dB with inherited weights" if psnr else ""))
+                      + (f"; PSNR {psnr:.2f} dB with inherited weights"
+                         if psnr is not None else ""))
     return SearchResult(run_dir, decisions, path, iterations, cost.params, cost.macs, psnr,
                         budget)
 

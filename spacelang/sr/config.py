@@ -39,7 +39,8 @@ __all__ = [
     "parse_overrides",
 ]
 
-Schedule = Literal["step", "multistep", "cosine"]
+Schedule = Literal["step", "cosine"]
+WeightSchedule = Literal["step", "multistep", "cosine"]
 ArchSchedule = Literal["constant", "step", "cosine"]
 Loss = Literal["l1", "l1_hfen"]
 Hfen = Literal["log9", "dlsr"]
@@ -241,7 +242,7 @@ class SearchConfig:
     weight_lr: float = 5e-4
     weight_betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
-    weight_schedule: Schedule = "cosine"
+    weight_schedule: WeightSchedule = "cosine"
     lr_warmup: int = 0  # linear LR warm-up of the weights, iterations
     step_size: int = 200000  # for weight_schedule: step
     milestones: tuple[int, ...] = ()  # for weight_schedule: multistep (iterations)

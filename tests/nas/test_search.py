@@ -389,8 +389,8 @@ def _poisoned_loss(monkeypatch, from_call: int, kind: str) -> None:
     real = task_module.pixel_loss
     calls = [0]
 
-    def make(kind_name, hfen_weight=0.2):
-        inner = real(kind_name, hfen_weight)
+    def make(kind_name, hfen_weight=0.2, hfen="log9"):
+        inner = real(kind_name, hfen_weight, hfen)
 
         def loss(sr, hr):
             calls[0] += 1

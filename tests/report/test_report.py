@@ -40,7 +40,7 @@ network tinysearch(C = 4, scale = 2) {
 
 SEARCH_CONFIG = """\
 iterations: 8
-warmup: 2
+arch_warmup: 2
 patch_size: 16
 batch_size: 2
 epoch_length: 4
