@@ -9,6 +9,11 @@ Its weight means the same for every spec, width and HR size:
   (max − min)`` over the space's cheapest and dearest architectures: ``weight`` loss
   units for going from the cheapest to the dearest.
 
+``of="argmax"`` puts the cost of the current argmax architecture (the network that
+would be derived now, `CostReport.architecture`) in place of E[cost] in the value, with
+E[cost]'s gradient (straight-through): the term then bounds what is derived, and is
+zero as soon as that fits the budget, however much probability is left on dearer ops.
+
 E[cost] (`CostReport.expected`) is additive over sites: it counts every site as if
 its cell were read, while `CostReport.architecture` counts only what reaches the output
 once the picks are made. The two agree whenever every cell reaches the output (DLSR:
@@ -24,7 +29,10 @@ import torch.nn.functional as F
 from spacelang.backends.cost import CostReport
 from spacelang.backends.torch.supernet import SuperNet
 
-__all__ = ["DEFAULT_BUDGET_WEIGHT", "ComplexityPenalty"]
+__all__ = ["COST_OF", "DEFAULT_BUDGET_WEIGHT", "ComplexityPenalty"]
+
+#: What the term's value measures: E[cost] under softmax(α/β), or the argmax's cost.
+COST_OF = ("expected", "argmax")
 
 #: The weight of the hinge when a budget is given without a weight: one loss unit per
 #: 100 % over budget (an L1 loss on the 0–1 scale is a few hundredths).
@@ -37,10 +45,13 @@ class ComplexityPenalty:
     """
 
     def __init__(self, report: CostReport, field: str, weight: float | None,
-                 budget: int | None = None):
+                 budget: int | None = None, of: str = "expected"):
+        if of not in COST_OF:
+            raise ValueError(f"'of' must be one of {COST_OF}, got {of!r}")
         self.report = report
         self.field = field
         self.budget = budget
+        self.of = of
         if weight is None:
             weight = DEFAULT_BUDGET_WEIGHT if budget is not None else 0.0
         self.weight = float(weight)
@@ -59,6 +70,9 @@ class ComplexityPenalty:
         if not self.active:
             return torch.zeros(())
         expected = self.expected(net)
+        if self.of == "argmax":
+            derived = getattr(self.report.architecture(net.decisions()), self.field)
+            expected = expected + (derived - expected).detach()
         if self.budget is not None:
             return self.weight * F.relu(expected / self.budget - 1)
         span = self.maximum - self.minimum
@@ -71,7 +85,8 @@ class ComplexityPenalty:
         unit = "parameters" if self.field == "params" else "Multi-Adds"
         if not self.active:
             return "no complexity term"
+        what = f"E[{unit}]" if self.of == "expected" else f"{unit} of the argmax"
         if self.budget is not None:
-            return (f"complexity: {self.weight:g} · relu(E[{unit}] / {self.budget:,} − 1)")
-        return (f"complexity: {self.weight:g} · (E[{unit}] − {self.minimum:,}) / "
+            return f"complexity: {self.weight:g} · relu({what} / {self.budget:,} − 1)"
+        return (f"complexity: {self.weight:g} · ({what} − {self.minimum:,}) / "
                 f"({self.maximum:,} − {self.minimum:,})")

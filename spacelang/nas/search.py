@@ -267,7 +267,7 @@ def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: 
     field = "params" if cfg.complexity == "params" else "macs"
     penalty = ComplexityPenalty(report, field,
                                 0.0 if cfg.complexity == "none" else cfg.complexity_weight,
-                                cfg.budget)
+                                cfg.budget, of=cfg.complexity_of)
     weight_opt = torch.optim.Adam(net.weight_parameters(), lr=cfg.weight_lr,
                                   betas=tuple(cfg.weight_betas),
                                   weight_decay=cfg.weight_decay)

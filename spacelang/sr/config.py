@@ -270,6 +270,7 @@ class SearchConfig:
     budget_macs: Count | None = None  # Multi-Adds at hr_size, e.g. 12G
     budget_params: Count | None = None  # e.g. 300K
     budgets: tuple[Count, ...] = ()  # a Pareto family: one search per budget (complexity's unit)
+    complexity_of: Literal["expected", "argmax"] = "expected"  # spacelang.nas.penalty
     hr_size: tuple[int, int] = (1280, 720)  # (width, height) at which complexity is measured
     val_every: int = 200
     log_every: int = 10

@@ -748,3 +748,29 @@ def test_reference_config_runs_a_few_steps(tmp_path, images, spaces_dir):
     metrics = _records(result.run_dir / "metrics.jsonl")
     assert [r["lr"] for r in metrics] == pytest.approx([5e-4 * 0.5**i for i in range(4)])
     assert metrics[-1]["arch_loss"] > 0 and spacelang.load(result.derived_path).is_fixed
+
+
+def test_penalty_of_the_argmax_bounds_what_would_be_derived(spaces_dir):
+    space = spacelang.load(spaces_dir / "dlsr.space", C=4)
+    torch.manual_seed(0)
+    net = space.supernet()
+    report = cost_report(space.network, (64, 64))
+    derived = report.architecture(net.decisions()).macs
+    expected = float(report.expected(net.probabilities(), "macs").detach())
+    budget = round(derived / 1.5)
+    argmax = ComplexityPenalty(report, "macs", 0.5, budget=budget, of="argmax")
+    value = argmax(net)
+    assert value.item() == pytest.approx(0.5 * (derived / budget - 1), rel=1e-4)
+    value.backward()
+    straight = [p.grad.clone() for p in net.alphas.values()]
+    for p in net.arch_parameters():
+        p.grad = None
+    ComplexityPenalty(report, "macs", 0.5, budget=budget)(net).backward()
+    for got, want in zip(straight, [p.grad for p in net.alphas.values()], strict=True):
+        if expected > budget:  # same gradient as the hinge on E[cost] (straight-through)
+            torch.testing.assert_close(got, want)
+    # once the argmax fits, nothing, whatever E[cost] says
+    fits = ComplexityPenalty(report, "macs", 0.5, budget=derived, of="argmax")
+    assert fits(net).item() == 0.0
+    with pytest.raises(ValueError, match="'of'"):
+        ComplexityPenalty(report, "macs", 0.5, of="mean")
