@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+import spacelang
+from spacelang.backends.cost import cost_report
 from spacelang.runtime.config import ConfigError
 from spacelang.sr.config import SearchConfig, TrainConfig, load_config
 
@@ -115,3 +117,12 @@ def test_reference_config_says_what_the_paper_did() -> None:
     # every setting carries a comment saying where it comes from
     text = path.read_text()
     assert text.count("#") >= 15
+
+
+def test_the_small_config_budget_lies_inside_its_space() -> None:
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(SearchConfig, root / "spacelang/configs/search_small.yaml")
+    space = spacelang.load(root / "spaces/dlsr.space",
+                           **{k: str(v) for k, v in cfg.overrides.items()})
+    report = cost_report(space.network, cfg.hr_size)
+    assert report.extreme("macs", min) < cfg.budget_macs < report.extreme("macs", max)
