@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import pytest
+from spacelang.backends.cost import cost_report
 
 import spacelang
-from spacelang.backends.cost import cost_report
 from spacelang.runtime.config import ConfigError
 from spacelang.sr.config import SearchConfig, TrainConfig, load_config
 
