@@ -13,6 +13,19 @@ channels that layer has at width w (FBNetV2-style channel masking, one set of we
 Modes: `darts` weighs every candidate by softmax(α); `gdas` samples one
 candidate with Gumbel-softmax at temperature `tau` (straight-through when
 `hard`, a soft relaxation otherwise) and runs only the sampled one when hard.
+
+Picks (`pick k of [...]`): under `darts` each candidate is scaled by softmax(β)
+(times k when summed, so a k-hot β passes the chosen values on at full size); under
+`gdas` k candidates are sampled by Gumbel top-k: with `hard` the chosen get weight 1
+and the rest 0 in the forward pass, with the gradient of k·softmax((β + g)/τ)
+(straight-through); without `hard`, k·softmax((β + g)/τ) itself.
+
+A concatenating pick feeds a 1×1-or-wider conv over every candidate's channels. The
+derived network's conv reads only the chosen candidates, so `fixed_state_dict` slices
+its weight to their channels and folds in the factor each got in the supernet
+(softmax(β) under `darts`): the derived network with those weights computes what the
+supernet computes with the unchosen candidates left out. Under `darts` that conv can
+absorb any per-candidate scale of β, so only β's ranking is meaningful, not its size.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from spacelang.backends.cost import live_nodes
 from spacelang.backends.torch.graph import GraphModule, register
 from torch import nn
 
@@ -113,7 +127,7 @@ class PickOp(nn.Module):
         weights = self.owner[0].site_weights(self.site, pick=True)
         if self.aggregate == "concat":
             return torch.cat([w * x for w, x in zip(weights, inputs, strict=True)], dim=1)
-        return self.k * sum(w * x for w, x in zip(weights, inputs, strict=True))
+        return sum(w * x for w, x in zip(weights, inputs, strict=True))
 
 
 class SuperNet(nn.Module):
@@ -138,6 +152,7 @@ class SuperNet(nn.Module):
             for s in network.pick_sites})
         self._sampled: dict[str, torch.Tensor] = {}
         self._widths = width_channels(network)
+        self._picks = {s.key: s for s in network.pick_sites}
         self.body = GraphModule(network.graph, special=self._special, mask=self._mask)
 
     def _mask(self, node: Node) -> WidthMask | None:
@@ -155,11 +170,37 @@ class SuperNet(nn.Module):
     def site_weights(self, site: str, pick: bool = False) -> torch.Tensor:
         """The weights a site's candidates get in this forward pass."""
         logits = (self.betas if pick else self.alphas)[param_key(site)]
-        if self.mode == "darts" or pick:
-            return F.softmax(logits, dim=-1)
+        if self.mode == "darts":
+            return self.pick_scales(site) if pick else F.softmax(logits, dim=-1)
         if site not in self._sampled:
-            self._sampled[site] = F.gumbel_softmax(logits, tau=self.tau, hard=self.hard)
+            if pick:
+                self._sampled[site] = self._gumbel_top_k(logits, self._picks[site].k)
+            else:
+                self._sampled[site] = F.gumbel_softmax(logits, tau=self.tau, hard=self.hard)
         return self._sampled[site]
+
+    def _gumbel_top_k(self, logits: torch.Tensor, k: int) -> torch.Tensor:
+        """k candidates sampled without replacement (Gumbel top-k), as weights."""
+        gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp(1e-20, 1.0)))
+        perturbed = (logits + gumbel) / self.tau
+        soft = k * F.softmax(perturbed, dim=-1)
+        if not self.hard:
+            return soft
+        chosen = torch.zeros_like(logits).scatter(0, torch.topk(perturbed, k).indices, 1.0)
+        return chosen - soft.detach() + soft
+
+    def pick_scales(self, site: str) -> torch.Tensor:
+        """The factor each candidate of pick ``site`` gets in a noise-free forward pass:
+        softmax(β) (times k when summed) under `darts`; under `gdas` 1 for the top k
+        (hard) or k·softmax(β/τ)."""
+        pick = self._picks[site]
+        beta = self.betas[param_key(site)]
+        if self.mode == "gdas":
+            if self.hard:
+                return torch.zeros_like(beta).scatter(0, torch.topk(beta, pick.k).indices, 1.0)
+            return pick.k * F.softmax(beta / self.tau, dim=-1)
+        factor = 1 if pick.aggregate == "concat" else pick.k
+        return factor * F.softmax(beta, dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._sampled = {}  # GDAS: one sample per site per forward, shared by its instances
@@ -206,15 +247,13 @@ class SuperNet(nn.Module):
         """The weights of the network ``decisions`` derive (default: the current argmax).
 
         Keyed as that fixed network's `state_dict`: each choice site contributes only its
-        chosen candidate, whose weights take the mixed op's place; α/β are left out.
+        chosen candidate, whose weights take the mixed op's place; what no chosen input
+        of a pick reaches is left out, and so are α/β.
         """
         decisions = self.decisions() if decisions is None else decisions
         out: dict[str, torch.Tensor] = {}
-        dead = self._dead_paths(decisions)
 
         def collect(module: nn.Module, prefix: str) -> None:
-            if prefix[:-1] in dead:
-                return
             if isinstance(module, MixedOp):
                 chosen = list(module.candidates.values())[int(decisions[module.site])]
                 collect(chosen, prefix)
@@ -230,31 +269,39 @@ class SuperNet(nn.Module):
                     collect(child, f"{prefix}{name}.")
 
         collect(self.body, "")
-        return out
-
-    def _dead_paths(self, decisions: Mapping[str, Any]) -> set[str]:
-        """Module paths of the nodes that `decisions` leave without a path to the output
-        (the candidates a pick does not keep, and what only they read): the derived
-        network does not have them."""
+        self._slice_pick_fusions(out, decisions)
         graph = self.network.graph
-        alive = [False] * len(graph.nodes)
-        alive[graph.output] = True
-        for node in reversed(graph.nodes):  # a node's inputs come before it
-            if alive[node.id]:
-                sources = node.inputs
-                if node.op == "pick":
-                    sources = tuple(node.inputs[i] for i in decisions[node.site])
-                for source in sources:
-                    alive[source] = True
-        return {module_path(node) for node in graph.nodes if not alive[node.id]}
+        alive = live_nodes(graph, decisions)
+        dead = tuple(f"{module_path(n)}." for n in graph.nodes
+                     if not alive[n.id] and n.op not in ("input", "pick"))
+        return {k: v for k, v in out.items() if not k.startswith(dead)}
+
+    def _slice_pick_fusions(self, weights: dict[str, torch.Tensor],
+                            decisions: Mapping[str, Any]) -> None:
+        """Cut each conv after a concatenating pick down to the chosen candidates' input
+        channels, each scaled by the factor it gets in the supernet (`pick_scales`)."""
+        graph = self.network.graph
+        for node in graph.nodes:
+            if node.op != "conv" or not node.inputs:
+                continue
+            source = graph.nodes[node.inputs[0]]
+            key = f"{module_path(node)}.weight"
+            if (source.op != "pick" or source.aggregate != "concat" or key not in weights
+                    or source.site not in decisions or node.args.get("groups", 1) != 1):
+                continue
+            width = graph.nodes[source.inputs[0]].channels
+            scales = self.pick_scales(source.site).detach()
+            blocks = [weights[key][:, i * width:(i + 1) * width] * scales[i]
+                      for i in decisions[source.site]]
+            weights[key] = torch.cat(blocks, dim=1)
 
     def inherit_into(self, fixed: nn.Module, decisions: Mapping[str, Any] | None = None
                      ) -> list[str]:
         """Copy this supernet's weights into ``fixed``, the network ``decisions`` derive.
 
-        A weight whose shape differs (such as the conv after a concatenating pick, which
-        sees k inputs instead of all candidates) keeps its initial value; those keys are
-        returned.
+        The conv after a concatenating pick gets its weight sliced to the chosen inputs
+        (`fixed_state_dict`). A weight with no source of its shape keeps its initial
+        value; those keys are returned.
         """
         source = self.fixed_state_dict(decisions)
         kept = []

@@ -14,6 +14,7 @@ from spacelang.backends.cost import cost_report
 from spacelang.cli import common, tools
 from spacelang.cli.language import write_atomic
 from spacelang.decisions import indicator
+from spacelang.units import format_count, parse_count
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_SEARCH_CONFIG = CONFIG_DIR / "search_small.yaml"
@@ -41,6 +42,11 @@ def register(sub) -> None:
         epilog=DISTRIBUTED_HELP.format(command="search"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     search.add_argument("spec", metavar="SPEC")
+    search.add_argument("--budget", action="append", default=[], metavar="MACS",
+                        help="Multi-Adds budget at the config's hr_size, e.g. 12G or 68e9; "
+                             "repeat for a Pareto family (one derived spec per budget)")
+    search.add_argument("--budget-params", action="append", default=[], metavar="N",
+                        help="parameter budget instead, e.g. 300K or 1.5M (repeatable)")
     _run_flags(search)
     search.set_defaults(handler=run_search)
 
@@ -145,16 +151,28 @@ def run_search(args: argparse.Namespace) -> int:
     common.require_rgb(space.network)
     if space.network.scale != cfg.scale:
         cfg = _with(cfg, scale=space.network.scale)
+    cfg = _with_budgets(cfg, args.budget, args.budget_params)
     data = args.data or cfg.data
     run_dir = _run_dir(args, space.network.name)  # flag errors before loading data
     train_set, val_set = _datasets(data, cfg.val_data, cfg.scale, args.on_bad_image)
+    arch_set = None
+    if cfg.arch_data is not None:
+        from spacelang.sr.data import open_dataset
+
+        arch_set = open_dataset(cfg.arch_data, cfg.scale, split="train",
+                                on_error=args.on_bad_image)
     out = common.console(stderr=True, quiet=not common.is_main_rank())
     out.print(f"search {space.network.name} ({space.network.architecture_count:,} "
               f"architectures, strategy {cfg.strategy}) in {run_dir}")
     with _distributed_job():
         result = search(space, cfg, train_set=train_set, val_set=val_set, run_dir=run_dir,
-                        resume=args.resume, console=out, progress=not args.no_progress)
-    if common.is_main_rank():
+                        resume=args.resume, console=out, progress=not args.no_progress,
+                        arch_set=arch_set)
+    if not common.is_main_rank():
+        return 0
+    if isinstance(result, list):
+        _print_pareto(run_dir, result)
+    else:
         _print_derived(result.derived_path)
         _print_expected(space, result.decisions)
     return 0
@@ -169,6 +187,34 @@ def _distributed_job():
         yield
     finally:
         distributed.shutdown()
+
+
+def _with_budgets(cfg, macs: list[str], params: list[str]):
+    """The config with the budgets of --budget / --budget-params (none: unchanged)."""
+    if macs and params:
+        raise common.UsageError("give --budget (Multi-Adds) or --budget-params, not both")
+    if not macs and not params:
+        return cfg
+    flag = "--budget" if macs else "--budget-params"
+    values = []
+    for text in macs or params:
+        try:
+            values.append(parse_count(text))
+        except ValueError as exc:
+            raise common.UsageError(f"{flag}: {exc}") from None
+    complexity = "macs" if macs else "params"
+    single = values[0] if len(values) == 1 else None
+    return _with(cfg, complexity=complexity, budgets=() if single else tuple(values),
+                 budget_macs=single if macs else None,
+                 budget_params=single if params else None)
+
+
+def _print_pareto(run_dir: Path, results) -> None:
+    print(f"Pareto family written to {run_dir / 'pareto.csv'} and pareto.json")
+    for r in results:
+        psnr = f"{r.val_psnr:.2f} dB" if r.val_psnr is not None else "n/a"
+        print(f"  budget {format_count(r.budget)}: parameters {r.params:,}; Multi-Adds "
+              f"{r.macs / 1e9:.2f} G; PSNR {psnr}; {r.derived_path}")
 
 
 def _with(cfg, **changes):

@@ -1,11 +1,17 @@
 """The search driver: a spec's supernet, a task and a strategy on the runtime loop.
 
 Bi-level optimisation: the weights learn on one data split, α/β on the other. For
-``arch_warmup`` updates only the weights move; from then on each update first lets the
-strategy set α/β's gradient (task loss on an architecture batch plus the complexity
-penalty) and steps them, then steps the weights on a training batch. The run folder
-holds ``last.pt`` (kind ``spacelang.search``), ``metrics.jsonl``, ``arch.jsonl`` (α/β
-once per epoch) and, at the end, ``derived.space``.
+``arch_warmup`` updates only the weights move; from then on each update also lets the
+strategy set α/β's gradient (``arch_objective``: the task loss on an architecture
+batch, or on the training batch plus it; plus the complexity penalty) and steps them,
+before the weight step on the training batch or after it (``arch_step_order``). The run
+folder holds ``last.pt`` (kind ``spacelang.search``), ``metrics.jsonl``, ``arch.jsonl``
+(α/β once per epoch) and, at the end, ``derived.space`` and ``derived.pt`` (the derived
+network's weights inherited from the supernet, `SuperNet.fixed_state_dict`).
+
+`run_search_family` runs one search per budget (a Pareto family): the weight warm-up,
+which no budget influences, runs once in ``RUN_DIR/warmup``; each budget continues from
+it in ``RUN_DIR/budget-<budget>``; ``pareto.csv`` / ``pareto.json`` tabulate the results.
 
 The task is any object with ``stream(data, seed=, start=)`` (resumable batches),
 ``to_device(batch)``, ``criterion(output, target)``, ``has_validation`` and
@@ -14,9 +20,12 @@ The task is any object with ``stream(data, seed=, start=)`` (resumable batches),
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
-from collections.abc import Iterable
+import shutil
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +37,8 @@ from spacelang.backends.cost import CostReport, cost_report
 from spacelang.backends.torch.supernet import SuperNet
 from spacelang.nas.penalty import ComplexityPenalty
 from spacelang.nas.strategies import Strategy, make_strategy
-from spacelang.runtime.checkpoint import atomic_write_bytes, load_checkpoint
+from spacelang.runtime.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from spacelang.runtime.config import dump_config
 from spacelang.runtime.distributed import all_reduce_grads, is_main, mean_scalars
 from spacelang.runtime.log import MetricsLog
 from spacelang.runtime.loop import (
@@ -42,6 +52,7 @@ from spacelang.runtime.loop import (
     state_dict_mismatch,
 )
 from spacelang.runtime.schedule import LRSchedule
+from spacelang.units import format_count
 
 __all__ = [
     "CHECKPOINT_KIND",
@@ -52,6 +63,7 @@ __all__ = [
     "finish",
     "load_search_checkpoint",
     "run_search",
+    "run_search_family",
 ]
 
 CHECKPOINT_KIND = "spacelang.search"
@@ -63,10 +75,19 @@ class SearchError(RunError):
 
 @attrs.frozen
 class SearchResult:
+    """A finished search: the argmax ``decisions``, the derived spec and its cost
+    (`CostReport.architecture`, what `spacelang flops` says of the derived spec) and the
+    validation PSNR of the derived network with the inherited weights (None without
+    validation images)."""
+
     run_dir: Path
     decisions: dict[str, Any]
     derived_path: Path
     iterations: int
+    params: int = 0
+    macs: int = 0
+    val_psnr: float | None = None
+    budget: int | None = None
 
 
 def architecture_summary(net: SuperNet) -> str:
@@ -105,7 +126,7 @@ class _SearchStep:
         cfg = self.cfg
         self.schedule = LRSchedule(total=cfg.iterations, kind=cfg.weight_schedule,
                                    warmup=cfg.lr_warmup, step_size=cfg.step_size,
-                                   gamma=cfg.gamma)
+                                   gamma=cfg.gamma, milestones=tuple(cfg.milestones))
         self.arch_schedule = LRSchedule(total=max(1, cfg.iterations - cfg.arch_warmup),
                                         kind=cfg.arch_schedule, step_size=cfg.step_size,
                                         gamma=cfg.gamma)
@@ -127,33 +148,43 @@ class _SearchStep:
         lr_now = self.schedule.apply(self.weight_opt, iteration)
         self.strategy.prepare(net, iteration, cfg.iterations)
         x, target = task.to_device(next(self._weights))
+        arch_batch = None
         if iteration >= cfg.arch_warmup:
-            val_batch = task.to_device(next(self._arch))
-            self.arch_schedule.apply(self.arch_opt, iteration - cfg.arch_warmup)
-            self.arch_opt.zero_grad(set_to_none=True)
-            self.arch_loss = self.strategy.arch_gradient(net, (x, target), val_batch,
-                                                         task.criterion, self.penalty, lr_now)
-            all_reduce_grads(net.arch_parameters())  # distributed: the mean over ranks
-            if not all(torch.isfinite(p.grad).all() for p in net.arch_parameters()):
-                raise NonFinite("architecture gradient")
-            self.arch_opt.step()
+            arch_batch = task.to_device(next(self._arch))
+            if cfg.arch_step_order == "before":
+                self._arch_step(iteration, (x, target), arch_batch, lr_now)
         self.weight_opt.zero_grad(set_to_none=True)
         loss = task.criterion(net(x), target)
-        # means over ranks, so that every rank stops at the same update
-        loss_value, arch_value = mean_scalars(loss.detach(), self.arch_loss)
+        # the mean over ranks, so that every rank stops at the same update
+        (loss_value,) = mean_scalars(loss.detach())
         if not math.isfinite(loss_value):
             raise NonFinite("weight loss")
-        if not math.isfinite(arch_value):
-            raise NonFinite("architecture loss")
         loss.backward()
         all_reduce_grads(net.weight_parameters())
         # a finite loss can still have a non-finite gradient: stop before the step
         clip_gradients(net.weight_parameters(), cfg.grad_clip)
         self.weight_opt.step()
+        if arch_batch is not None and cfg.arch_step_order == "after":
+            self._arch_step(iteration, (x, target), arch_batch, lr_now)
+        (arch_value,) = mean_scalars(self.arch_loss)
+        if not math.isfinite(arch_value):
+            raise NonFinite("architecture loss")
         with torch.no_grad():
             expected = float(self.penalty.expected(net))
         return {"loss": loss_value, "arch_loss": arch_value, "lr": lr_now,
                 f"expected_{self.penalty.field}": expected}
+
+    def _arch_step(self, iteration: int, train_batch: Any, arch_batch: Any,
+                   lr_now: float) -> None:
+        net = self.net
+        self.arch_schedule.apply(self.arch_opt, iteration - self.cfg.arch_warmup)
+        self.arch_opt.zero_grad(set_to_none=True)
+        self.arch_loss = self.strategy.arch_gradient(net, train_batch, arch_batch,
+                                                     self.task.criterion, self.penalty, lr_now)
+        all_reduce_grads(net.arch_parameters())  # distributed: the mean over ranks
+        if not all(torch.isfinite(p.grad).all() for p in net.arch_parameters()):
+            raise NonFinite("architecture gradient")
+        self.arch_opt.step()
 
     def end(self) -> None:
         for batches in (self._weights, self._arch):
@@ -169,6 +200,7 @@ class _ArchitectureLog(Hook):
     net: SuperNet
     step: _SearchStep
     log: MetricsLog
+    report: CostReport | None = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"decisions": json.dumps(self.net.decisions())}
@@ -182,6 +214,10 @@ class _ArchitectureLog(Hook):
     def after_step(self, done: int, record: dict[str, Any] | None, loop: Loop) -> None:
         if record is not None:
             record["architecture"] = architecture_summary(self.net)
+            if self.report is not None:
+                field = self.step.penalty.field
+                record[f"argmax_{field}"] = getattr(
+                    self.report.architecture(self.net.decisions()), field)
         if due(done, self.step.epoch_length, loop.config.iterations):
             self.log.write({"iteration": done, "epoch": done // self.step.epoch_length,
                             "arch": self.net.arch_state(),
@@ -212,17 +248,19 @@ class _ArgmaxValidation(Hook):
         psnr, ssim = self.task.validate(fixed)
         record["val_psnr_argmax"], record["val_ssim_argmax"] = psnr, ssim
         loop.print(f"{done}: argmax architecture {architecture_summary(self.net)}; "
-                   f"PSNR {psnr:.2f} dB with supernet weights")
+                   f"PSNR {psnr:.2f} dB with inherited weights")
 
 
 def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: Any,
                run_dir: str | Path, device: torch.device, resume: bool = False,
                resume_safe: Iterable[str] = (), console: Console | None = None,
-               progress: bool = True) -> SearchResult:
+               progress: bool = True, until: int | None = None) -> SearchResult:
     """Search ``space``'s architecture with ``task``; write ``run_dir/derived.space``.
 
-    ``cfg`` is a search config (`spacelang.sr.config.SearchConfig` names the fields read).
-    ``weight_data`` trains the weights, ``arch_data`` α/β (``task.stream`` reads them).
+    ``cfg`` is a search config (`spacelang.sr.config.SearchConfig` names the fields read;
+    its ``budget`` is the one budget of its ``complexity`` unit). ``weight_data`` trains
+    the weights, ``arch_data`` α/β (``task.stream`` reads them). ``until`` stops after
+    that many updates (a checkpoint, no derived spec; the result's ``iterations``).
     """
     network = space.network
     if network.is_fixed:
@@ -234,11 +272,12 @@ def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: 
     net = space.supernet(**strategy.supernet_options()).to(device)
     report = cost_report(network, tuple(cfg.hr_size))
     field = "params" if cfg.complexity == "params" else "macs"
-    budget = cfg.budget_params if field == "params" else cfg.budget_macs
     penalty = ComplexityPenalty(report, field,
                                 0.0 if cfg.complexity == "none" else cfg.complexity_weight,
-                                budget)
-    weight_opt = torch.optim.Adam(net.weight_parameters(), lr=cfg.weight_lr)
+                                cfg.budget, of=cfg.complexity_of)
+    weight_opt = torch.optim.Adam(net.weight_parameters(), lr=cfg.weight_lr,
+                                  betas=tuple(cfg.weight_betas),
+                                  weight_decay=cfg.weight_decay)
     arch_opt = torch.optim.Adam(net.arch_parameters(), lr=cfg.arch_lr,
                                 betas=tuple(cfg.arch_betas),
                                 weight_decay=cfg.arch_weight_decay)
@@ -251,7 +290,7 @@ def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: 
         config=cfg,
         step=step,
         stateful={"model": net, "weight_opt": weight_opt, "arch_opt": arch_opt},
-        hooks=[_ArchitectureLog(net, step, MetricsLog(run_dir / "arch.jsonl")),
+        hooks=[_ArchitectureLog(net, step, MetricsLog(run_dir / "arch.jsonl"), report),
                _ArgmaxValidation(space, net, task, device, cfg.val_every, cfg.iterations)],
         resume_safe=frozenset(resume_safe),
         extra={"network": network.name, "spec_path": str(Path(space.path).resolve()),
@@ -261,8 +300,13 @@ def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: 
         console=console or Console(stderr=True),
         progress=progress,
     )
-    loop.run(resume=resume)
-    return finish(space, net, run_dir, cfg.iterations, report)
+    if not resume:
+        loop.print(penalty.describe())
+    done = loop.run(resume=resume, until=until)
+    if until is not None and done < cfg.iterations:
+        return SearchResult(run_dir, net.decisions(), run_dir / "last.pt", done)
+    return finish(space, net, run_dir, cfg.iterations, report, task=task, device=device,
+                  budget=cfg.budget, field=field, console=loop.console)
 
 
 def derived_header(space: Any, net: SuperNet, run_dir: Path, iterations: int) -> str:
@@ -286,14 +330,41 @@ def derived_header(space: Any, net: SuperNet, run_dir: Path, iterations: int) ->
 
 
 def finish(space: Any, net: SuperNet, run_dir: Path, iterations: int,
-           report: CostReport | None = None) -> SearchResult:
-    """Derive the current architecture of `net` into `run_dir/derived.space`."""
+           report: CostReport | None = None, *, task: Any = None,
+           device: torch.device | None = None, budget: int | None = None,
+           field: str = "macs", console: Console | None = None) -> SearchResult:
+    """Derive the current architecture of `net` into ``run_dir/derived.space``, its
+    inherited weights into ``run_dir/derived.pt``; score them on ``task``'s validation
+    images when it has some."""
     decisions = net.decisions()
     text = space.derive(decisions, header=derived_header(space, net, run_dir, iterations))
     path = run_dir / "derived.space"
     if is_main():
         atomic_write_bytes(path, text.encode("utf-8"))
-    return SearchResult(run_dir, decisions, path, iterations)
+    fixed = space.fixed(decisions)
+    if device is not None:
+        fixed = fixed.to(device)
+    net.inherit_into(fixed, decisions)
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in fixed.state_dict().items()}, buffer)
+    if is_main():
+        atomic_write_bytes(run_dir / "derived.pt", buffer.getvalue())
+    report = report or cost_report(space.network)
+    cost = report.architecture(decisions)
+    psnr = None
+    if task is not None and task.has_validation:
+        psnr, _ = task.validate(fixed)
+    if console is not None:
+        within = ""
+        if budget is not None:
+            spent = cost.params if field == "params" else cost.macs
+            within = f" ({spent / budget:.0%} of the budget {format_count(budget)})"
+        console.print(f"derived: {cost.params:,} parameters, {cost.macs / 1e9:.2f} G "
+                      f"Multi-Adds at HR {report.hr[0]}x{report.hr[1]}{within}"
+                      + (f"; PSNR {psnr:.2f} dB with inherited weights"
+                         if psnr is not None else ""))
+    return SearchResult(run_dir, decisions, path, iterations, cost.params, cost.macs, psnr,
+                        budget)
 
 
 def read_search_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -319,3 +390,80 @@ def load_search_checkpoint(space: Any, path: str | Path) -> SuperNet:
         raise SearchError(f"{path} does not belong to {space.path}: {problem}")
     net.load_state_dict(state["model"])
     return net
+
+
+PARETO_COLUMNS = ("budget", "params", "macs", "val_psnr", "derived")
+
+
+def budget_dir(run_dir: Path, budget: int) -> Path:
+    """Where the member of a Pareto family with ``budget`` runs: ``budget-12G``."""
+    return run_dir / f"budget-{format_count(budget)}"
+
+
+def _seed_from_warmup(warm: Path, target: Path, cfg: Any) -> None:
+    """Start ``target`` at the end of the shared warm-up, as a run of ``cfg`` would be."""
+    state = load_checkpoint(warm / "last.pt")
+    state["config"] = dump_config(cfg)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("metrics.jsonl", "arch.jsonl"):
+        if (warm / name).exists():
+            shutil.copyfile(warm / name, target / name)
+    save_checkpoint(target / "last.pt", state)
+
+
+def run_search_family(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: Any,
+                      run_dir: str | Path, device: torch.device, resume: bool = False,
+                      resume_safe: Iterable[str] = (), console: Console | None = None,
+                      progress: bool = True) -> list[SearchResult]:
+    """One search per budget in ``cfg.budgets``; writes ``pareto.csv`` and ``pareto.json``.
+
+    The first ``arch_warmup`` updates train only the weights, and α/β (and so the budget)
+    play no part in them, so they run once (``run_dir/warmup``); each budget's run
+    continues from that checkpoint as if it had run the warm-up itself. ``resume``
+    continues every member that has a checkpoint and starts the rest.
+    """
+    run_dir = Path(run_dir)
+    budgets = list(dict.fromkeys(cfg.budgets))
+    if not budgets:
+        raise SearchError("a Pareto family needs at least one budget ('budgets')")
+    console = console or Console(stderr=True)
+    common = dict(task=task, weight_data=weight_data, arch_data=arch_data, device=device,
+                  resume_safe=resume_safe, console=console, progress=progress)
+    warm = run_dir / "warmup"
+    members = [cfg.for_budget(b) for b in budgets]
+    needs_warmup = cfg.arch_warmup > 0 and not all(
+        (budget_dir(run_dir, b) / "last.pt").exists() and resume for b in budgets)
+    if needs_warmup:
+        warm_resume = resume and (warm / "last.pt").exists()
+        console.print(f"weight warm-up ({cfg.arch_warmup} updates), shared by "
+                      f"{len(budgets)} budgets, in {warm}")
+        run_search(space, members[0], run_dir=warm, resume=warm_resume,
+                   until=cfg.arch_warmup, **common)
+    results = []
+    for budget, member in zip(budgets, members, strict=True):
+        target = budget_dir(run_dir, budget)
+        member_resume = resume and (target / "last.pt").exists()
+        if not member_resume and cfg.arch_warmup > 0:
+            if (target / "last.pt").exists():
+                raise SearchError(f"{target} already holds a search; resume it or choose "
+                                  "another run folder")
+            _seed_from_warmup(warm, target, member)
+            member_resume = True
+        console.print(f"budget {format_count(budget)} in {target}")
+        results.append(run_search(space, member, run_dir=target, resume=member_resume,
+                                  **common))
+    write_pareto(run_dir, results)
+    return results
+
+
+def write_pareto(run_dir: Path, results: Sequence[SearchResult]) -> None:
+    """``pareto.csv`` and ``pareto.json``: one row per budget (PARETO_COLUMNS)."""
+    rows = [{"budget": r.budget, "params": r.params, "macs": r.macs, "val_psnr": r.val_psnr,
+             "derived": str(r.derived_path.relative_to(run_dir))} for r in results]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=PARETO_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(run_dir / "pareto.csv", text.getvalue().encode("utf-8"))
+    atomic_write_bytes(run_dir / "pareto.json",
+                       (json.dumps(rows, indent=2) + "\n").encode("utf-8"))

@@ -5,6 +5,10 @@ before each update (`prepare`: e.g. GDAS' temperature) and sets the gradients of
 architecture parameters (`arch_gradient`). `STRATEGIES` maps a config's ``strategy``
 name to its class; `register_strategy` adds one, `make_strategy` builds one from a
 config. ``loss_fn(output, target)`` is the task's loss; batches are ``(input, target)``.
+
+The architecture objective is the task loss on the validation batch (``objective``
+``"val"``, DARTS) or on the training batch plus the validation batch (``"train+val"``,
+DLSR's search), plus the complexity penalty.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from spacelang.backends.torch.supernet import SuperNet
 from spacelang.runtime.distributed import average_gradients
 
 __all__ = [
+    "OBJECTIVES",
     "STRATEGIES",
     "Darts1",
     "Darts2",
     "Gdas",
     "Strategy",
+    "arch_batches",
     "arch_gradient_first_order",
     "arch_gradient_unrolled",
     "make_strategy",
@@ -38,11 +44,26 @@ def _weights_of(net: SuperNet) -> list[torch.nn.Parameter]:
     return [p for p in net.weight_parameters() if p.requires_grad]
 
 
-def arch_gradient_first_order(net: SuperNet, batch: Batch, loss_fn: LossFn,
+OBJECTIVES = ("val", "train+val")
+
+
+def arch_batches(train_batch: Batch, val_batch: Batch, objective: str) -> list[Batch]:
+    """The batches whose task losses the architecture objective sums."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    return [val_batch] if objective == "val" else [train_batch, val_batch]
+
+
+def _task_loss(net: SuperNet, batches: Sequence[Batch], loss_fn: LossFn) -> torch.Tensor:
+    return sum((loss_fn(net(x), target) for x, target in batches), torch.zeros(()))
+
+
+def arch_gradient_first_order(net: SuperNet, batch: Batch | Sequence[Batch], loss_fn: LossFn,
                               penalty: Penalty) -> torch.Tensor:
-    """Set α/β gradients from the validation batch at the current weights; return the loss."""
-    x, target = batch
-    loss = loss_fn(net(x), target) + penalty(net)
+    """Set α/β gradients from the batch (or the sum over a list of batches) at the
+    current weights; return the loss."""
+    batches = [batch] if isinstance(batch[0], torch.Tensor) else list(batch)
+    loss = _task_loss(net, batches, loss_fn) + penalty(net)
     arch = net.arch_parameters()
     grads = torch.autograd.grad(loss, arch, allow_unused=True)
     for p, g in zip(arch, grads, strict=True):
@@ -51,8 +72,10 @@ def arch_gradient_first_order(net: SuperNet, batch: Batch, loss_fn: LossFn,
 
 
 def arch_gradient_unrolled(net: SuperNet, train_batch: Batch, val_batch: Batch,
-                           loss_fn: LossFn, penalty: Penalty, xi: float) -> torch.Tensor:
-    """DARTS' second-order gradient: ∇α L_val(w − ξ∇w L_train(w, α), α).
+                           loss_fn: LossFn, penalty: Penalty, xi: float,
+                           objective: str = "val") -> torch.Tensor:
+    """DARTS' second-order gradient: ∇α L_val(w − ξ∇w L_train(w, α), α), where L_val is
+    the objective's loss (``"train+val"``: both batches at the unrolled weights).
 
     The Hessian-vector product is a central finite difference with
     ε = 0.01 / ‖∇w' L_val‖, as in DARTS. Weights are restored afterwards. In a distributed
@@ -70,8 +93,8 @@ def arch_gradient_unrolled(net: SuperNet, train_batch: Batch, val_batch: Batch,
         for w, g in zip(weights, train_grads, strict=True):
             if g is not None:
                 w.sub_(xi * g)
-    vx, vtarget = val_batch
-    val_loss = loss_fn(net(vx), vtarget) + penalty(net)
+    val_loss = _task_loss(net, arch_batches(train_batch, val_batch, objective), loss_fn) \
+        + penalty(net)
     grads = torch.autograd.grad(val_loss, [*arch, *weights], allow_unused=True)
     d_arch = [torch.zeros_like(p) if g is None else g
               for p, g in zip(arch, grads[:len(arch)], strict=True)]
@@ -102,11 +125,14 @@ class Strategy:
 
     name: ClassVar[str]
     mode: ClassVar[str] = "darts"  # the SuperNet relaxation the strategy needs
+    objective: str = "val"  # the architecture objective, one of OBJECTIVES
 
     @classmethod
     def from_config(cls, cfg: Any) -> Strategy:
         """The strategy a search config describes."""
-        return cls()
+        strategy = cls()
+        strategy.objective = cfg.arch_objective
+        return strategy
 
     def supernet_options(self) -> dict[str, Any]:
         """Keyword arguments for `SuperNet` (mode, temperature, ...)."""
@@ -144,7 +170,8 @@ class Darts1(Strategy):
     name = "darts1"
 
     def arch_gradient(self, net, train_batch, val_batch, loss_fn, penalty, weight_lr):
-        return arch_gradient_first_order(net, val_batch, loss_fn, penalty)
+        return arch_gradient_first_order(
+            net, arch_batches(train_batch, val_batch, self.objective), loss_fn, penalty)
 
 
 @register_strategy
@@ -154,12 +181,14 @@ class Darts2(Strategy):
     name = "darts2"
 
     def arch_gradient(self, net, train_batch, val_batch, loss_fn, penalty, weight_lr):
-        return arch_gradient_unrolled(net, train_batch, val_batch, loss_fn, penalty, weight_lr)
+        return arch_gradient_unrolled(net, train_batch, val_batch, loss_fn, penalty, weight_lr,
+                                      self.objective)
 
 
 @register_strategy
 class Gdas(Strategy):
-    """GDAS: one candidate sampled by Gumbel-softmax, temperature annealed linearly.
+    """GDAS: one candidate per choice site sampled by Gumbel-softmax, k per pick site by
+    Gumbel top-k (straight-through), temperature annealed linearly.
 
     Distributed, every rank draws the same sample (the loop seeds each update from
     ``(seed, iteration)``), so the ranks run one path per forward, as one process would on
@@ -174,7 +203,9 @@ class Gdas(Strategy):
 
     @classmethod
     def from_config(cls, cfg: Any) -> Strategy:
-        return cls(cfg.gdas_tau_max, cfg.gdas_tau_min, cfg.gdas_hard)
+        strategy = cls(cfg.gdas_tau_max, cfg.gdas_tau_min, cfg.gdas_hard)
+        strategy.objective = cfg.arch_objective
+        return strategy
 
     def supernet_options(self) -> dict[str, Any]:
         return {"mode": self.mode, "hard": self.hard, "tau": self.tau_max}
@@ -188,4 +219,5 @@ class Gdas(Strategy):
         net.tau = self.tau(iteration, total)
 
     def arch_gradient(self, net, train_batch, val_batch, loss_fn, penalty, weight_lr):
-        return arch_gradient_first_order(net, val_batch, loss_fn, penalty)
+        return arch_gradient_first_order(
+            net, arch_batches(train_batch, val_batch, self.objective), loss_fn, penalty)

@@ -21,9 +21,12 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import attrs
 import yaml
 
+from spacelang.units import parse_count
+
 __all__ = [
     "Check",
     "ConfigError",
+    "Count",
     "adam_betas",
     "all_positive",
     "config_changes",
@@ -70,6 +73,12 @@ class ConfigError(Exception):
         if self.line is not None:
             where = f"{where}:{self.line}"
         return f"{where}: error: {self.message}"
+
+
+class Count(int):
+    """Annotation of a field holding a positive whole count that a config may write with
+    an SI suffix (``20G``, ``68e9``, ``300K``; `spacelang.units.parse_count`). Values are
+    plain ints."""
 
 
 # --------------------------------------------------------------------------- field checks
@@ -145,6 +154,12 @@ class _ConvError(Exception):
         self.subkey = subkey
 
 
+def _is_variadic(tp: Any) -> bool:
+    """``tuple[X, ...]``: a list of any length."""
+    args = get_args(tp)
+    return len(args) == 2 and args[1] is Ellipsis
+
+
 def _is_union(tp: Any) -> bool:
     return get_origin(tp) in (Union, types.UnionType)
 
@@ -158,6 +173,9 @@ def _describe(tp: Any) -> str:
     origin = get_origin(tp)
     if origin is Literal:
         return "one of " + ", ".join(repr(c) for c in get_args(tp))
+    if origin is tuple and _is_variadic(tp):
+        return "a list of " + _describe(get_args(tp)[0]).removeprefix("a ").removeprefix(
+            "an ") + "s"
     if origin is tuple:
         args = get_args(tp)
         words = [_describe(a).removeprefix("a ").removeprefix("an ") for a in args]
@@ -166,7 +184,9 @@ def _describe(tp: Any) -> str:
         return f"a list [{', '.join(words)}]"
     if origin is dict:
         return "a mapping of names to " + _describe(get_args(tp)[1]).removeprefix("an ") + "s"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+    names = {Count: "a count such as 20G, 68e9 or 300K", int: "an integer", float: "a number",
+             str: "a string", bool: "true or false"}
+    return names.get(
         tp, str(tp)
     )
 
@@ -180,6 +200,8 @@ def _conforms(value: Any, tp: Any) -> bool:
     origin = get_origin(tp)
     if origin is Literal:
         return any(type(value) is type(c) and value == c for c in get_args(tp))
+    if origin is tuple and _is_variadic(tp):
+        return isinstance(value, tuple) and all(_conforms(v, get_args(tp)[0]) for v in value)
     if origin is tuple:
         args = get_args(tp)
         return (
@@ -192,6 +214,8 @@ def _conforms(value: Any, tp: Any) -> bool:
         return isinstance(value, dict) and all(
             _conforms(k, key_tp) and _conforms(v, val_tp) for k, v in value.items()
         )
+    if tp is Count:
+        return type(value) in (int, Count)
     if tp is float:
         return type(value) is float and math.isfinite(value)
     if tp in (int, bool, str):
@@ -305,6 +329,11 @@ def _convert(value: Any, tp: Any, *, from_string: bool = False) -> Any:
         return _to_literal(value, get_args(tp))
     if tp is bool:
         return _to_bool(value)
+    if tp is Count:
+        try:
+            return parse_count(value)
+        except ValueError as exc:
+            raise _ConvError(str(exc)) from None
     if tp is int:
         return _to_int(value)
     if tp is float:
@@ -313,6 +342,17 @@ def _convert(value: Any, tp: Any, *, from_string: bool = False) -> Any:
         if isinstance(value, str):
             return value
         raise _ConvError(f"expected a string, got {_yaml_word(value)} (quote it in YAML)")
+    if origin is tuple and _is_variadic(tp):
+        items = _parse_structured(value)
+        if not isinstance(items, list | tuple):
+            items = [items]  # one value stands for a list of one
+        out = []
+        for index, item in enumerate(items):
+            try:
+                out.append(_convert(item, get_args(tp)[0]))
+            except _ConvError as exc:
+                raise _ConvError(f"item {index}: {exc.message}") from None
+        return tuple(out)
     if origin is tuple:
         args = get_args(tp)
         items = _parse_structured(value)

@@ -386,20 +386,23 @@ class Loop:
 
     # -- the loop
 
-    def run(self, *, resume: bool = False) -> int:
+    def run(self, *, resume: bool = False, until: int | None = None) -> int:
         """Run (or continue, with ``resume``) to ``config.iterations``; return the last one.
 
         Under torchrun this joins the job first (`init_from_env`); after a torchrun restart
         it resumes from ``last.pt`` when there is one, without being asked.
+        ``until`` stops earlier, after that many updates, with a checkpoint there (a run
+        that later resumes from it goes on as if it had never stopped: schedules follow
+        ``config.iterations``).
         """
         init_from_env()
         with denormals_flushed():
             try:
-                return self._run(resume)
+                return self._run(resume, until)
             except RankLost as exc:
                 raise self.error(str(exc)) from None
 
-    def _run(self, resume: bool) -> int:
+    def _run(self, resume: bool, until: int | None = None) -> int:
         cfg = self.config
         main = is_main()
         if not resume and restart_count() > 0:
@@ -479,7 +482,8 @@ class Loop:
                                             enabled=self.progress and main,
                                             description=self.kind.removeprefix("spacelang."))
             with self.display:
-                for iteration in range(start, cfg.iterations):
+                end = cfg.iterations if until is None else min(until, cfg.iterations)
+                for iteration in range(start, end):
                     try:
                         with step_random(cfg.seed, iteration):
                             values = self.step(iteration)
@@ -514,7 +518,7 @@ class Loop:
                             self.print(f"iteration {done}/{cfg.iterations}: loss "
                                        f"{record['loss']:.5f}{lr}")
                     self.display.update(done, **values)
-                    if due(done, cfg.checkpoint_every, cfg.iterations):
+                    if due(done, cfg.checkpoint_every, cfg.iterations) or done == until:
                         if not self._weights_finite():
                             raise stop(done, "weights")
                         save(done)

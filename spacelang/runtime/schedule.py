@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Literal
 
@@ -17,15 +18,17 @@ class LRSchedule:
 
     Because nothing but the iteration determines the LR, resuming reproduces it exactly.
     ``kind``: ``"cosine"`` (to ``min_factor`` at ``total``), ``"step"`` (times ``gamma`` every
-    ``step_size`` iterations) or ``"constant"``; the first ``warmup`` iterations ramp up
+    ``step_size`` iterations), ``"multistep"`` (times ``gamma`` at each of the sorted
+    ``milestones``, iterations) or ``"constant"``; the first ``warmup`` iterations ramp up
     linearly.
     """
 
     total: int
-    kind: Literal["cosine", "step", "constant"] = "cosine"
+    kind: Literal["cosine", "step", "multistep", "constant"] = "cosine"
     warmup: int = 0
     step_size: int = 200000
     gamma: float = 0.5
+    milestones: tuple[int, ...] = ()
     min_factor: float = 0.0
 
     def factor(self, iteration: int) -> float:
@@ -35,6 +38,8 @@ class LRSchedule:
             main = 1.0
         elif self.kind == "step":
             main = self.gamma ** (iteration // self.step_size)
+        elif self.kind == "multistep":
+            main = self.gamma ** bisect.bisect_right(sorted(self.milestones), iteration)
         elif self.kind == "cosine":
             span = max(1, self.total - self.warmup)
             t = min(1.0, max(0.0, (iteration - self.warmup) / span))

@@ -15,6 +15,7 @@ from spacelang.nas.strategies import STRATEGIES
 from spacelang.runtime.config import (
     Check,
     ConfigError,
+    Count,
     adam_betas,
     all_positive,
     dump_config,
@@ -39,9 +40,14 @@ __all__ = [
 ]
 
 Schedule = Literal["step", "cosine"]
+WeightSchedule = Literal["step", "multistep", "cosine"]
 ArchSchedule = Literal["constant", "step", "cosine"]
 Loss = Literal["l1", "l1_hfen"]
+Hfen = Literal["log9", "dlsr"]
 Complexity = Literal["macs", "params", "none"]
+ArchObjective = Literal["val", "train+val"]
+ArchStepOrder = Literal["before", "after"]
+ArchSplit = Literal["alternate", "ranges"]
 
 #: Settings that may change when a run is resumed. The rest would make the resumed run
 #: differ from the one its checkpoint began, so a change to them is refused. ``iterations``
@@ -106,6 +112,65 @@ def _registered_strategy(name: str) -> str | None:
     return f"must be one of {known}; got {name!r}{hint}"
 
 
+def _milestones(value: tuple[int, ...]) -> str | None:
+    if any(m <= 0 for m in value) or list(value) != sorted(set(value)):
+        return f"must be increasing iterations > 0, got {list(value)!r}"
+    return None
+
+
+def _image_range(value: tuple[int, int] | None) -> str | None:
+    if value is None or 0 <= value[0] < value[1]:
+        return None
+    return f"must be [start, end) with 0 <= start < end, got {list(value)!r}"
+
+
+def _search_problems(cfg: Any) -> list[tuple[bool, tuple[str, ...], str]]:
+    other = {"macs": "budget_params", "params": "budget_macs"}.get(cfg.complexity)
+    ranges = cfg.arch_split == "ranges"
+    return [
+        (
+            cfg.weight_schedule == "multistep" and not cfg.milestones,
+            ("milestones", "weight_schedule"),
+            "'weight_schedule: multistep' needs 'milestones' (iterations where the LR "
+            "is multiplied by 'gamma')",
+        ),
+        (
+            ranges and (cfg.weight_images is None or cfg.arch_images is None),
+            ("arch_split", "weight_images", "arch_images"),
+            "'arch_split: ranges' needs 'weight_images' and 'arch_images', e.g. "
+            "[0, 3000] and [3000, 3450] (image indices, end excluded)",
+        ),
+        (
+            not ranges and (cfg.weight_images is not None or cfg.arch_images is not None),
+            ("weight_images", "arch_images", "arch_split"),
+            "'weight_images'/'arch_images' are read only with 'arch_split: ranges'",
+        ),
+        (
+            cfg.arch_data is not None and ranges,
+            ("arch_data", "arch_split"),
+            "give either 'arch_data' (a second folder trains α/β) or 'arch_split: ranges', "
+            "not both",
+        ),
+        (
+            cfg.complexity == "none" and (cfg.budget_macs or cfg.budget_params or cfg.budgets),
+            ("complexity", "budget_macs", "budget_params", "budgets"),
+            "a budget is set but 'complexity' is 'none'",
+        ),
+        (
+            other is not None and getattr(cfg, other) is not None,
+            (other or "", "complexity"),
+            f"'{other}' is set but 'complexity' is {cfg.complexity!r}; the budget must be "
+            f"of the unit the penalty counts (set 'complexity: "
+            f"{'params' if other == 'budget_params' else 'macs'}')",
+        ),
+        (
+            bool(cfg.budgets) and cfg.budget is not None,
+            ("budgets", "budget_macs", "budget_params"),
+            "give either 'budgets' (a Pareto family) or a single budget, not both",
+        ),
+    ]
+
+
 def _common_problems(cfg: Any) -> list[tuple[bool, tuple[str, ...], str]]:
     return [
         (
@@ -138,6 +203,7 @@ class TrainConfig:
     lr_warmup: int = 0  # linear LR warm-up iterations
     loss: Loss = "l1"
     hfen_weight: float = 0.2  # for loss: l1_hfen
+    hfen: Hfen = "log9"  # for loss: l1_hfen; spacelang.sr.losses.HFEN_FORMS
     val_every: int = 200
     log_every: int = 10
     checkpoint_every: int = 100
@@ -174,24 +240,37 @@ class SearchConfig:
     iterations: int = 2000
     arch_warmup: int = 200  # iterations before architecture updates start
     weight_lr: float = 5e-4
-    weight_schedule: Schedule = "cosine"
+    weight_betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    weight_schedule: WeightSchedule = "cosine"
     lr_warmup: int = 0  # linear LR warm-up of the weights, iterations
     step_size: int = 200000  # for weight_schedule: step
-    gamma: float = 0.5  # for weight_schedule: step
+    milestones: tuple[int, ...] = ()  # for weight_schedule: multistep (iterations)
+    gamma: float = 0.5  # for weight_schedule: step, multistep
     arch_lr: float = 3e-4
     arch_schedule: ArchSchedule = "constant"  # over the iterations after arch_warmup
     arch_betas: tuple[float, float] = (0.5, 0.999)
     arch_weight_decay: float = 1e-3
+    arch_objective: ArchObjective = "val"  # val: DARTS; train+val: DLSR's L_train + L_val
+    arch_step_order: ArchStepOrder = "before"  # α/β step before or after the weight step
+    arch_split: ArchSplit = "alternate"  # which training images train α/β (not arch_data)
+    weight_images: tuple[int, int] | None = None  # for arch_split: ranges, [start, end)
+    arch_images: tuple[int, int] | None = None  # for arch_split: ranges, [start, end)
+    arch_data: str | None = None  # a second folder that trains α/β (weights: all of data)
     strategy: str = "darts1"  # a name in spacelang.nas.strategies.STRATEGIES
     gdas_tau_max: float = 10.0
     gdas_tau_min: float = 0.1
     gdas_hard: bool = True
     loss: Loss = "l1"
     hfen_weight: float = 0.2
+    hfen: Hfen = "log9"
     complexity: Complexity = "macs"
-    complexity_weight: float = 0.1
-    budget_macs: int | None = None
-    budget_params: int | None = None
+    # None: spacelang.nas.penalty.DEFAULT_BUDGET_WEIGHT with a budget, no term without one
+    complexity_weight: float | None = None
+    budget_macs: Count | None = None  # Multi-Adds at hr_size, e.g. 12G
+    budget_params: Count | None = None  # e.g. 300K
+    budgets: tuple[Count, ...] = ()  # a Pareto family: one search per budget (complexity's unit)
+    complexity_of: Literal["expected", "argmax"] = "expected"  # spacelang.nas.penalty
     hr_size: tuple[int, int] = (1280, 720)  # (width, height) at which complexity is measured
     val_every: int = 200
     log_every: int = 10
@@ -207,8 +286,13 @@ class SearchConfig:
     checks: ClassVar[dict[str, Check]] = {
         **_DATA_CHECKS,
         "arch_warmup": non_negative,
+        "milestones": _milestones,
+        "weight_images": _image_range,
+        "arch_images": _image_range,
         "strategy": _registered_strategy,
         "weight_lr": positive,
+        "weight_betas": adam_betas,
+        "weight_decay": non_negative,
         "step_size": positive,
         "gamma": positive,
         "arch_lr": positive,
@@ -217,6 +301,7 @@ class SearchConfig:
         "gdas_tau_max": positive,
         "gdas_tau_min": positive,
         "complexity_weight": non_negative,
+        "budgets": all_positive,
         "budget_macs": positive,
         "budget_params": positive,
         "hr_size": all_positive,
@@ -240,5 +325,19 @@ class SearchConfig:
                 f"'gdas_tau_min' ({self.gdas_tau_min}) must not exceed "
                 f"'gdas_tau_max' ({self.gdas_tau_max})",
             ),
+            *_search_problems(self),
         ]
         first_problem(problems)
+
+    @property
+    def budget(self) -> int | None:
+        """The single budget of the ``complexity`` unit (None: none, or a Pareto family)."""
+        if self.complexity == "params":
+            return self.budget_params
+        return self.budget_macs if self.complexity == "macs" else None
+
+    def for_budget(self, budget: int) -> "SearchConfig":
+        """This config with one budget of its complexity unit (a member of `budgets`)."""
+        field = "budget_params" if self.complexity == "params" else "budget_macs"
+        return attrs.evolve(self, budgets=(), **{field: budget})
+

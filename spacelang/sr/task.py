@@ -150,7 +150,7 @@ class SRTask:
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        raw = pixel_loss(self.cfg.loss, self.cfg.hfen_weight)
+        raw = pixel_loss(self.cfg.loss, self.cfg.hfen_weight, self.cfg.hfen)
         rgb = self.rgb_range
 
         def criterion(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:

@@ -63,3 +63,39 @@ def test_fixed_state_dict_takes_only_the_chosen_candidate(space):
     # are not in the derived network, but their supernet weights may be)
     assert set(space.fixed(decisions).state_dict()) <= set(weights)
     assert not any("candidates" in key or key.startswith(("alphas", "betas")) for key in weights)
+
+
+CONCAT = """\
+import "ops.space"
+
+network net(C = 4, scale = 2, rgb_range = 1) {
+    s = conv(input, C, k=3)
+    b1 = lrelu(conv_3x3(s))
+    b2 = lrelu(conv_3x3(b1))
+    a = conv(concat(pick 2 of [s, b1, b2]), C, k=1)
+    return pixel_shuffle(conv(a + s, 3 * scale * scale, k=3), scale)
+}
+"""
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 1000), mode=st.sampled_from(["darts", "gdas"]))
+def test_fusion_conv_is_sliced_to_the_chosen_inputs(spaces_dir, seed, mode):
+    """The derived net with inherited weights computes the supernet with the unchosen
+    inputs of the concatenating pick left out (the chosen keep their factors)."""
+    space = spacelang.loads(CONCAT, path=str(spaces_dir / "concat.space"))
+    torch.manual_seed(seed)
+    net = space.supernet(mode=mode)
+    with torch.no_grad():
+        for beta in net.betas.values():
+            beta.normal_()
+    decisions = net.decisions()
+    (site,) = net.network.pick_sites
+    fixed = space.fixed(decisions)
+    assert net.inherit_into(fixed) == []
+    kept = net.pick_scales(site.key).detach().clone()
+    kept[[i for i in range(3) if i not in decisions[site.key]]] = 0.0
+    net.site_weights = lambda key, pick=False: kept  # the supernet without the unchosen
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        torch.testing.assert_close(fixed(x), net(x), rtol=1e-5, atol=1e-6)

@@ -404,3 +404,113 @@ def test_resume_of_another_commands_run_is_refused(cli, spec, images, config, tm
     user_error(cli("search", str(searchable), "--config", str(search_config), "--data",
                    str(images), "--run-dir", str(run), "--resume", "--no-progress"),
                "is a 'spacelang.train' checkpoint, not 'spacelang.search'")
+
+
+# --------------------------------------------------------------------------- budgets
+
+PARETO_SPEC = """\
+import "ops.space"
+
+choice light = [conv_1x1, conv_3x3, conv_5x5]
+
+network pareto(C = 4, scale = 2, rgb_range = 1) {
+    f = conv(input, C, k=3)
+    y = light(f) + f
+    return pixel_shuffle(conv(y, 3 * scale * scale, k=3), scale)
+}
+"""
+
+PARETO_CONFIG = """\
+iterations: 8
+arch_warmup: 4
+patch_size: 16
+batch_size: 2
+epoch_length: 4
+arch_lr: 0.05
+hr_size: [64, 64]
+log_every: 2
+checkpoint_every: 4
+val_every: 8
+"""
+
+
+@pytest.fixture
+def pareto_setup(tmp_path):
+    spec = tmp_path / "pareto.space"
+    spec.write_text(PARETO_SPEC, encoding="utf-8")
+    cfg = tmp_path / "search.yaml"
+    cfg.write_text(PARETO_CONFIG, encoding="utf-8")
+    return spec, cfg
+
+
+def test_a_pareto_family_in_one_command(cli, pareto_setup, images, tmp_path):
+    spec, cfg = pareto_setup
+    run = tmp_path / "family"
+    code, out, err = cli("search", str(spec), "--config", str(cfg), "--data", str(images),
+                         "--run-dir", str(run), "--budget", "2M", "--budget", "5M",
+                         "--no-progress")
+    assert code == 0, err
+    rows = json.loads((run / "pareto.json").read_text())
+    assert [r["budget"] for r in rows] == [2_000_000, 5_000_000]
+    for row in rows:
+        derived = load(run / row["derived"])
+        assert derived.is_fixed
+        cost = derived.cost((64, 64)).base
+        assert (row["params"], row["macs"]) == (cost.params, cost.macs)
+    assert (run / "budget-2M" / "derived.space").exists()
+    assert (run / "budget-5M" / "derived.pt").exists()
+    csv_lines = (run / "pareto.csv").read_text().splitlines()
+    assert csv_lines[0] == "budget,params,macs,val_psnr,derived" and len(csv_lines) == 3
+    # the warm-up ran once; both budgets continue from its checkpoint
+    warm = [json.loads(line) for line in (run / "warmup" / "metrics.jsonl").read_text()
+            .splitlines()]
+    assert warm[-1]["iteration"] == 4
+    for member in ("budget-2M", "budget-5M"):
+        records = [json.loads(line) for line in (run / member / "metrics.jsonl").read_text()
+                   .splitlines()]
+        assert records[:len(warm)] == warm and records[-1]["iteration"] == 8
+    assert "budget 2M" in out and "budget 5M" in out
+
+
+def test_a_pareto_member_equals_a_single_search_with_its_budget(cli, pareto_setup, images,
+                                                                tmp_path):
+    spec, cfg = pareto_setup
+    assert cli("search", str(spec), "--config", str(cfg), "--data", str(images), "--run-dir",
+               str(tmp_path / "family"), "--budget", "2M", "--budget", "5M",
+               "--no-progress")[0] == 0
+    assert cli("search", str(spec), "--config", str(cfg), "--data", str(images), "--run-dir",
+               str(tmp_path / "single"), "--budget", "5M", "--no-progress")[0] == 0
+    family = load_checkpoint(tmp_path / "family" / "budget-5M" / "last.pt")["model"]
+    single = load_checkpoint(tmp_path / "single" / "last.pt")["model"]
+    for key, value in single.items():
+        torch.testing.assert_close(family[key], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("flags", "fragments"), [
+    (["--budget", "12X"], ["--budget", "such as 20G"]),
+    (["--budget", "1G", "--budget-params", "3K"], ["not both"]),
+    (["--budget-params", "0"], ["> 0"]),
+])
+def test_bad_budget_flags(cli, pareto_setup, images, tmp_path, flags, fragments):
+    spec, cfg = pareto_setup
+    user_error(cli("search", str(spec), "--config", str(cfg), "--data", str(images),
+                   "--run-dir", str(tmp_path / "r"), *flags), *fragments)
+
+
+def test_search_with_patches_too_small_for_esa_is_a_user_error(cli, images, tmp_path,
+                                                               spaces_dir):
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text(PARETO_CONFIG.replace("patch_size: 16", "patch_size: 20"), encoding="utf-8")
+    err = user_error(cli("search", str(spaces_dir / "dlsr.space"), "--set", "C=4",
+                         "--config", str(cfg), "--data", str(images), "--run-dir",
+                         str(tmp_path / "r"), "--no-progress"),
+                     "'patch_size' 20 is too small", "at least 30")
+    assert not (tmp_path / "r" / "last.pt").exists()
+    cfg.write_text(PARETO_CONFIG.replace("patch_size: 16", "patch_size: 30")
+                   .replace("iterations: 8", "iterations: 2").replace("arch_warmup: 4",
+                                                                      "arch_warmup: 1"),
+                   encoding="utf-8")
+    code, _, err = cli("search", str(spaces_dir / "dlsr.space"), "--set", "C=4", "--set",
+                         "cells=3", "--config", str(cfg), "--data", str(images), "--run-dir",
+                         str(tmp_path / "ok"), "--no-progress")
+    assert code == 0, err

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -25,12 +26,18 @@ import spacelang.sr.task as task_module
 from spacelang.cli import run_cli
 from spacelang.nas.penalty import ComplexityPenalty
 from spacelang.nas.search import SearchError, load_search_checkpoint
-from spacelang.nas.strategies import arch_gradient_first_order, arch_gradient_unrolled
+from spacelang.nas.strategies import (
+    STRATEGIES,
+    Darts1,
+    arch_batches,
+    arch_gradient_first_order,
+    arch_gradient_unrolled,
+)
 from spacelang.runtime.checkpoint import load_checkpoint
-from spacelang.sr.config import SearchConfig, dump_config
+from spacelang.sr.config import SearchConfig, dump_config, load_config
 from spacelang.sr.data import folder
 from spacelang.sr.images import write_image
-from spacelang.sr.search import search
+from spacelang.sr.search import search, search_splits
 from tests.paths import REPO
 
 # A ×2 task where one candidate is plainly right: `keep` passes the features on, `flat`
@@ -190,19 +197,23 @@ def test_search_finds_the_candidate_that_keeps_the_signal(toy_run):
     assert losses[-1] < losses[0]
 
 
-def test_raising_the_complexity_weight_lowers_the_derived_macs(tmp_path, images):
-    macs = {}
-    for weight in (0.0, 2.0):
-        space = spacelang.loads(COSTLY, path=str(tmp_path / "costly.space"))
-        cfg = _config(complexity="macs", complexity_weight=weight)
-        result = search(space, cfg, train_set=images, val_set=None,
-                        run_dir=tmp_path / f"w{weight}", progress=False)
-        macs[weight] = spacelang.load(result.derived_path).cost().base.macs
-        assert result.decisions == {"y": 0 if weight else 1}
-    report = cost_report(space.network)
-    assert macs[2.0] < macs[0.0]
-    assert macs[2.0] == report.extreme("macs", min)
-    assert macs[0.0] == report.extreme("macs", max)
+def test_no_budget_picks_the_expensive_op_and_a_budget_below_it_does_not(tmp_path, images):
+    space = spacelang.loads(COSTLY, path=str(tmp_path / "costly.space"))
+    report = cost_report(space.network, (64, 64))
+    rich = report.architecture({"y": 1}).macs
+    poor = report.architecture({"y": 0}).macs
+    free = search(space, _config(complexity="macs"), train_set=images, val_set=None,
+                  run_dir=tmp_path / "free", progress=False)
+    assert free.decisions == {"y": 1} and free.macs == rich
+    budget = (rich + poor) // 2
+    tight = search(space, _config(complexity="macs", budget_macs=budget), train_set=images,
+                   val_set=None, run_dir=tmp_path / "tight", progress=False)
+    assert tight.decisions == {"y": 0} and tight.macs == poor <= budget
+    assert spacelang.load(tight.derived_path).cost((64, 64)).base.macs == tight.macs
+    # a budget above the expensive op's cost leaves the choice to the data
+    loose = search(space, _config(complexity="macs", budget_macs=2 * rich), train_set=images,
+                   val_set=None, run_dir=tmp_path / "loose", progress=False)
+    assert loose.decisions == {"y": 1}
 
 
 def test_complexity_penalty_gradient_points_to_cheaper_ops(spaces_dir):
@@ -211,10 +222,11 @@ def test_complexity_penalty_gradient_points_to_cheaper_ops(spaces_dir):
     net = space.supernet()
     report = cost_report(space.network, (64, 64))
     assert report.sites
-    penalty = ComplexityPenalty(report, "macs", 1.0)
+    penalty = ComplexityPenalty(report, "macs", 1.0)  # no budget: over the space's range
+    low, high = report.extreme("macs", min), report.extreme("macs", max)
     value = penalty(net)
     expected = float(report.expected(net.probabilities(), "macs").detach())
-    assert value.item() == pytest.approx(expected / report.extreme("macs", max), rel=1e-6)
+    assert value.item() == pytest.approx((expected - low) / (high - low), rel=1e-6)
     value.backward()
     for site in report.sites:
         costs = [c.macs for c in site.costs]
@@ -226,7 +238,7 @@ def test_complexity_penalty_gradient_points_to_cheaper_ops(spaces_dir):
         assert grad[cheap] < 0 < grad[dear]
         p = F.softmax(net.alphas[param_key(site.key)].detach().double(), -1)
         mean = float((p * torch.tensor(costs, dtype=torch.float64)).sum())
-        analytic = p * (torch.tensor(costs, dtype=torch.float64) - mean) / penalty.scale
+        analytic = p * (torch.tensor(costs, dtype=torch.float64) - mean) / (high - low)
         torch.testing.assert_close(grad.double(), analytic, rtol=1e-4, atol=1e-12)
     # a step against the gradient lowers the expected cost
     with torch.no_grad():
@@ -244,6 +256,36 @@ def test_complexity_penalty_gradient_points_to_cheaper_ops(spaces_dir):
     over = ComplexityPenalty(report, "macs", 1.0, budget=int(expected * 0.5))
     assert over(net).item() > 0
     assert ComplexityPenalty(report, "macs", 0.0)(net).item() == 0.0
+    # no budget and no weight: no complexity term at all
+    assert ComplexityPenalty(report, "macs", None)(net).item() == 0.0
+
+
+@pytest.mark.parametrize("width", [4, 8])
+@pytest.mark.parametrize("hr", [(64, 64), (96, 48)])
+def test_the_weight_means_loss_per_100_percent_over_budget(spaces_dir, width, hr):
+    """The same relative overshoot costs the same, whatever the width or HR size."""
+    space = spacelang.load(spaces_dir / "dlsr.space", C=width)
+    torch.manual_seed(0)
+    net = space.supernet()
+    report = cost_report(space.network, hr)
+    expected = float(report.expected(net.probabilities(), "macs").detach())
+    for over in (0.1, 0.5, 1.0):
+        budget = expected / (1 + over)
+        penalty = ComplexityPenalty(report, "macs", 0.3, budget=round(budget))
+        assert penalty(net).item() == pytest.approx(0.3 * over, rel=1e-3)
+    default = ComplexityPenalty(report, "macs", None, budget=round(expected / 2))
+    assert default(net).item() == pytest.approx(1.0, rel=1e-3)  # DEFAULT_BUDGET_WEIGHT
+    # without a budget the weight spans the space: 0 at the cheapest architecture,
+    # `weight` at the dearest
+    spanned = ComplexityPenalty(report, "macs", 0.3)
+    for pick, value in ((min, 0.0), (max, 0.3)):
+        with torch.no_grad():
+            for site in report.sites:
+                costs = [c.macs for c in site.costs]
+                alpha = net.alphas[param_key(site.key)]
+                alpha.fill_(-1e4)
+                alpha[costs.index(pick(costs))] = 0.0
+        assert spanned(net).item() == pytest.approx(value, abs=1e-6)
 
 
 def _unrolled_objective(net, train_batch, val_batch, loss_fn, penalty, xi) -> float:
@@ -346,8 +388,8 @@ def _poisoned_loss(monkeypatch, from_call: int, kind: str) -> None:
     real = task_module.pixel_loss
     calls = [0]
 
-    def make(kind_name, hfen_weight=0.2):
-        inner = real(kind_name, hfen_weight)
+    def make(kind_name, hfen_weight=0.2, hfen="log9"):
+        inner = real(kind_name, hfen_weight, hfen)
 
         def loss(sr, hr):
             calls[0] += 1
@@ -417,7 +459,7 @@ import torch
 
 import spacelang
 import spacelang.runtime.loop as L
-from spacelang.sr.search import search
+from spacelang.sr.search import search, search_splits
 from spacelang.sr.config import SearchConfig, parse_config
 from spacelang.sr.data import folder
 
@@ -553,3 +595,181 @@ def test_derive_rejects_what_is_not_a_search_checkpoint(tmp_path, capsys, make):
     assert str(source.name) in err
     assert {"text": "not a PyTorch checkpoint", "torch": "not a spacelang search checkpoint",
             "empty_dir": "not found"}[make] in err
+
+
+# --------------------------------------------------------------------------- picks
+
+# Three predecessors of the fusion conv; only `f` keeps the image's detail.
+WIRES = """\
+op flat(x: c) {
+    return resize(mean(x), x)
+}
+
+network wires(C = 8, scale = 2, rgb_range = 1) {
+    f = conv(input, C, k=3)
+    a = flat(f)
+    b = flat(conv(f, C, k=1))
+    y = conv(concat(pick 1 of [a, f, b]), C, k=1)
+    return pixel_shuffle(conv(y, 3 * scale * scale, k=3), scale)
+}
+"""
+
+
+@pytest.mark.parametrize("strategy", ["darts1", "gdas"])
+def test_the_derived_wiring_reads_the_predecessor_that_carries_the_signal(
+        tmp_path, images, strategy):
+    space = spacelang.loads(WIRES, path=str(tmp_path / "wires.space"))
+    (site,) = space.network.pick_sites
+    result = search(space, _config(strategy=strategy, iterations=80, gdas_tau_max=2.0),
+                    train_set=images, val_set=None, run_dir=tmp_path / strategy,
+                    progress=False)
+    assert result.decisions == {site.key: (1,)}
+    assert "concat(f)" in result.derived_path.read_text().replace(" ", "")
+
+
+def test_gdas_samples_k_predecessors_with_a_straight_through_gradient(tmp_path):
+    space = spacelang.loads(SMOOTH, path=str(tmp_path / "smooth.space"))
+    net = space.supernet(mode="gdas", tau=1.0, hard=True)
+    (site,) = net.network.pick_sites
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(40):
+        weights = net.site_weights(site.key, pick=True)
+        net._sampled = {}
+        assert sorted(weights.detach().tolist()) == [0.0, 1.0, 1.0]  # k = 2 of 3, hard
+        seen.add(tuple(int(i) for i in torch.nonzero(weights.detach()).flatten()))
+    assert len(seen) == 3  # every pair gets drawn
+    x = torch.rand(1, 3, 8, 8)
+    net(x).mean().backward()
+    beta = net.betas[param_key(site.key)]
+    assert beta.grad is not None and bool(beta.grad.abs().sum() > 0)
+
+
+# --------------------------------------------------------------------------- inheritance
+
+
+def test_val_psnr_argmax_is_what_eval_of_the_derived_spec_gives(tmp_path, image_dir, images,
+                                                                  cli):
+    space = spacelang.loads(SMOOTH, path=str(tmp_path / "smooth.space"))
+    val = folder(image_dir, 2)
+    result = search(space, _config(iterations=30, arch_warmup=10, val_every=30),
+                    train_set=images, val_set=val, run_dir=tmp_path / "run", progress=False)
+    final = [r for r in _records(result.run_dir / "metrics.jsonl") if "val_psnr_argmax" in r]
+    assert final[-1]["iteration"] == 30
+    code, out, err = cli("eval", str(result.derived_path), "--weights",
+                         str(result.run_dir / "derived.pt"), "--data", str(image_dir),
+                         "--scale", "2", "--json", "--no-progress")
+    assert code == 0, err
+    psnr = json.loads(out)["psnr"]
+    assert psnr == pytest.approx(final[-1]["val_psnr_argmax"], abs=1e-9)
+    assert psnr == pytest.approx(result.val_psnr, abs=1e-9)
+
+
+# --------------------------------------------------------------------------- procedure
+
+
+def test_train_plus_val_objective_is_the_sum_of_both_batch_losses():
+    space = spacelang.loads(SMOOTH, path="smooth.space")
+    torch.manual_seed(0)
+    net = space.supernet()
+    g = torch.Generator().manual_seed(3)
+    train = (torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 16, 16, generator=g))
+    val = (torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 16, 16, generator=g))
+
+    def no_penalty(_net):
+        return torch.zeros(())
+
+    grads = {}
+    for objective in ("val", "train+val"):
+        batches = arch_batches(train, val, objective)
+        loss = arch_gradient_first_order(net, batches, F.mse_loss, no_penalty)
+        grads[objective] = [p.grad.clone() for p in net.arch_parameters()]
+        expected = sum(float(F.mse_loss(net(x), t).detach()) for x, t in batches)
+        assert float(loss) == pytest.approx(expected, rel=1e-6)
+    arch_gradient_first_order(net, train, F.mse_loss, no_penalty)
+    train_only = [p.grad.clone() for p in net.arch_parameters()]
+    for both, v, t in zip(grads["train+val"], grads["val"], train_only, strict=True):
+        torch.testing.assert_close(both, v + t, rtol=1e-5, atol=1e-8)
+
+
+class _Probe(Darts1):
+    """darts1 that records the weights it sees at each architecture step."""
+
+    name = "probe"
+    seen: ClassVar[list] = []
+
+    def arch_gradient(self, net, train_batch, val_batch, loss_fn, penalty, weight_lr):
+        _Probe.seen.append([p.detach().clone() for p in net.weight_parameters()])
+        return super().arch_gradient(net, train_batch, val_batch, loss_fn, penalty, weight_lr)
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_arch_step_order_says_which_weights_the_architecture_step_sees(tmp_path, images,
+                                                                        order, monkeypatch):
+    monkeypatch.setitem(STRATEGIES, "probe", _Probe)
+    _Probe.seen = []
+    space = spacelang.loads(SMOOTH, path=str(tmp_path / "smooth.space"))
+    cfg = _config(strategy="probe", arch_step_order=order, iterations=1, arch_warmup=0,
+                  checkpoint_every=1)
+    search(space, cfg, train_set=images, val_set=None, run_dir=tmp_path / order,
+           progress=False)
+    torch.manual_seed(cfg.seed)
+    initial = space.supernet().weight_parameters()
+    (seen,) = _Probe.seen
+    same = all(torch.equal(a, b.detach()) for a, b in zip(seen, initial, strict=True))
+    assert same == (order == "before")
+
+
+def test_image_splits_alternate_by_range_or_from_a_second_folder(images):
+    alternate = search_splits(images, _config())
+    assert [p.name for p in alternate[0]] == [p.name for p in images[0::2]]
+    assert [p.name for p in alternate[1]] == [p.name for p in images[1::2]]
+    ranged = search_splits(images, _config(arch_split="ranges", weight_images=(0, 3),
+                                           arch_images=(3, 4)))
+    assert [p.name for p in ranged[0]] == [p.name for p in images[:3]]
+    assert [p.name for p in ranged[1]] == [images[3].name]
+    folder_split = search_splits(images[:2], _config(arch_data="x"), arch_set=images[2:])
+    assert len(folder_split[0]) == 2 and [p.name for p in folder_split[1]] == \
+        [p.name for p in images[2:]]
+    with pytest.raises(SearchError, match=r"reaches past the 4 training images"):
+        search_splits(images, _config(arch_split="ranges", weight_images=(0, 3),
+                                      arch_images=(3, 10)))
+
+
+def test_reference_config_runs_a_few_steps(tmp_path, images, spaces_dir):
+    cfg = load_config(SearchConfig, REPO / "spacelang/configs/dlsr_reference.yaml", {
+        "iterations": "4", "arch_warmup": "2", "patch_size": "32", "batch_size": "2",
+        "epoch_length": "4", "weight_images": "[0, 3]", "arch_images": "[3, 4]",
+        "milestones": "[1, 2, 3]", "log_every": "1", "checkpoint_every": "4"})
+    space = spacelang.load(spaces_dir / "dlsr.space", C=4, cells=3)
+    result = search(space, cfg, train_set=images, val_set=None, run_dir=tmp_path / "ref",
+                    progress=False)
+    metrics = _records(result.run_dir / "metrics.jsonl")
+    assert [r["lr"] for r in metrics] == pytest.approx([5e-4 * 0.5**i for i in range(4)])
+    assert metrics[-1]["arch_loss"] > 0 and spacelang.load(result.derived_path).is_fixed
+
+
+def test_penalty_of_the_argmax_bounds_what_would_be_derived(spaces_dir):
+    space = spacelang.load(spaces_dir / "dlsr.space", C=4)
+    torch.manual_seed(0)
+    net = space.supernet()
+    report = cost_report(space.network, (64, 64))
+    derived = report.architecture(net.decisions()).macs
+    expected = float(report.expected(net.probabilities(), "macs").detach())
+    budget = round(derived / 1.5)
+    argmax = ComplexityPenalty(report, "macs", 0.5, budget=budget, of="argmax")
+    value = argmax(net)
+    assert value.item() == pytest.approx(0.5 * (derived / budget - 1), rel=1e-4)
+    value.backward()
+    straight = [p.grad.clone() for p in net.alphas.values()]
+    for p in net.arch_parameters():
+        p.grad = None
+    ComplexityPenalty(report, "macs", 0.5, budget=budget)(net).backward()
+    for got, want in zip(straight, [p.grad for p in net.alphas.values()], strict=True):
+        if expected > budget:  # same gradient as the hinge on E[cost] (straight-through)
+            torch.testing.assert_close(got, want)
+    # once the argmax fits, nothing, whatever E[cost] says
+    fits = ComplexityPenalty(report, "macs", 0.5, budget=derived, of="argmax")
+    assert fits(net).item() == 0.0
+    with pytest.raises(ValueError, match="'of'"):
+        ComplexityPenalty(report, "macs", 0.5, of="mean")

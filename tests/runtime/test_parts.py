@@ -140,3 +140,9 @@ def test_progress_renders_on_a_terminal_and_is_quiet_otherwise() -> None:
     assert not TrainingProgress(10, console=console, enabled=False).active
 
 
+
+
+def test_multistep_schedule_multiplies_by_gamma_at_each_milestone() -> None:
+    schedule = LRSchedule(total=100, kind="multistep", milestones=(10, 30, 60), gamma=0.5)
+    factors = [schedule.factor(i) for i in (0, 9, 10, 29, 30, 59, 60, 99)]
+    assert factors == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125]
