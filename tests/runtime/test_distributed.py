@@ -128,8 +128,8 @@ def test_search_help_says_how_to_run_under_torchrun(capsys):
 def test_one_set_of_run_files_per_search(lockstep):
     run = lockstep / "run-darts1"
     names = sorted(p.name for p in run.iterdir())
-    assert names == ["arch.jsonl", "config.yaml", "derived.space", "last.pt", "metrics.jsonl",
-                     "spec.space"]
+    assert names == ["arch.jsonl", "config.yaml", "derived.pt", "derived.space", "last.pt",
+                     "metrics.jsonl", "spec.space"]
     assert [r["iteration"] for r in _records(run / "metrics.jsonl")] == list(range(1, 7))
     assert [r["iteration"] for r in _records(run / "arch.jsonl")] == [2, 4, 6]
     config = (run / "config.yaml").read_text()
@@ -214,7 +214,8 @@ def test_two_nodes_on_one_machine_complete_a_search_and_one_writes(tmp_path, ima
     written = [home for home, *_ in outputs if (home / "run").exists()]
     assert len(written) == 1  # the node that holds rank 0; a relative run dir per node
     assert sorted(p.name for p in (written[0] / "run").iterdir()) == [
-        "arch.jsonl", "config.yaml", "derived.space", "last.pt", "metrics.jsonl", "spec.space"]
+        "arch.jsonl", "config.yaml", "derived.pt", "derived.space", "last.pt", "metrics.jsonl",
+        "spec.space"]
     assert sum(out.count("derived architecture written") for _, out, _, _ in outputs) == 1
 
 
