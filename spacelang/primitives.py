@@ -290,13 +290,17 @@ def _resolve_padding(args: Args) -> None:
         args["padding"] = args["dilation"] * (args["k"] - 1) // 2
 
 
-def _resolve_conv(inputs: Sequence[TensorInfo], args: Args) -> Args:
-    (x,) = inputs
+def _check_groups(x: TensorInfo, args: Args) -> None:
     groups = args["groups"]
     if x.channels % groups or args["out"] % groups:
         raise ShapeError(
             f"groups={groups} must divide both input channels ({x.channels}) "
             f"and output channels ({args['out']})")
+
+
+def _resolve_conv(inputs: Sequence[TensorInfo], args: Args) -> Args:
+    (x,) = inputs
+    _check_groups(x, args)
     _resolve_padding(args)
     return args
 
@@ -431,11 +435,7 @@ def _resolve_conv_transpose(inputs: Sequence[TensorInfo], args: Args) -> Args:
     """`padding` None means (k − 1)/2 (an odd kernel); `output_padding` None means the
     value that makes the output exactly `stride` times the input, else 0."""
     (x,) = inputs
-    groups = args["groups"]
-    if x.channels % groups or args["out"] % groups:
-        raise ShapeError(
-            f"groups={groups} must divide both input channels ({x.channels}) "
-            f"and output channels ({args['out']})")
+    _check_groups(x, args)
     k, stride = args["k"], args["stride"]
     if args["padding"] is None:
         if k % 2 == 0:
