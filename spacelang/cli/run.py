@@ -265,6 +265,7 @@ def run_derive(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from spacelang.sr.config import TrainConfig, load_config
+    from spacelang.sr.task import patch_size_problem
     from spacelang.sr.train import train
 
     cfg = load_config(TrainConfig, args.config or DEFAULT_TRAIN_CONFIG)
@@ -274,6 +275,9 @@ def run_train(args: argparse.Namespace) -> int:
     common.require_rgb(space.network)
     if space.network.scale != cfg.scale:
         cfg = _with(cfg, scale=space.network.scale)
+    problem = patch_size_problem(space.network, cfg.patch_size, cfg.scale)
+    if problem is not None:
+        raise common.UsageError(problem)
     model = space.fixed()
     run_dir = _run_dir(args, space.network.name)  # flag errors before loading data
     train_set, val_set = _datasets(args.data or cfg.data, cfg.val_data, cfg.scale,

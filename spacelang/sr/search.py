@@ -18,31 +18,21 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from spacelang.checker import first_empty
 from spacelang.nas.search import SearchError, SearchResult, run_search, run_search_family
 from spacelang.runtime.distributed import default_device
 from spacelang.sr.config import RESUME_SAFE, SearchConfig
 from spacelang.sr.data import ImageSet
-from spacelang.sr.task import SRTask, split_images
+from spacelang.sr.task import SRTask, patch_size_problem, split_images
 
 __all__ = ["check_patch_size", "search", "search_splits"]
 
 
 def check_patch_size(network: Any, patch_size: int, scale: int) -> None:
     """A `SearchError` when an HR patch of ``patch_size`` leaves some value of
-    ``network`` empty (pools, strided convs: ESA needs LR inputs of at least 15 px)."""
-    side = patch_size // scale
-    found = first_empty(network.graph, side, side)
-    if found is None:
-        return
-    node, w, h = found
-    smallest = next((p for p in range(patch_size + scale, 64 * patch_size + 1, scale)
-                     if first_empty(network.graph, p // scale, p // scale) is None), None)
-    hint = f"; use a patch_size of at least {smallest}" if smallest else ""
-    raise SearchError(
-        f"'patch_size' {patch_size} is too small for network `{network.name}`: its LR "
-        f"patch of {side}×{side} becomes {w}×{h} at `{node.path or node.op}` "
-        f"(scope {node.scope or 'network'}){hint}")
+    ``network`` empty (see `spacelang.sr.task.patch_size_problem`)."""
+    problem = patch_size_problem(network, patch_size, scale)
+    if problem is not None:
+        raise SearchError(problem)
 
 
 def search_splits(train_set: ImageSet, cfg: SearchConfig,

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from spacelang.checker import first_empty
 from spacelang.runtime.batches import PATCH_STREAM, BatchStream, DatasetSource, epoch_seed
 from spacelang.runtime.distributed import gather_objects, shard_items
 from spacelang.runtime.loop import StepFailure
@@ -207,3 +208,19 @@ class SRTask:
     @property
     def has_validation(self) -> bool:
         return self.val_set is not None and len(self.val_set) > 0
+
+
+def patch_size_problem(network: Any, patch_size: int, scale: int) -> str | None:
+    """Why an HR training patch of ``patch_size`` is too small for ``network`` (some value,
+    e.g. after ESA's strided conv and pool, would be empty), or None when it is not."""
+    side = patch_size // scale
+    found = first_empty(network.graph, side, side)
+    if found is None:
+        return None
+    node, w, h = found
+    smallest = next((p for p in range(patch_size + scale, 64 * patch_size + 1, scale)
+                     if first_empty(network.graph, p // scale, p // scale) is None), None)
+    hint = f"; use a patch_size of at least {smallest}" if smallest else ""
+    return (f"'patch_size' {patch_size} is too small for network `{network.name}`: its LR "
+            f"patch of {side}×{side} becomes {w}×{h} at `{node.path or node.op}` "
+            f"(scope {node.scope or 'network'}){hint}")

@@ -514,3 +514,20 @@ def test_search_with_patches_too_small_for_esa_is_a_user_error(cli, images, tmp_
                          "cells=3", "--config", str(cfg), "--data", str(images), "--run-dir",
                          str(tmp_path / "ok"), "--no-progress")
     assert code == 0, err
+
+
+def test_train_with_a_patch_too_small_for_the_network_is_a_user_error(tmp_path, config,
+                                                                       images, capsys):
+    """ESA pools: a 16 px HR patch (8 px LR) empties a value; `train` says so before any
+    work instead of failing inside torch (exit 2, the smallest patch that works)."""
+    spec = tmp_path / "pooled.space"
+    spec.write_text('import "ops.space"\n\nnetwork pooled(C = 8) {\n'
+                    "    s = conv(input, C, k=3)\n    e = esa(s)\n"
+                    "    return pixel_shuffle(conv(e, 12, k=3), 2)\n}\n", encoding="utf-8")
+    code = run_cli(["train", str(spec), "--config", str(config), "--data", str(images),
+                    "--run-dir", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "'patch_size' 16 is too small for network `pooled`" in err
+    assert "use a patch_size of at least" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
