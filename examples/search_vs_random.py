@@ -57,11 +57,11 @@ import spacelang
 from spacelang.sr.data import open_dataset
 from spacelang.sr.imresize import imresize
 from spacelang.sr.metrics import psnr, ssim
+from spacelang.units import parse_count
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 SPACELANG = [sys.executable, "-m", "spacelang"]
-_SUFFIXES = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
 
 @attrs.frozen(kw_only=True)
@@ -85,27 +85,18 @@ class Protocol:
 # Calibrated on T91 → Set5 ×2 (examples/search_vs_random.md): with this retraining even the
 # all-conv_1x1 network, the weakest of the space, clears bicubic + 1 dB.
 FULL = Protocol(
-    search={"iterations": 200, "warmup": 60, "patch_size": 48, "batch_size": 8,
+    search={"iterations": 200, "arch_warmup": 60, "patch_size": 48, "batch_size": 8,
             "weight_lr": 2.0e-3, "arch_lr": 3.0e-3, "strategy": "darts1", "loss": "l1"},
     train={"iterations": 1000, "patch_size": 48, "batch_size": 16, "lr": 4.0e-3,
            "schedule": "cosine"},
 )
 QUICK = Protocol(
     width={"C": 4}, random=2, budgets=("1G",), seeds=(0, 1), require_margin=False,
-    search={"iterations": 3, "warmup": 1, "patch_size": 32, "batch_size": 2,
+    search={"iterations": 3, "arch_warmup": 1, "patch_size": 32, "batch_size": 2,
             "weight_lr": 1.0e-3, "arch_lr": 3.0e-3, "strategy": "darts1", "loss": "l1"},
     train={"iterations": 3, "patch_size": 32, "batch_size": 2, "lr": 1.0e-3,
            "schedule": "cosine"},
 )
-
-
-def parse_macs(text: str | int | float) -> int:
-    """`12G`, `300M`, `6.5e9` or a number → Multi-Adds as an integer."""
-    if isinstance(text, int | float):
-        return int(text)
-    value = text.strip().upper()
-    factor = _SUFFIXES.get(value[-1:], 1)
-    return round(float(value[:-1] if factor != 1 else value) * factor)
 
 
 # --------------------------------------------------------------------------- run configs
@@ -118,7 +109,7 @@ def search_config(protocol: Protocol, budget: str, seed: int) -> dict[str, Any]:
         **protocol.search,
         "seed": seed,
         "complexity": "macs",
-        "budget_macs": parse_macs(budget),
+        "budget_macs": parse_count(budget),
         "complexity_weight": 1.0,
         "val_every": protocol.search["iterations"],
         "log_every": max(1, protocol.search["iterations"] // 20),
@@ -267,7 +258,7 @@ def searched(ctx: Context, budget: str, seed: int) -> dict[str, Any]:
         spec.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run_dir / "derived.space", spec)
     return retrain(ctx, name, spec, {"kind": "searched", "budget": budget,
-                                     "budget_macs": parse_macs(budget), "seed": seed,
+                                     "budget_macs": parse_count(budget), "seed": seed,
                                      "search_seconds": search_seconds})
 
 
@@ -386,7 +377,7 @@ def plot(out: Path, rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any
         colour = colours[index % len(colours)]
         ax.scatter([r["macs"] / 1e9 for r in group], [r["psnr"] for r in group],
                    color=colour, marker="D", label=f"searched, budget {budget}", zorder=3)
-        ax.axvline(parse_macs(budget) / 1e9, c=colour, lw=0.8, ls=":")
+        ax.axvline(parse_count(budget) / 1e9, c=colour, lw=0.8, ls=":")
     for r in (r for r in rows if r["kind"] == "reference"):
         ax.scatter([r["macs"] / 1e9], [r["psnr"]], c="k", marker="*", s=150,
                    label="DLSR (published cell and wiring)", zorder=4)

@@ -58,8 +58,8 @@ def toy(tmp_path_factory):
     ("12G", 12 * 10**9), ("300K", 300_000), ("1.5M", 1_500_000), ("6.5e9", 6_500_000_000),
     (7, 7), (" 20g ", 20 * 10**9),
 ])
-def test_parse_macs(script, text, value):
-    assert script.parse_macs(text) == value
+def test_budgets_are_read_by_the_one_count_parser(script, text, value):
+    assert script.parse_count(text) == value
 
 
 def test_drawing_the_whole_space_yields_every_architecture_once(script, toy):
@@ -106,7 +106,7 @@ def test_the_full_protocol_meets_the_issue(script):
     assert full.require_margin and full.margin_db >= 1.0
     space = spacelang.load(full.spec, **full.width)
     report = space.cost()
-    macs = [script.parse_macs(b) for b in full.budgets]
+    macs = [script.parse_count(b) for b in full.budgets]
     lowest = report.extreme("macs", min)
     highest = report.extreme("macs", max)
     assert all(lowest < m < highest for m in macs)
@@ -153,8 +153,9 @@ def test_summary_and_tables(script, tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["summary"]["bar_psnr"] == 34.5
 
 
-@pytest.mark.slow
 def test_quick_run_end_to_end(script, tmp_path):
+    """The whole pipeline at toy size (about 30 s on 2 idle cores): in the default suite,
+    so that a config key the script writes cannot drift from the configs' own."""
     pytest.importorskip("skimage")
     plot = importlib.util.find_spec("matplotlib") is not None
     args = ["--quick", "--out", str(tmp_path), "--data", "embedded", "--val", "embedded",
