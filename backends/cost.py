@@ -25,7 +25,7 @@ from typing import Any
 
 from attrs import evolve, field, frozen
 
-from spacelang.ir import Graph, Network, Node
+from spacelang.ir import Graph, Network, Node, live_nodes
 from spacelang.limits import DEFAULT_HR
 from spacelang.primitives import PRIMITIVES, Cost, Extent
 
@@ -46,24 +46,6 @@ def node_cost(node: Node, graph: Graph, h: int, w: int) -> Cost:
     if node.weights:  # runs with the weights of another node: counted there
         return Cost(0, cost.macs, cost.conv_macs)
     return cost
-
-
-def live_nodes(graph: Graph, decisions: Mapping[str, Any] | None = None) -> list[bool]:
-    """Which nodes reach the output once every pick keeps only its chosen inputs.
-
-    Without decisions (or for a pick without one) every input of a pick is live.
-    """
-    alive = [False] * len(graph.nodes)
-    alive[graph.output] = True
-    for node in reversed(graph.nodes):  # a node's inputs come before it
-        if not alive[node.id]:
-            continue
-        sources = node.inputs
-        if node.op == "pick" and decisions is not None and node.site in decisions:
-            sources = tuple(node.inputs[i] for i in decisions[node.site])
-        for source in sources:
-            alive[source] = True
-    return alive
 
 
 def graph_cost(graph: Graph, h: int, w: int,

@@ -35,6 +35,7 @@ from spacelang.ir import (
     PickRun,
     PickSite,
     Run,
+    live_nodes,
 )
 from spacelang.limits import DEFAULT_HR, DEFAULT_LIMITS, MAX_DEPTH, Limits, depth_errors
 from spacelang.naming import (
@@ -801,16 +802,12 @@ class _Elaborator:
         per dead cell instance (values that are never named get one from `resolve`).
         """
         nodes = self.builder.nodes
-        alive = [False] * len(nodes)
-        alive[output] = True
+        graph = self.builder.graph(output)
+        alive = live_nodes(graph)
         for i in self.builder.inputs:
             alive[i] = True
-        for node in reversed(nodes):  # a node's inputs come before it
-            if alive[node.id]:
-                for source in node.inputs:
-                    alive[source] = True
         if all(alive):
-            return self.builder.graph(output)
+            return graph
         renumber: dict[int, int] = {}
         kept = []
         for node in nodes:

@@ -16,6 +16,7 @@ source again.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from attrs import field, frozen
@@ -324,3 +325,21 @@ class Network:
 
         total = math.prod(count(site) for site in self.choice_sites if site.parent is None)
         return total * math.prod(p.combinations for p in self.pick_sites if p.parent is None)
+
+
+def live_nodes(graph: Graph, decisions: Mapping[str, Any] | None = None) -> list[bool]:
+    """Which nodes reach the output once every pick keeps only its chosen inputs.
+
+    Without decisions (or for a pick without one) every input of a pick is live.
+    """
+    alive = [False] * len(graph.nodes)
+    alive[graph.output] = True
+    for node in reversed(graph.nodes):  # a node's inputs come before it
+        if not alive[node.id]:
+            continue
+        sources = node.inputs
+        if node.op == "pick" and decisions is not None and node.site in decisions:
+            sources = tuple(node.inputs[i] for i in decisions[node.site])
+        for source in sources:
+            alive[source] = True
+    return alive

@@ -35,11 +35,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from spacelang.backends.cost import live_nodes
 from spacelang.backends.torch.graph import GraphModule, register
 from torch import nn
 
-from spacelang.ir import Network, Node, module_path
+from spacelang.ir import Network, Node, live_nodes, module_path
 from spacelang.naming import module_name
 from spacelang.primitives import PRIMITIVES
 
