@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
 from spacelang import ast
 from spacelang.backends.cost import CostReport, cost_report
@@ -49,6 +49,8 @@ class Space:
     network: Network
     overrides: dict[str, str]
     warnings: tuple[Diagnostic, ...] = ()
+    # the report at the default HR size, made when the limits were checked
+    default_cost: CostReport | None = field(default=None, eq=False, repr=False)
 
     @property
     def path(self) -> str:
@@ -79,6 +81,8 @@ class Space:
 
     def cost(self, hr: tuple[int, int] = DEFAULT_HR) -> CostReport:
         """Params and MACs for an HR output of `hr` (w, h); `SpecError` if a value is empty."""
+        if hr == DEFAULT_HR and self.default_cost is not None:
+            return self.default_cost  # `check` already refused empty sizes at this size
         empty = empty_size(self.network.graph, self.network.scale, hr)
         if empty is not None:
             raise SpecError([error(*empty)], self.program.sources)
@@ -141,27 +145,31 @@ def loads(text: str, path: str = "<string>", network: str | None = None, *,
 def _space(program: Program, network: str | None, overrides: Mapping[str, Any],
            limits: Limits) -> Space:
     values = _overrides(overrides)
-    result = _checked(program, values, limits)
-    return Space(program, _single(result, program, network, values), values, result.warnings)
+    result, reports = _checked(program, values, limits)
+    chosen = _single(result, program, network, values)
+    return Space(program, chosen, values, result.warnings, reports[chosen.name])
 
 
-def _checked(program: Program, values: dict[str, str], limits: Limits) -> CheckResult:
-    """`check`, then the limits on the largest architecture's params and Multi-Adds."""
+def _checked(program: Program, values: dict[str, str], limits: Limits
+             ) -> tuple[CheckResult, dict[str, CostReport]]:
+    """`check`, then the limits on the largest architecture's params and Multi-Adds; also
+    each network's cost report at the default HR size, which that needed."""
     result = check(program, values, limits)
     problems = []
+    reports = {}
     for network in result.networks:
-        report = cost_report(network)
+        report = reports[network.name] = cost_report(network)
         span = next(n.name_span for n in program.networks if n.name == network.name)
-        for field, what, flag in (("params", "parameters", "params"),
+        for quantity, what, flag in (("params", "parameters", "params"),
                                   ("macs", "Multi-Adds at HR 1280×720", "macs")):
-            largest = report.extreme(field, max)
-            if largest > getattr(limits, field):
+            largest = report.extreme(quantity, max)
+            if largest > getattr(limits, quantity):
                 problems.append(error(
                     f"the largest architecture of `{network.name}` has {largest:,} {what}; at "
-                    f"most {getattr(limits, field):,} (limit `{flag}`, --max-{flag})", span))
+                    f"most {getattr(limits, quantity):,} (limit `{flag}`, --max-{flag})", span))
     if problems:
         raise SpecError(problems, program.sources)
-    return result
+    return result, reports
 
 
 def check_file(path: str | Path, overrides: Mapping[str, Any] | None = None,
@@ -169,7 +177,7 @@ def check_file(path: str | Path, overrides: Mapping[str, Any] | None = None,
                limits: Limits = DEFAULT_LIMITS) -> tuple[Program, CheckResult]:
     """Check every network of a file; raises `SpecError`."""
     program = load_program(path, text)
-    return program, _checked(program, _overrides(overrides or {}), limits)
+    return program, _checked(program, _overrides(overrides or {}), limits)[0]
 
 
 __all__ = ["Limits", "Space", "ast", "check_file", "format_source", "load", "loads", "parse"]

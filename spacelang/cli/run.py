@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from spacelang.api import load
-from spacelang.backends.cost import cost_report
 from spacelang.cli import common, tools
 from spacelang.cli.language import write_atomic
 from spacelang.decisions import indicator
@@ -225,7 +224,7 @@ def _with(cfg, **changes):
 
 def _print_derived(path: Path) -> None:
     derived = load(path)
-    cost = cost_report(derived.network).base
+    cost = derived.cost().base
     print(f"derived architecture written to {path}")
     print(f"  parameters {cost.params:,}; Multi-Adds {cost.macs:,} ({cost.macs / 1e9:.2f} G) "
           "at HR 1280x720")

@@ -33,7 +33,7 @@ import attrs
 import torch
 from rich.console import Console
 
-from spacelang.backends.cost import CostReport, cost_report
+from spacelang.backends.cost import CostReport
 from spacelang.backends.torch.supernet import SuperNet
 from spacelang.nas.penalty import ComplexityPenalty
 from spacelang.nas.strategies import Strategy, make_strategy
@@ -270,7 +270,7 @@ def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: 
     strategy = make_strategy(cfg.strategy, cfg)
     torch.manual_seed(cfg.seed)
     net = space.supernet(**strategy.supernet_options()).to(device)
-    report = cost_report(network, tuple(cfg.hr_size))
+    report = space.cost(tuple(cfg.hr_size))
     field = "params" if cfg.complexity == "params" else "macs"
     penalty = ComplexityPenalty(report, field,
                                 0.0 if cfg.complexity == "none" else cfg.complexity_weight,
@@ -349,7 +349,7 @@ def finish(space: Any, net: SuperNet, run_dir: Path, iterations: int,
     torch.save({k: v.detach().cpu() for k, v in fixed.state_dict().items()}, buffer)
     if is_main():
         atomic_write_bytes(run_dir / "derived.pt", buffer.getvalue())
-    report = report or cost_report(space.network)
+    report = report or space.cost()
     cost = report.architecture(decisions)
     psnr = None
     if task is not None and task.has_validation:
