@@ -27,8 +27,8 @@ from spacelang.graph import GraphError, render_svg, to_dot
 
 __all__ = ["ReportError", "RunRecord", "read_run", "write_report"]
 
-_PSNR_KEYS = ("val_psnr", "val_psnr_argmax")
-_SSIM_KEYS = ("val_ssim", "val_ssim_argmax")
+_PSNR_KEYS = ("val_psnr", "val_psnr_derived")
+_SSIM_KEYS = ("val_ssim", "val_ssim_derived")
 
 
 class ReportError(Exception):

@@ -240,7 +240,14 @@ def _print_expected(space, decisions) -> None:
 
 
 def run_derive(args: argparse.Namespace) -> int:
-    from spacelang.nas.search import derived_header, load_search_checkpoint, read_search_checkpoint
+    from spacelang.nas.search import (
+        derive_selection,
+        derived_header,
+        load_search_checkpoint,
+        read_search_checkpoint,
+    )
+    from spacelang.runtime.config import parse_config
+    from spacelang.sr.config import SearchConfig
 
     if args.output:
         common.check_output_file(args.output)  # before any work
@@ -251,9 +258,11 @@ def run_derive(args: argparse.Namespace) -> int:
     overrides = json.loads(state.get("overrides", "{}"))
     space = load(spec_path, **overrides)
     net = load_search_checkpoint(space, checkpoint)
-    text = space.derive(net.decisions(),
+    cfg = parse_config(SearchConfig, state["config"], source=str(checkpoint))
+    selection = derive_selection(net, space.cost(tuple(cfg.hr_size)), cfg)
+    text = space.derive(selection.decisions,
                         header=derived_header(space, net, checkpoint.parent,
-                                              int(state.get("iteration", 0))))
+                                              int(state.get("iteration", 0)), selection, cfg))
     if args.output:
         write_atomic(Path(args.output), text)
         print(f"wrote {args.output}")

@@ -36,6 +36,7 @@ from rich.console import Console
 from spacelang.backends.cost import CostReport
 from spacelang.backends.torch.supernet import SuperNet
 from spacelang.nas.penalty import ComplexityPenalty
+from spacelang.nas.selection import Selection, select
 from spacelang.nas.strategies import Strategy, make_strategy
 from spacelang.runtime.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from spacelang.runtime.config import dump_config
@@ -59,6 +60,7 @@ __all__ = [
     "SearchError",
     "SearchResult",
     "architecture_summary",
+    "derive_selection",
     "derived_header",
     "finish",
     "load_search_checkpoint",
@@ -90,9 +92,18 @@ class SearchResult:
     budget: int | None = None
 
 
-def architecture_summary(net: SuperNet) -> str:
-    """The current argmax architecture in one line: ``site=label ... site<-a,b``."""
-    decisions = net.decisions()
+def derive_selection(net: SuperNet, report: CostReport, cfg: Any) -> Selection:
+    """What the search derives now: ``cfg.derive`` (`spacelang.nas.selection`) applied to
+    the supernet's α/β with the config's budget, in its complexity unit."""
+    probabilities = {k: v.detach().tolist() for k, v in net.probabilities().items()}
+    field = "params" if cfg.complexity == "params" else "macs"
+    return select(net.network, probabilities, report, field, cfg.budget, cfg.derive)
+
+
+def architecture_summary(net: SuperNet, decisions: dict[str, Any] | None = None) -> str:
+    """An architecture (default: the current argmax) in one line: ``site=label ...
+    site<-a,b``."""
+    decisions = net.decisions() if decisions is None else decisions
     parts = []
     for site in net.network.choice_sites:
         parts.append(f"{site.key}={site.labels[decisions[site.key]]}")
@@ -200,7 +211,7 @@ class _ArchitectureLog(Hook):
     net: SuperNet
     step: _SearchStep
     log: MetricsLog
-    report: CostReport | None = None
+    report: CostReport
 
     def state_dict(self) -> dict[str, Any]:
         return {"decisions": json.dumps(self.net.decisions())}
@@ -213,11 +224,12 @@ class _ArchitectureLog(Hook):
 
     def after_step(self, done: int, record: dict[str, Any] | None, loop: Loop) -> None:
         if record is not None:
-            record["architecture"] = architecture_summary(self.net)
-            if self.report is not None:
-                field = self.step.penalty.field
-                record[f"argmax_{field}"] = getattr(
-                    self.report.architecture(self.net.decisions()), field)
+            field = self.step.penalty.field
+            derived = derive_selection(self.net, self.report, self.step.cfg)
+            record["architecture"] = architecture_summary(self.net, derived.decisions)
+            record[f"derived_{field}"] = derived.cost
+            record[f"argmax_{field}"] = getattr(
+                self.report.architecture(self.net.decisions()), field)
         if due(done, self.step.epoch_length, loop.config.iterations):
             self.log.write({"iteration": done, "epoch": done // self.step.epoch_length,
                             "arch": self.net.arch_state(),
@@ -226,8 +238,9 @@ class _ArchitectureLog(Hook):
 
 
 @attrs.define
-class _ArgmaxValidation(Hook):
-    """Scores the current argmax network, with the supernet's weights, every val_every."""
+class _DerivedValidation(Hook):
+    """Scores the network derived now (`derive_selection`), with the weights it inherits
+    from the supernet, every val_every."""
 
     space: Any
     net: SuperNet
@@ -235,6 +248,8 @@ class _ArgmaxValidation(Hook):
     device: torch.device
     every: int
     total: int
+    report: CostReport
+    cfg: Any
 
     def wants_record(self, done: int) -> bool:
         return self.task.has_validation and due(done, self.every, self.total)
@@ -242,13 +257,13 @@ class _ArgmaxValidation(Hook):
     def after_step(self, done: int, record: dict[str, Any] | None, loop: Loop) -> None:
         if record is None or not self.wants_record(done):
             return
-        decisions = self.net.decisions()
+        decisions = derive_selection(self.net, self.report, self.cfg).decisions
         fixed = self.space.fixed(decisions).to(self.device)
         self.net.inherit_into(fixed, decisions)
         psnr, ssim = self.task.validate(fixed)
-        record["val_psnr_argmax"], record["val_ssim_argmax"] = psnr, ssim
-        loop.print(f"{done}: argmax architecture {architecture_summary(self.net)}; "
-                   f"PSNR {psnr:.2f} dB with inherited weights")
+        record["val_psnr_derived"], record["val_ssim_derived"] = psnr, ssim
+        loop.print(f"{done}: derived architecture {architecture_summary(self.net, decisions)}"
+                   f"; PSNR {psnr:.2f} dB with inherited weights")
 
 
 def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: Any,
@@ -291,7 +306,8 @@ def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: 
         step=step,
         stateful={"model": net, "weight_opt": weight_opt, "arch_opt": arch_opt},
         hooks=[_ArchitectureLog(net, step, MetricsLog(run_dir / "arch.jsonl"), report),
-               _ArgmaxValidation(space, net, task, device, cfg.val_every, cfg.iterations)],
+               _DerivedValidation(space, net, task, device, cfg.val_every, cfg.iterations,
+                                  report, cfg)],
         resume_safe=frozenset(resume_safe),
         extra={"network": network.name, "spec_path": str(Path(space.path).resolve()),
                "overrides": json.dumps(space.overrides)},
@@ -306,17 +322,25 @@ def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: 
     if until is not None and done < cfg.iterations:
         return SearchResult(run_dir, net.decisions(), run_dir / "last.pt", done)
     return finish(space, net, run_dir, cfg.iterations, report, task=task, device=device,
-                  budget=cfg.budget, field=field, console=loop.console)
+                  cfg=cfg, console=loop.console)
 
 
-def derived_header(space: Any, net: SuperNet, run_dir: Path, iterations: int) -> str:
-    """The comment block of a derived spec: where it came from and the final α/β."""
+def derived_header(space: Any, net: SuperNet, run_dir: Path, iterations: int,
+                   selection: Selection | None = None, cfg: Any = None) -> str:
+    """The comment block of a derived spec: where it came from, the final α/β and the
+    rule that chose ``selection`` (default: the argmax)."""
     lines = [f"Derived by `spacelang search` from {space.path}",
              f"run: {run_dir} ({iterations} iterations)"]
     if space.overrides:
         lines.append("overrides: " + ", ".join(f"{k}={v}" for k, v in space.overrides.items()))
     probabilities = net.probabilities()
-    decisions = net.decisions()
+    decisions = net.decisions() if selection is None else selection.decisions
+    if selection is not None and cfg is not None and cfg.budget is not None \
+            and cfg.derive == "budget":
+        unit = "parameters" if cfg.complexity == "params" else "Multi-Adds"
+        lines.append(f"derive: budget: the most probable architecture within "
+                     f"{format_count(cfg.budget)} {unit} (tilt λ = {selection.lam:.4g}; "
+                     f"its {unit}: {selection.cost:,})")
     for site in net.network.choice_sites:
         p = probabilities[site.key].tolist()
         shown = ", ".join(f"{label} {v:.3f}" for label, v in zip(site.labels, p, strict=True))
@@ -331,13 +355,18 @@ def derived_header(space: Any, net: SuperNet, run_dir: Path, iterations: int) ->
 
 def finish(space: Any, net: SuperNet, run_dir: Path, iterations: int,
            report: CostReport | None = None, *, task: Any = None,
-           device: torch.device | None = None, budget: int | None = None,
-           field: str = "macs", console: Console | None = None) -> SearchResult:
-    """Derive the current architecture of `net` into ``run_dir/derived.space``, its
-    inherited weights into ``run_dir/derived.pt``; score them on ``task``'s validation
-    images when it has some."""
-    decisions = net.decisions()
-    text = space.derive(decisions, header=derived_header(space, net, run_dir, iterations))
+           device: torch.device | None = None, cfg: Any = None,
+           console: Console | None = None) -> SearchResult:
+    """Derive `net`'s architecture (`derive_selection` under ``cfg``; without one the
+    argmax) into ``run_dir/derived.space``, its inherited weights into
+    ``run_dir/derived.pt``; score them on ``task``'s validation images when it has some."""
+    report = report or space.cost()
+    selection = derive_selection(net, report, cfg) if cfg is not None else None
+    decisions = net.decisions() if selection is None else selection.decisions
+    budget = cfg.budget if cfg is not None else None
+    field = "params" if cfg is not None and cfg.complexity == "params" else "macs"
+    text = space.derive(decisions, header=derived_header(space, net, run_dir, iterations,
+                                                         selection, cfg))
     path = run_dir / "derived.space"
     if is_main():
         atomic_write_bytes(path, text.encode("utf-8"))
@@ -349,7 +378,6 @@ def finish(space: Any, net: SuperNet, run_dir: Path, iterations: int,
     torch.save({k: v.detach().cpu() for k, v in fixed.state_dict().items()}, buffer)
     if is_main():
         atomic_write_bytes(run_dir / "derived.pt", buffer.getvalue())
-    report = report or space.cost()
     cost = report.architecture(decisions)
     psnr = None
     if task is not None and task.has_validation:

@@ -54,7 +54,8 @@ ArchSplit = Literal["alternate", "ranges"]
 #: may grow (or shrink) to extend a run; schedules that depend on it (cosine LR, GDAS τ)
 #: then follow the new length from the resumed iteration on.
 RESUME_SAFE = frozenset(
-    {"iterations", "val_every", "log_every", "checkpoint_every", "workers", "data", "val_data"}
+    {"iterations", "val_every", "log_every", "checkpoint_every", "workers", "data", "val_data",
+     "derive"}
 )
 
 _WARMUP_RENAMED = (
@@ -271,6 +272,9 @@ class SearchConfig:
     budget_params: Count | None = None  # e.g. 300K
     budgets: tuple[Count, ...] = ()  # a Pareto family: one search per budget (complexity's unit)
     complexity_of: Literal["expected", "argmax"] = "expected"  # spacelang.nas.penalty
+    # which architecture is derived: spacelang.nas.selection (budget: the most probable
+    # one within the budget, spending it; argmax: softmax's most likely per site)
+    derive: Literal["budget", "argmax"] = "budget"
     hr_size: tuple[int, int] = (1280, 720)  # (width, height) at which complexity is measured
     val_every: int = 200
     log_every: int = 10

@@ -11,10 +11,11 @@ import sys
 import pytest
 
 import spacelang
+from spacelang.runtime.config import load_config
+from spacelang.sr.config import SearchConfig
 from tests.paths import REPO
 
 pytestmark = pytest.mark.slow
-
 
 
 def test_default_search_writes_a_derived_spec_the_toolchain_accepts(tmp_path):
@@ -35,3 +36,9 @@ def test_default_search_writes_a_derived_spec_the_toolchain_accepts(tmp_path):
         result = subprocess.run([sys.executable, "-m", "spacelang", *command, str(derived)],
                                 cwd=REPO, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, (command, result.stderr)
+    # the done-when: neither corner of the space, within ±25 % of the budget
+    cfg = load_config(SearchConfig, REPO / "spacelang" / "configs" / "search_small.yaml")
+    searched = spacelang.load(REPO / "spaces" / "dlsr.space", **cfg.overrides).cost()
+    macs = space.cost().base.macs
+    assert searched.extreme("macs", min) < macs < searched.extreme("macs", max)
+    assert 0.75 * cfg.budget <= macs <= 1.25 * cfg.budget

@@ -190,7 +190,7 @@ def test_search_finds_the_candidate_that_keeps_the_signal(toy_run):
     assert derived.is_fixed
     assert "y = keep(f)" in result.derived_path.read_text()
     metrics = _records(result.run_dir / "metrics.jsonl")
-    psnrs = [r["val_psnr_argmax"] for r in metrics if "val_psnr_argmax" in r]
+    psnrs = [r["val_psnr_derived"] for r in metrics if "val_psnr_derived" in r]
     assert len(psnrs) == 2 and all(math.isfinite(p) and p > 15 for p in psnrs)
     losses = [r["loss"] for r in metrics if "loss" in r]
     assert [r["iteration"] for r in metrics if "loss" in r] == list(range(10, 61, 10))
@@ -648,20 +648,20 @@ def test_gdas_samples_k_predecessors_with_a_straight_through_gradient(tmp_path):
 # --------------------------------------------------------------------------- inheritance
 
 
-def test_val_psnr_argmax_is_what_eval_of_the_derived_spec_gives(tmp_path, image_dir, images,
+def test_val_psnr_derived_is_what_eval_of_the_derived_spec_gives(tmp_path, image_dir, images,
                                                                   cli):
     space = spacelang.loads(SMOOTH, path=str(tmp_path / "smooth.space"))
     val = folder(image_dir, 2)
     result = search(space, _config(iterations=30, arch_warmup=10, val_every=30),
                     train_set=images, val_set=val, run_dir=tmp_path / "run", progress=False)
-    final = [r for r in _records(result.run_dir / "metrics.jsonl") if "val_psnr_argmax" in r]
+    final = [r for r in _records(result.run_dir / "metrics.jsonl") if "val_psnr_derived" in r]
     assert final[-1]["iteration"] == 30
     code, out, err = cli("eval", str(result.derived_path), "--weights",
                          str(result.run_dir / "derived.pt"), "--data", str(image_dir),
                          "--scale", "2", "--json", "--no-progress")
     assert code == 0, err
     psnr = json.loads(out)["psnr"]
-    assert psnr == pytest.approx(final[-1]["val_psnr_argmax"], abs=1e-9)
+    assert psnr == pytest.approx(final[-1]["val_psnr_derived"], abs=1e-9)
     assert psnr == pytest.approx(result.val_psnr, abs=1e-9)
 
 
