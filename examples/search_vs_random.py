@@ -87,7 +87,7 @@ class Protocol:
 FULL = Protocol(
     search={"iterations": 200, "arch_warmup": 60, "patch_size": 48, "batch_size": 8,
             "weight_lr": 2.0e-3, "arch_lr": 3.0e-3, "strategy": "darts1", "loss": "l1"},
-    train={"iterations": 1500, "patch_size": 48, "batch_size": 16, "lr": 2.0e-3,
+    train={"iterations": 1800, "patch_size": 48, "batch_size": 16, "lr": 2.0e-3,
            "schedule": "cosine"},
 )
 QUICK = Protocol(
