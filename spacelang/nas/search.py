@@ -66,6 +66,7 @@ __all__ = [
     "load_search_checkpoint",
     "run_search",
     "run_search_family",
+    "settled",
 ]
 
 CHECKPOINT_KIND = "spacelang.search"
@@ -321,8 +322,36 @@ def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: 
     done = loop.run(resume=resume, until=until)
     if until is not None and done < cfg.iterations:
         return SearchResult(run_dir, net.decisions(), run_dir / "last.pt", done)
+    since = settled(MetricsLog.read_records(run_dir / "metrics.jsonl"))
+    if since is not None:
+        loop.print(f"the derived architecture has not changed since update {since.iteration} "
+                   f"({since.elapsed:.0f} s into the run)")
     return finish(space, net, run_dir, cfg.iterations, report, task=task, device=device,
                   cfg=cfg, console=loop.console)
+
+
+@attrs.frozen
+class Settled:
+    """When a search's derived architecture last changed: from the log record of update
+    ``iteration`` (``elapsed`` seconds into the run) on, every record shows the final one.
+    This is the run's time-to-architecture (to the resolution of ``log_every``)."""
+
+    iteration: int
+    elapsed: float
+
+
+def settled(records: Sequence[dict[str, Any]]) -> Settled | None:
+    """Time-to-architecture of a search from its ``metrics.jsonl`` records (None without
+    any record that names the architecture)."""
+    logged = [r for r in records if "architecture" in r and "elapsed" in r]
+    if not logged:
+        return None
+    first = logged[-1]
+    for record in reversed(logged):
+        if record["architecture"] != logged[-1]["architecture"]:
+            break
+        first = record
+    return Settled(int(first["iteration"]), float(first["elapsed"]))
 
 
 def derived_header(space: Any, net: SuperNet, run_dir: Path, iterations: int,

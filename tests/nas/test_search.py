@@ -25,7 +25,7 @@ import spacelang
 import spacelang.sr.task as task_module
 from spacelang.cli import run_cli
 from spacelang.nas.penalty import ComplexityPenalty
-from spacelang.nas.search import SearchError, load_search_checkpoint
+from spacelang.nas.search import SearchError, Settled, load_search_checkpoint, settled
 from spacelang.nas.strategies import (
     STRATEGIES,
     Darts1,
@@ -773,3 +773,14 @@ def test_penalty_of_the_argmax_bounds_what_would_be_derived(spaces_dir):
     assert fits(net).item() == 0.0
     with pytest.raises(ValueError, match="'of'"):
         ComplexityPenalty(report, "macs", 0.5, of="mean")
+
+
+def test_time_to_architecture_is_the_first_record_of_the_final_architecture():
+    records = [{"iteration": 10, "elapsed": 1.0, "architecture": "a"},
+               {"iteration": 20, "elapsed": 2.0, "architecture": "b"},
+               {"iteration": 25, "elapsed": 2.5, "val_psnr_derived": 30.0},
+               {"iteration": 30, "elapsed": 3.0, "architecture": "a"},
+               {"iteration": 40, "elapsed": 4.0, "architecture": "a"}]
+    assert settled(records) == Settled(30, 3.0)
+    assert settled(records[:2]) == Settled(20, 2.0)
+    assert settled([{"iteration": 5, "elapsed": 0.1, "loss": 1.0}]) is None
