@@ -52,21 +52,19 @@ class Selection:
     lam: float = 0.0
 
 
-def _log(p: float) -> float:
-    return math.log(p) if p > 0 else -1e30
-
-
 def _options(network: Any, probabilities: Mapping[str, Sequence[float]]
              ) -> dict[str, list[tuple[Any, float]]]:
-    """Per site: each decision with its log-probability."""
+    """Per site: each decision of non-zero probability with its log-probability (a
+    candidate at probability 0, e.g. pruned, is never derived)."""
     out: dict[str, list[tuple[Any, float]]] = {}
     for site in network.choice_sites:
         p = [float(v) for v in probabilities[site.key]]
-        out[site.key] = [(i, _log(v)) for i, v in enumerate(p)]
+        out[site.key] = [(i, math.log(v)) for i, v in enumerate(p) if v > 0]
     for site in network.pick_sites:
         p = [float(v) for v in probabilities[site.key]]
-        out[site.key] = [(kept, sum(_log(p[i]) for i in kept))
-                         for kept in combinations(range(len(p)), site.k)]
+        out[site.key] = [(kept, sum(math.log(p[i]) for i in kept))
+                         for kept in combinations(range(len(p)), site.k)
+                         if all(p[i] > 0 for i in kept)]
     return out
 
 

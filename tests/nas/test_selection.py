@@ -151,3 +151,16 @@ network w(C = choice [4, 8, 12], scale = 2, rgb_range = 1) {
     return pixel_shuffle(conv(out, 3 * scale * scale, k=3), scale)
 }
 """
+
+
+def test_a_candidate_at_probability_zero_is_never_derived():
+    p = {}
+    for site in NETWORK.choice_sites:
+        weights = [1.0] * len(site.labels)
+        weights[site.labels.index("conv_7x7")] = 0.0  # pruned: the dearest op is gone
+        p[site.key] = _normalised(weights)
+    for site in NETWORK.pick_sites:
+        p[site.key] = [1 / len(site.candidates)] * len(site.candidates)
+    chosen = select(NETWORK, p, REPORT, "macs", HIGH)
+    for site in NETWORK.choice_sites:
+        assert site.labels[chosen.decisions[site.key]] != "conv_7x7"
