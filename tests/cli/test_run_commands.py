@@ -457,6 +457,7 @@ def test_a_pareto_family_in_one_command(cli, pareto_setup, images, tmp_path):
         assert derived.is_fixed
         cost = derived.cost((64, 64)).base
         assert (row["params"], row["macs"]) == (cost.params, cost.macs)
+        assert row["macs"] <= row["budget"]  # derive: budget, met from below
     assert (run / "budget-2M" / "derived.space").exists()
     assert (run / "budget-5M" / "derived.pt").exists()
     csv_lines = (run / "pareto.csv").read_text().splitlines()
