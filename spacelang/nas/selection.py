@@ -12,10 +12,11 @@ Multi-Add saved give way first. λ < 0 when the argmax costs less: the budget is
 where a dearer candidate costs the least probability per Multi-Add added. So the budget
 is met from below, as closely as the space's steps allow, and α/β decide where it is
 spent; where the mode jumps past the budget (sites that change at the same λ), single-site
-changes that still fit spend the rest. Why spend it: an expected-cost penalty moves every site toward its cheapest
-candidate at once, so the softmax can satisfy the budget in expectation while every
-site's argmax is its cheapest candidate (the space's minimum); the budget is the cost the
-user asked for, not a ceiling to stay far below. Without a budget, ``budget`` is the argmax.
+changes that still fit spend the rest. Why spend it: an expected-cost penalty moves every
+site toward its cheapest candidate at once, so the softmax can satisfy the budget in
+expectation while every site's argmax is its cheapest candidate (the space's minimum); the
+budget is the cost the user asked for, not a ceiling to stay far below. Without a
+budget, ``budget`` is the argmax.
 
 λ is found on an additive model of the cost (each site's cost change measured on the
 argmax); the result's cost is then measured exactly (`CostReport.architecture`) and, where
