@@ -210,7 +210,8 @@ class SuperNet(nn.Module):
             self.alive.register_buffer(param_key(site.key),
                                        torch.ones(len(site.labels), dtype=torch.bool),
                                        persistent=pruning)
-        self._live: dict[str, tuple[int, ...]] | None = None
+        self._live: dict[str, tuple[int, ...]] | None = None  # read from `alive` when None
+        self.register_load_state_dict_post_hook(_forget_live)
         self._sampled: dict[str, torch.Tensor] = {}
         self._widths = width_channels(network)
         self._picks = {s.key: s for s in network.pick_sites}
@@ -234,8 +235,12 @@ class SuperNet(nn.Module):
         return self.alphas[key].masked_fill(~self.alive._buffers[key], float("-inf"))
 
     def live_candidates(self, site: str) -> tuple[int, ...]:
-        """The indices of choice ``site``'s candidates that are not pruned."""
-        if self._live is None:  # read once per forward: one device sync for every site
+        """The indices of choice ``site``'s candidates that are not pruned.
+
+        Read from the `alive` masks once (one device sync) and kept until `prune` or
+        `load_state_dict` changes them: change the masks only through those.
+        """
+        if self._live is None:
             keys = [param_key(s.key) for s in self.network.choice_sites]
             masks = [self.alive._buffers[key] for key in keys]
             flags = torch.cat(masks).tolist() if masks else []
@@ -298,7 +303,6 @@ class SuperNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._sampled = {}  # GDAS: one sample per site per forward, shared by its instances
-        self._live = None
         return self.body(x)
 
     def get_submodule(self, target: str) -> nn.Module:
@@ -419,6 +423,11 @@ class SuperNet(nn.Module):
         out.update({s.key: self.betas[param_key(s.key)].detach().cpu().tolist()
                     for s in self.network.pick_sites})
         return out
+
+
+def _forget_live(net: SuperNet, incompatible_keys: Any) -> None:
+    """After `load_state_dict`: the masks may have changed."""
+    net._live = None
 
 
 def build_supernet(network: Network, *, mode: str = "darts", tau: float = 1.0,

@@ -204,3 +204,28 @@ def test_a_network_not_elaborated_for_partial_channels_is_refused():
         SuperNet(load().network, partial_channels=2)
     with pytest.raises(ValueError, match="at least 1"):
         SuperNet(load().network, partial_channels=0)
+
+
+def test_a_candidate_that_holds_sites_of_its_own_is_refused():
+    text = """\
+    op c1(x: c) {
+        return conv(x, c, k=1)
+    }
+
+    choice inner = [c1]
+
+    cell nest(x: C) {
+        return inner(x)
+    }
+
+    choice outer = [nest, c1]
+
+    network n(C = 8, scale = 2) {
+        f = conv(input, C, k=3)
+        g = outer(f)
+        return pixel_shuffle(conv(g, 3 * scale * scale, k=3), scale)
+    }
+    """
+    message = partial_error(text, 2)
+    assert "choice site `g` cannot run on 1/2 of its channels" in message
+    assert "candidate `nest` holds choice or pick sites of its own" in message

@@ -135,6 +135,7 @@ def test_the_masks_survive_a_save_and_load_of_the_state_dict(space):
     state = net.state_dict()
     assert state["alive.a"].tolist() == [True, False, True]
     fresh = space.supernet(pruning=True)
+    assert fresh.live_candidates("a") == (0, 1, 2)  # read before the load
     fresh.load_state_dict(state)
     assert fresh.live_candidates("a") == (0, 2)
     for site, p in net.probabilities().items():
