@@ -131,9 +131,10 @@ class Strategy:
     name: ClassVar[str]
     mode: ClassVar[str] = "darts"  # the SuperNet relaxation the strategy needs
     objective: str = "val"  # the architecture objective, one of OBJECTIVES
+    # unconfigured: no partial channels, no pruning (the config's defaults: `configure`)
     partial_channels: int = 1  # K: choice sites see 1/K of their channels (1: all)
     prune_every: int = 0  # architecture steps between prunes (0: never)
-    prune_keep: int = 2  # live candidates per choice site that pruning leaves
+    prune_keep: int  # live candidates per choice site that pruning leaves
 
     @classmethod
     def from_config(cls, cfg: Any) -> Strategy:
