@@ -25,6 +25,7 @@ from spacelang.checker import (
     empty_size,
     integer_parameters,
     parameter_list_span,
+    partial_network,
 )
 from spacelang.decisions import Decisions
 from spacelang.derive import derive_text
@@ -51,6 +52,7 @@ class Space:
     warnings: tuple[Diagnostic, ...] = ()
     # the report at the default HR size, made when the limits were checked
     default_cost: CostReport | None = field(default=None, eq=False, repr=False)
+    limits: Limits = field(default=DEFAULT_LIMITS, eq=False, repr=False)  # checked under
 
     @property
     def path(self) -> str:
@@ -60,11 +62,22 @@ class Space:
     def is_fixed(self) -> bool:
         return self.network.is_fixed
 
-    def supernet(self, *, mode: str = "darts", tau: float = 1.0, hard: bool = True):
-        """The network as a torch supernet; choices relaxed by softmax over α/β."""
+    def supernet(self, *, mode: str = "darts", tau: float = 1.0, hard: bool = True,
+                 partial_channels: int = 1, pruning: bool = False):
+        """The network as a torch supernet; choices relaxed by softmax over α/β.
+
+        ``partial_channels`` K > 1: each choice site runs its candidates on 1/K of its
+        input's channels (`SuperNet`); `SpecError`, naming the site, where one cannot.
+        ``pruning``: the supernet's pruning masks are saved in its ``state_dict``.
+        """
         from spacelang.backends.torch import build_supernet
 
-        return build_supernet(self.network, mode=mode, tau=tau, hard=hard)
+        network = self.network
+        if partial_channels > 1:
+            network = partial_network(self.program, network.name, self.overrides,
+                                      self.limits, partial_channels)
+        return build_supernet(network, mode=mode, tau=tau, hard=hard,
+                              partial_channels=partial_channels, pruning=pruning)
 
     def fixed(self, decisions: Decisions | None = None):
         """A plain torch module: this spec if fixed, else the architecture `decisions` picks."""
@@ -147,7 +160,7 @@ def _space(program: Program, network: str | None, overrides: Mapping[str, Any],
     values = _overrides(overrides)
     result, reports = _checked(program, values, limits)
     chosen = _single(result, program, network, values)
-    return Space(program, chosen, values, result.warnings, reports[chosen.name])
+    return Space(program, chosen, values, result.warnings, reports[chosen.name], limits)
 
 
 def _checked(program: Program, values: dict[str, str], limits: Limits

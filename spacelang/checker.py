@@ -114,6 +114,27 @@ def _check(program: Program, overrides: dict[str, str] | None, limits: Limits) -
     return CheckResult(tuple(networks), tuple(warnings))
 
 
+def partial_network(program: Program, name: str, overrides: dict[str, str] | None,
+                    limits: Limits, partial_channels: int) -> Network:
+    """Network `name` of a checked `program`, elaborated again with each choice node's
+    candidates also built for the first 1/`partial_channels` of its input's channels
+    (`Node.partial`, PC-DARTS' partial channel connections).
+
+    A site qualifies when it has one input whose channels `partial_channels` divides and
+    every candidate keeps its input's channels and size at full width and, rebuilt for
+    the slice, gives the slice's width: then the channels that bypass the candidates fit
+    beside their output. Raises `SpecError` at the first site that does not, naming it;
+    a width choice does not combine with partial channels.
+    """
+    definition = next(n for n in program.networks if n.name == name)
+    try:
+        with paused_gc():
+            return _network(program, definition, dict(overrides or {}), limits, [],
+                            partial_channels=partial_channels)
+    except (_Failed, ConstantError) as failure:
+        raise SpecError([failure.diagnostic], program.sources) from None
+
+
 def parameter_list_span(network: ast.NetworkDef) -> ast.Span:
     """Where a network's parameters are written (its name when it has none): the place an
     error about a `--set` name that is not among them points at."""
@@ -139,15 +160,21 @@ def _misplaced_widths(program: Program) -> list[Diagnostic]:
 
 
 def _network(program: Program, definition: ast.NetworkDef, overrides: dict[str, str],
-             limits: Limits, warnings: list[Diagnostic]) -> Network:
+             limits: Limits, warnings: list[Diagnostic], partial_channels: int = 1
+             ) -> Network:
     """Elaborate one network; with a width choice, once per value (see `_width`)."""
     widths = [p for p in definition.params
               if isinstance(p, ast.IntParam) and p.choices and p.name not in overrides]
     if len(widths) > 1:
         _fail(f"a network searches at most one width; `{widths[0].name}` is one already",
               widths[1].span, f"fix `{widths[1].name}` or derive it from `{widths[0].name}`")
+    if widths and partial_channels > 1:
+        _fail(f"partial channels (partial_channels: {partial_channels}) do not combine with "
+              f"the width choice `{widths[0].name}`: the supernet masks every layer's "
+              "channels by width, which a slice through the candidates would not follow",
+              widths[0].span, f"fix the width, e.g. --set {widths[0].name}=...")
     if not widths:
-        elaborator = _Elaborator(program, limits)
+        elaborator = _Elaborator(program, limits, partial_channels)
         network = elaborator.network(definition, overrides)
         warnings.extend(elaborator.warnings)
         return network
@@ -702,9 +729,11 @@ def empty_size(graph: Graph, scale: int, hr: tuple[int, int]) -> tuple[str, ast.
 
 
 class _Elaborator:
-    def __init__(self, program: Program, limits: Limits = DEFAULT_LIMITS):
+    def __init__(self, program: Program, limits: Limits = DEFAULT_LIMITS,
+                 partial_channels: int = 1):
         self.program = program
         self.limits = limits
+        self.partial_channels = partial_channels  # > 1: fill `Node.partial` of choices
         self.memo: dict[str, bool] = {}
         self.builder = _Builder(limits.nodes)
         self.main_builder = self.builder
@@ -1394,13 +1423,14 @@ class _Elaborator:
             index = len(graphs)
             if holds_sites(self.program, candidate.func, self.memo_sites):
                 graph, record = self._candidate_graph(
-                    candidate, tensors, extra, call,
+                    candidate, [self.builder.info(t.id) for t in tensors], extra, call,
                     nested=(join(key, module_name(label)), (key, index)))
                 if frame.run is not None:
                     records = frame.run.candidates.setdefault(id(call), [None] * len(labels))
                     records[index] = record
             else:
-                graph = self._cached_candidate_graph(candidate, tensors, extra, call)
+                graph = self._cached_candidate_graph(
+                    candidate, [self.builder.info(t.id) for t in tensors], extra, call)
             out = graph.output_node
             if reference is None:
                 reference = (out.channels, out.spatial, label)
@@ -1410,11 +1440,14 @@ class _Elaborator:
                       f"{out.channels} ({out.spatial.describe()})", call.span)
             graphs.append(graph)
         assert reference is not None
+        partial = ()
+        if self.partial_channels > 1:
+            partial = self._partial_candidates(choice, key, tensors, extra, call, graphs)
         self._claim(path, call.span)
         node = self.builder.add(op="choice", inputs=tuple(t.id for t in tensors),
                                 channels=reference[0], spatial=reference[1], path=path,
                                 scope=frame.scope, span=call.span, site=key,
-                                candidates=tuple(graphs), labels=labels)
+                                candidates=tuple(graphs), labels=labels, partial=partial)
         site = self.choice_sites.get(key)
         if site is not None and site.parent != frame.parent_site:
             _fail(f"choice `{choice.name}` is shared by cell `{frame.cell}`, whose instances "
@@ -1428,8 +1461,52 @@ class _Elaborator:
                                             call.span, call, frame.parent_site)
         return _Tensor(node)
 
-    def _cached_candidate_graph(self, candidate: ast.Call, tensors: list[_Tensor], extra: list,
-                                site_call: ast.Call) -> Graph:
+    def _partial_candidates(self, choice: ast.ChoiceDef, key: str, tensors: list[_Tensor],
+                            extra: list, call: ast.Call, graphs: list[Graph]
+                            ) -> tuple[Graph, ...]:
+        """Each candidate built for the first 1/K of the input's channels (see
+        `partial_network`); fails, naming the site, where that cannot stand in for it."""
+        k = self.partial_channels
+        where = f"choice site `{key}` cannot run on 1/{k} of its channels " \
+                f"(partial_channels: {k})"
+        if len(tensors) != 1:
+            _fail(f"{where}: it has {len(tensors)} inputs; partial channels split one",
+                  call.span)
+        full = self.builder.info(tensors[0].id)
+        if full.channels % k:
+            _fail(f"{where}: its input has {full.channels} channels, not a multiple of {k}",
+                  call.span)
+        part = TensorInfo(full.channels // k, full.spatial)
+        out = []
+        for candidate, graph in zip(choice.candidates, graphs, strict=True):
+            label = candidate_label(candidate)
+            if holds_sites(self.program, candidate.func, self.memo_sites):
+                _fail(f"{where}: candidate `{label}` holds choice or pick sites of its own",
+                      call.span)
+            made = graph.output_node
+            if (made.channels, made.spatial) != (full.channels, full.spatial):
+                _fail(f"{where}: candidate `{label}` turns {full.channels} channels "
+                      f"({full.spatial.describe()}) into {made.channels} "
+                      f"({made.spatial.describe()}); the channels that bypass the "
+                      "candidates fit beside their output only if it keeps both", call.span)
+            try:
+                sliced = self._cached_candidate_graph(candidate, [part], extra, call)
+            except _Failed as failure:
+                note = (f"building candidate `{label}` of choice site `{key}` for "
+                        f"{part.channels} of its {full.channels} input channels "
+                        f"(partial_channels: {k})")
+                failure.diagnostic = evolve(failure.diagnostic,
+                                            notes=(*failure.diagnostic.notes, note))
+                raise
+            if sliced.output_node.channels != part.channels:
+                _fail(f"{where}: candidate `{label}` gives {sliced.output_node.channels} "
+                      f"channels for an input of {part.channels}; its output width must "
+                      "follow its input's", call.span)
+            out.append(sliced)
+        return tuple(out)
+
+    def _cached_candidate_graph(self, candidate: ast.Call, inputs: list[TensorInfo],
+                                extra: list, site_call: ast.Call) -> Graph:
         """A candidate's graph depends only on its input shapes and extra numbers.
 
         The same choice in every cell would otherwise re-elaborate each candidate
@@ -1437,21 +1514,20 @@ class _Elaborator:
         """
         numbers = tuple(value for value, _ in extra)
         if not all(isinstance(v, (int, float)) for v in numbers):
-            return self._candidate_graph(candidate, tensors, extra, site_call)[0]
-        key = (id(candidate), tuple(self.builder.info(t.id) for t in tensors),
-               tuple((type(v), v) for v in numbers))
+            return self._candidate_graph(candidate, inputs, extra, site_call)[0]
+        key = (id(candidate), tuple(inputs), tuple((type(v), v) for v in numbers))
         graph = self.candidate_graphs.get(key)
         if graph is None:
-            graph = self._candidate_graph(candidate, tensors, extra, site_call)[0]
+            graph = self._candidate_graph(candidate, inputs, extra, site_call)[0]
             self.candidate_graphs[key] = graph
         return graph
 
-    def _candidate_graph(self, candidate: ast.Call, tensors: list[_Tensor], extra: list,
+    def _candidate_graph(self, candidate: ast.Call, inputs: list[TensorInfo], extra: list,
                          site_call: ast.Call, nested: tuple[str, tuple[str, int]] | None = None,
                          ) -> tuple[Graph, _Record | None]:
-        """The graph of one candidate over fresh inputs. A candidate that holds sites
-        (`nested`: their key prefix and the (site, index) they hang under) also gives
-        the record of its body, for derivation."""
+        """The graph of one candidate over fresh inputs of the given shapes. A candidate
+        that holds sites (`nested`: their key prefix and the (site, index) they hang
+        under) also gives the record of its body, for derivation."""
         outer = self.builder
         self.builder = _Builder(self.limits.nodes)
         try:
@@ -1462,10 +1538,9 @@ class _Elaborator:
                 inner.record = _Record("", nested[0])
                 self._start_run(inner, None, candidate)
             names = []
-            for i, tensor in enumerate(tensors):
-                node = outer.nodes[tensor.id]
-                new = self.builder.add(op="input", inputs=(), channels=node.channels,
-                                       spatial=node.spatial, path=f"x{i}", span=site_call.span)
+            for i, info in enumerate(inputs):
+                new = self.builder.add(op="input", inputs=(), channels=info.channels,
+                                       spatial=info.spatial, path=f"x{i}", span=site_call.span)
                 self.builder.inputs.append(new)
                 names.append(_Tensor(new))
             call = ast.Call(candidate.func, candidate.args, candidate.keywords,

@@ -140,6 +140,9 @@ class Node:
     site: str = ""
     candidates: tuple[Graph, ...] = ()
     labels: tuple[str, ...] = ()
+    # choice nodes of a network elaborated for partial channels (`partial_network`): each
+    # candidate built again for the first 1/K of the input's channels
+    partial: tuple[Graph, ...] = ()
     # pick nodes; `owned[i]`: the nodes made only to compute input i (a candidate
     # written as an expression, as `edge(s0)`), which a network without it drops
     k: int = 0

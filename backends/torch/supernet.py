@@ -26,6 +26,30 @@ its weight to their channels and folds in the factor each got in the supernet
 (softmax(β) under `darts`): the derived network with those weights computes what the
 supernet computes with the unchosen candidates left out. Under `darts` that conv can
 absorb any per-candidate scale of β, so only β's ranking is meaningful, not its size.
+
+Partial channels (PC-DARTS), ``partial_channels`` K > 1: at every choice site instance
+only the first C/K channels of the input go through the mixed op, whose candidates are
+built for C/K channels (`spacelang.checker.partial_network` elaborates them again for
+the slice, so any candidate whose width follows its input's qualifies); the other
+channels bypass it unchanged and are concatenated after its output, then the channels
+are shuffled in K groups (`channel_shuffle`), so that the next site's slice holds
+channels of every group. PC-DARTS' edge normalisation (β weights on the edges into a
+node, against the noise of sampling channels) is what our pick sites' β already are:
+under `darts` every pick candidate is scaled by softmax(β), so nothing is added. The
+derived network is the full-width one and is retrained: a partial site's candidates
+have 1/K of its weights, so `fixed_state_dict` leaves them out (`inherit_into` keeps
+the fixed network's initial values there) and the supernet's other layers learned
+around the shuffle, so weights inherited from a partial search are a start, not a
+result.
+
+Pruning: `prune` drops, at every choice site, the live candidate of least softmax(α).
+A dropped candidate is masked (the `alive` buffers, saved in `state_dict` when built
+with ``pruning``, so a resumed search keeps them): its logit is −∞ in every softmax and
+Gumbel sample (probability exactly 0, zero gradient to its α), the mixed op no longer
+runs it (its weights get no gradient), and argmax, the derivation and the expected
+cost see it through `probabilities`. Nothing brings it back. Pick sites are not pruned:
+their candidates are values the network computes anyway and the fusing conv keeps its
+width, so dropping one would save no time, only fix β's top-k early.
 """
 
 from __future__ import annotations
@@ -89,27 +113,47 @@ def width_channels(network: Network) -> dict[int, tuple[int, ...]]:
     return out
 
 
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Interleave the channels of ``x`` (N, C, ...) in ``groups`` groups of C/groups:
+    input channel g·C/groups + j becomes output channel j·groups + g."""
+    n, c = x.shape[:2]
+    return x.reshape(n, groups, c // groups, *x.shape[2:]).transpose(1, 2).reshape(x.shape)
+
+
 class MixedOp(nn.Module):
-    """One choice site instance: candidates weighted by the site's architecture weights."""
+    """One choice site instance: candidates weighted by the site's architecture weights;
+    with partial channels, over the first 1/K of the input's channels (`SuperNet`)."""
 
     def __init__(self, node: Node, owner: SuperNet):
         super().__init__()
         self.site = node.site
         self.owner = [owner]  # a list, so the owner is not registered as a child
+        self.partial = owner.partial_channels > 1
+        graphs = node.partial if self.partial else node.candidates
         # straight into `_modules`, so a candidate may be named `half` or `train`
         self.candidates = nn.ModuleDict()
-        for label, graph in zip(node.labels, node.candidates, strict=True):
+        for label, graph in zip(node.labels, graphs, strict=True):
             # a candidate cell with choices of its own holds their mixed ops
             self.candidates._modules[module_name(label)] = GraphModule(graph, owner._special,
                                                                        owner._mask)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        weights = self.owner[0].site_weights(self.site)
+        if not self.partial:
+            return self._mix(*inputs)
+        (x,) = inputs
+        groups = self.owner[0].partial_channels
+        width = x.shape[1] // groups
+        mixed = self._mix(x[:, :width])
+        return channel_shuffle(torch.cat([mixed, x[:, width:]], dim=1), groups)
+
+    def _mix(self, *inputs: torch.Tensor) -> torch.Tensor:
+        owner = self.owner[0]
+        weights = owner.site_weights(self.site)
         modules = list(self.candidates.values())
-        if self.owner[0].mode == "gdas" and self.owner[0].hard:
+        if owner.mode == "gdas" and owner.hard:
             index = int(weights.argmax())
             return weights[index] * modules[index](*inputs)
-        return sum(w * m(*inputs) for w, m in zip(weights, modules, strict=True))
+        return sum(weights[i] * modules[i](*inputs) for i in owner.live_candidates(self.site))
 
 
 class PickOp(nn.Module):
@@ -133,14 +177,25 @@ class SuperNet(nn.Module):
     """A search space as one module with architecture parameters."""
 
     def __init__(self, network: Network, *, mode: str = "darts", tau: float = 1.0,
-                 hard: bool = True, init_scale: float = 1e-3):
+                 hard: bool = True, init_scale: float = 1e-3, partial_channels: int = 1,
+                 pruning: bool = False):
+        """``partial_channels`` K > 1 needs ``network`` elaborated for it
+        (`spacelang.checker.partial_network`: `Space.supernet` does that); ``pruning``
+        saves the pruning masks in `state_dict` (a search that prunes)."""
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if partial_channels < 1:
+            raise ValueError(f"partial_channels must be at least 1, got {partial_channels}")
+        if partial_channels > 1 and any(n.op == "choice" and not n.partial
+                                        for n in network.graph.walk()):
+            raise ValueError("partial channels need the network elaborated for them "
+                             "(Space.supernet(partial_channels=K) does that)")
         self.network = network
         self.mode = mode
         self.tau = tau
         self.hard = hard
+        self.partial_channels = partial_channels
         self.rgb_range = network.rgb_range
         self.scale = network.scale
         self.alphas = nn.ParameterDict({
@@ -149,6 +204,14 @@ class SuperNet(nn.Module):
         self.betas = nn.ParameterDict({
             param_key(s.key): nn.Parameter(init_scale * torch.randn(len(s.candidates)))
             for s in network.pick_sites})
+        # per choice site, which candidates are still in the race (`prune`)
+        self.alive = nn.Module()
+        for site in network.choice_sites:
+            self.alive.register_buffer(param_key(site.key),
+                                       torch.ones(len(site.labels), dtype=torch.bool),
+                                       persistent=pruning)
+        self._live: dict[str, tuple[int, ...]] | None = None  # read from `alive` when None
+        self.register_load_state_dict_post_hook(_forget_live)
         self._sampled: dict[str, torch.Tensor] = {}
         self._widths = width_channels(network)
         self._picks = {s.key: s for s in network.pick_sites}
@@ -166,9 +229,46 @@ class SuperNet(nn.Module):
         return module
 
     # -- architecture weights
+    def logits(self, site: str) -> torch.Tensor:
+        """Choice ``site``'s α with its pruned candidates at −∞."""
+        key = param_key(site)
+        return self.alphas[key].masked_fill(~self.alive._buffers[key], float("-inf"))
+
+    def live_candidates(self, site: str) -> tuple[int, ...]:
+        """The indices of choice ``site``'s candidates that are not pruned.
+
+        Read from the `alive` masks once (one device sync) and kept until `prune` or
+        `load_state_dict` changes them: change the masks only through those.
+        """
+        if self._live is None:
+            keys = [param_key(s.key) for s in self.network.choice_sites]
+            masks = [self.alive._buffers[key] for key in keys]
+            flags = torch.cat(masks).tolist() if masks else []
+            self._live, start = {}, 0
+            for site_, mask in zip(self.network.choice_sites, masks, strict=True):
+                chosen = flags[start:start + len(mask)]
+                self._live[site_.key] = tuple(i for i, on in enumerate(chosen) if on)
+                start += len(mask)
+        return self._live[site]
+
+    @torch.no_grad()
+    def prune(self, keep: int = 1) -> dict[str, str]:
+        """At each choice site with more than ``keep`` live candidates, drop the live one
+        of least softmax(α) (the first of equals); returns site key → dropped label."""
+        dropped = {}
+        for site in self.network.choice_sites:
+            mask = self.alive._buffers[param_key(site.key)]
+            if int(mask.sum()) <= keep:
+                continue
+            index = int(self.logits(site.key).masked_fill(~mask, float("inf")).argmin())
+            mask[index] = False
+            dropped[site.key] = site.labels[index]
+        self._live = None
+        return dropped
+
     def site_weights(self, site: str, pick: bool = False) -> torch.Tensor:
         """The weights a site's candidates get in this forward pass."""
-        logits = (self.betas if pick else self.alphas)[param_key(site)]
+        logits = self.betas[param_key(site)] if pick else self.logits(site)
         if self.mode == "darts":
             return self.pick_scales(site) if pick else F.softmax(logits, dim=-1)
         if site not in self._sampled:
@@ -224,18 +324,19 @@ class SuperNet(nn.Module):
         return [p for p in self.parameters() if id(p) not in arch]
 
     def probabilities(self) -> dict[str, torch.Tensor]:
-        """softmax(α) per choice site and softmax(β) per pick site, by site key."""
-        out = {s.key: F.softmax(self.alphas[param_key(s.key)], -1)
-               for s in self.network.choice_sites}
+        """softmax(α) per choice site (0 for pruned candidates) and softmax(β) per pick
+        site, by site key."""
+        out = {s.key: F.softmax(self.logits(s.key), -1) for s in self.network.choice_sites}
         out.update({s.key: F.softmax(self.betas[param_key(s.key)], -1)
                     for s in self.network.pick_sites})
         return out
 
     def decisions(self) -> dict[str, Any]:
-        """The current architecture: argmax α per choice site, top-k β per pick site."""
+        """The current architecture: argmax α per choice site (among live candidates),
+        top-k β per pick site."""
         out: dict[str, Any] = {}
         for site in self.network.choice_sites:
-            out[site.key] = int(self.alphas[param_key(site.key)].argmax())
+            out[site.key] = int(self.logits(site.key).argmax())
         for site in self.network.pick_sites:
             top = torch.topk(self.betas[param_key(site.key)], site.k).indices
             out[site.key] = tuple(sorted(int(i) for i in top))
@@ -246,7 +347,8 @@ class SuperNet(nn.Module):
         """The weights of the network ``decisions`` derive (default: the current argmax).
 
         Keyed as that fixed network's `state_dict`: each choice site contributes only its
-        chosen candidate, whose weights take the mixed op's place; what no chosen input
+        chosen candidate, whose weights take the mixed op's place (none with partial
+        channels: its candidates are built for 1/K of the width); what no chosen input
         of a pick reaches is left out, and so are α/β.
         """
         decisions = self.decisions() if decisions is None else decisions
@@ -254,6 +356,8 @@ class SuperNet(nn.Module):
 
         def collect(module: nn.Module, prefix: str) -> None:
             if isinstance(module, MixedOp):
+                if module.partial:
+                    return
                 chosen = list(module.candidates.values())[int(decisions[module.site])]
                 collect(chosen, prefix)
                 return
@@ -321,6 +425,13 @@ class SuperNet(nn.Module):
         return out
 
 
+def _forget_live(net: SuperNet, incompatible_keys: Any) -> None:
+    """After `load_state_dict`: the masks may have changed."""
+    net._live = None
+
+
 def build_supernet(network: Network, *, mode: str = "darts", tau: float = 1.0,
-                   hard: bool = True) -> SuperNet:
-    return SuperNet(network, mode=mode, tau=tau, hard=hard)
+                   hard: bool = True, partial_channels: int = 1,
+                   pruning: bool = False) -> SuperNet:
+    return SuperNet(network, mode=mode, tau=tau, hard=hard,
+                    partial_channels=partial_channels, pruning=pruning)

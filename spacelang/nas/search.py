@@ -70,6 +70,8 @@ __all__ = [
 ]
 
 CHECKPOINT_KIND = "spacelang.search"
+#: The checkpoint entry that holds the `Space.supernet` options of the search, as JSON.
+SUPERNET_OPTIONS = "supernet_options"
 
 
 class SearchError(RunError):
@@ -131,6 +133,7 @@ class _SearchStep:
     arch_schedule: LRSchedule = attrs.field(init=False)
     epoch_length: int = 1
     arch_loss: torch.Tensor = attrs.Factory(lambda: torch.zeros(()))
+    pruned: dict[str, str] = attrs.Factory(dict)  # what the last update pruned: site → label
     _weights: Any = None
     _arch: Any = None
 
@@ -157,6 +160,7 @@ class _SearchStep:
 
     def __call__(self, iteration: int) -> dict[str, float]:
         cfg, net, task = self.cfg, self.net, self.task
+        self.pruned = {}
         lr_now = self.schedule.apply(self.weight_opt, iteration)
         self.strategy.prepare(net, iteration, cfg.iterations)
         x, target = task.to_device(next(self._weights))
@@ -189,7 +193,8 @@ class _SearchStep:
     def _arch_step(self, iteration: int, train_batch: Any, arch_batch: Any,
                    lr_now: float) -> None:
         net = self.net
-        self.arch_schedule.apply(self.arch_opt, iteration - self.cfg.arch_warmup)
+        steps = iteration - self.cfg.arch_warmup  # architecture steps before this one
+        self.arch_schedule.apply(self.arch_opt, steps)
         self.arch_opt.zero_grad(set_to_none=True)
         self.arch_loss = self.strategy.arch_gradient(net, train_batch, arch_batch,
                                                      self.task.criterion, self.penalty, lr_now)
@@ -197,6 +202,7 @@ class _SearchStep:
         if not all(torch.isfinite(p.grad).all() for p in net.arch_parameters()):
             raise NonFinite("architecture gradient")
         self.arch_opt.step()
+        self.pruned = self.strategy.after_arch_step(net, steps + 1)
 
     def end(self) -> None:
         for batches in (self._weights, self._arch):
@@ -207,7 +213,8 @@ class _SearchStep:
 
 @attrs.define
 class _ArchitectureLog(Hook):
-    """The argmax architecture in each metrics record; α/β in ``arch.jsonl`` each epoch."""
+    """The argmax architecture in each metrics record; α/β in ``arch.jsonl`` each epoch;
+    pruned candidates, when the strategy prunes, on the console (and in the record)."""
 
     net: SuperNet
     step: _SearchStep
@@ -224,6 +231,11 @@ class _ArchitectureLog(Hook):
             self.log.reset()
 
     def after_step(self, done: int, record: dict[str, Any] | None, loop: Loop) -> None:
+        if self.step.pruned:
+            dropped = " ".join(f"{k}-{v}" for k, v in self.step.pruned.items())
+            loop.print(f"{done}: pruned {dropped}")
+            if record is not None:
+                record["pruned"] = dropped
         if record is not None:
             field = self.step.penalty.field
             derived = derive_selection(self.net, self.report, self.step.cfg)
@@ -285,7 +297,8 @@ def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: 
     run_dir = Path(run_dir)
     strategy = make_strategy(cfg.strategy, cfg)
     torch.manual_seed(cfg.seed)
-    net = space.supernet(**strategy.supernet_options()).to(device)
+    options = strategy.supernet_options()
+    net = space.supernet(**options).to(device)
     report = space.cost(tuple(cfg.hr_size))
     field = "params" if cfg.complexity == "params" else "macs"
     penalty = ComplexityPenalty(report, field,
@@ -311,7 +324,8 @@ def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: 
                                   report, cfg)],
         resume_safe=frozenset(resume_safe),
         extra={"network": network.name, "spec_path": str(Path(space.path).resolve()),
-               "overrides": json.dumps(space.overrides)},
+               "overrides": json.dumps(space.overrides),
+               SUPERNET_OPTIONS: json.dumps(options)},
         files=space.program.files_for_copy("spec.space"),
         error=SearchError,
         console=console or Console(stderr=True),
@@ -439,9 +453,10 @@ def read_search_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
 
 
 def load_search_checkpoint(space: Any, path: str | Path) -> SuperNet:
-    """The supernet saved in a search run's `last.pt` (a run folder or the file)."""
+    """The supernet saved in a search run's `last.pt` (a run folder or the file), built as
+    the search built it (`SUPERNET_OPTIONS`: partial channels, pruning masks)."""
     path, state = read_search_checkpoint(path)
-    net = space.supernet()
+    net = space.supernet(**json.loads(state.get(SUPERNET_OPTIONS, "{}")))
     problem = state_dict_mismatch(net.state_dict(), state["model"])
     if problem:
         raise SearchError(f"{path} does not belong to {space.path}: {problem}")

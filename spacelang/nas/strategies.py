@@ -1,10 +1,15 @@
 """Search strategies: how α/β get their gradient, as registered objects.
 
-A strategy says which supernet relaxation it needs (`mode`), adjusts the supernet
-before each update (`prepare`: e.g. GDAS' temperature) and sets the gradients of the
-architecture parameters (`arch_gradient`). `STRATEGIES` maps a config's ``strategy``
-name to its class; `register_strategy` adds one, `make_strategy` builds one from a
-config. ``loss_fn(output, target)`` is the task's loss; batches are ``(input, target)``.
+A strategy says which supernet it needs (`supernet_options`: the relaxation `mode`,
+partial channels), adjusts the supernet before each update (`prepare`: e.g. GDAS'
+temperature), sets the gradients of the architecture parameters (`arch_gradient`) and
+acts after each architecture step (`after_arch_step`: progressive pruning). Partial
+channels and pruning are options of every strategy (`configure`): ``partial_channels``
+K runs each choice site's candidates on 1/K of its channels (PC-DARTS); every
+``prune_every`` architecture steps each choice site drops its live candidate of least
+softmax(α) until ``prune_keep`` are left (`SuperNet.prune`). `STRATEGIES` maps a config's
+``strategy`` name to its class; `register_strategy` adds one, `make_strategy` builds one
+from a config. ``loss_fn(output, target)`` is the task's loss; batches are ``(input, target)``.
 
 The architecture objective is the task loss on the validation batch (``objective``
 ``"val"``, DARTS) or on the training batch plus the validation batch (``"train+val"``,
@@ -126,20 +131,38 @@ class Strategy:
     name: ClassVar[str]
     mode: ClassVar[str] = "darts"  # the SuperNet relaxation the strategy needs
     objective: str = "val"  # the architecture objective, one of OBJECTIVES
+    # unconfigured: no partial channels, no pruning (the config's defaults: `configure`)
+    partial_channels: int = 1  # K: choice sites see 1/K of their channels (1: all)
+    prune_every: int = 0  # architecture steps between prunes (0: never)
+    prune_keep: int  # live candidates per choice site that pruning leaves
 
     @classmethod
     def from_config(cls, cfg: Any) -> Strategy:
         """The strategy a search config describes."""
-        strategy = cls()
-        strategy.objective = cfg.arch_objective
-        return strategy
+        return cls().configure(cfg)
+
+    def configure(self, cfg: Any) -> Strategy:
+        """Take the options every strategy has from a search config; returns self."""
+        self.objective = cfg.arch_objective
+        self.partial_channels = cfg.partial_channels
+        self.prune_every, self.prune_keep = cfg.prune_every, cfg.prune_keep
+        return self
 
     def supernet_options(self) -> dict[str, Any]:
-        """Keyword arguments for `SuperNet` (mode, temperature, ...)."""
-        return {"mode": self.mode}
+        """Keyword arguments for `Space.supernet` (mode, temperature, partial channels,
+        whether the pruning masks are saved)."""
+        return {"mode": self.mode, "partial_channels": self.partial_channels,
+                "pruning": self.prune_every > 0}
 
     def prepare(self, net: SuperNet, iteration: int, total: int) -> None:
         """Adjust ``net`` before update ``iteration`` (0-based) of ``total``."""
+
+    def after_arch_step(self, net: SuperNet, steps: int) -> dict[str, str]:
+        """After architecture step number ``steps`` (1-based): every ``prune_every``
+        steps, prune ``net`` (`SuperNet.prune`); returns site key → dropped label."""
+        if self.prune_every and steps % self.prune_every == 0:
+            return net.prune(self.prune_keep)
+        return {}
 
     def arch_gradient(self, net: SuperNet, train_batch: Batch, val_batch: Batch,
                       loss_fn: LossFn, penalty: Penalty, weight_lr: float) -> torch.Tensor:
@@ -203,12 +226,10 @@ class Gdas(Strategy):
 
     @classmethod
     def from_config(cls, cfg: Any) -> Strategy:
-        strategy = cls(cfg.gdas_tau_max, cfg.gdas_tau_min, cfg.gdas_hard)
-        strategy.objective = cfg.arch_objective
-        return strategy
+        return cls(cfg.gdas_tau_max, cfg.gdas_tau_min, cfg.gdas_hard).configure(cfg)
 
     def supernet_options(self) -> dict[str, Any]:
-        return {"mode": self.mode, "hard": self.hard, "tau": self.tau_max}
+        return {**super().supernet_options(), "hard": self.hard, "tau": self.tau_max}
 
     def tau(self, iteration: int, total: int) -> float:
         """The temperature at update ``iteration``: ``tau_max`` down to ``tau_min``."""

@@ -262,6 +262,11 @@ class SearchConfig:
     gdas_tau_max: float = 10.0
     gdas_tau_min: float = 0.1
     gdas_hard: bool = True
+    # PC-DARTS: each choice site's candidates see the first 1/K of its channels, the rest
+    # bypass them (1: off); spacelang.backends.torch.supernet
+    partial_channels: int = 1
+    prune_every: int = 0  # architecture updates between prunes of each site's weakest (0: off)
+    prune_keep: int = 2  # candidates per choice site that pruning leaves
     loss: Loss = "l1"
     hfen_weight: float = 0.2
     hfen: Hfen = "log9"
@@ -304,6 +309,9 @@ class SearchConfig:
         "arch_weight_decay": non_negative,
         "gdas_tau_max": positive,
         "gdas_tau_min": positive,
+        "partial_channels": positive,
+        "prune_every": non_negative,
+        "prune_keep": positive,
         "complexity_weight": non_negative,
         "budgets": all_positive,
         "budget_macs": positive,

@@ -159,7 +159,7 @@ def test_gdas_hard_runs_one_candidate_per_site(small_dlsr):
         net(lr_input(small_dlsr))
     for name, _ in mixed:
         ran = [index for (n, index) in runs if n == name]
-        assert len(ran) == 1, name
+        assert len(ran) == 1 and runs[(name, ran[0])] == 1, name
     # a shared site samples once per forward: every instance runs the same candidate
     by_site: dict[str, set[int]] = {}
     for name, m in mixed:
@@ -167,8 +167,9 @@ def test_gdas_hard_runs_one_candidate_per_site(small_dlsr):
     assert all(len(chosen) == 1 for chosen in by_site.values())
 
 
-def test_darts_runs_every_candidate(small_dlsr):
-    net = small_dlsr.supernet(mode="darts")
+@pytest.mark.parametrize(("mode", "hard"), [("darts", True), ("gdas", False)])
+def test_darts_and_soft_gdas_run_every_candidate(small_dlsr, mode, hard):
+    net = small_dlsr.supernet(mode=mode, hard=hard)
     mixed, runs = _count_candidate_runs(net)
     with torch.no_grad():
         net(lr_input(small_dlsr))

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import ClassVar
 
+import attrs
 import numpy as np
 import pytest
 import torch
@@ -784,3 +785,123 @@ def test_time_to_architecture_is_the_first_record_of_the_final_architecture():
     assert settled(records) == Settled(30, 3.0)
     assert settled(records[:2]) == Settled(20, 2.0)
     assert settled([{"iteration": 5, "elapsed": 0.1, "loss": 1.0}]) is None
+
+
+# --------------------------------------------------------------------------- cheaper search
+
+# Two choice sites whose candidates keep their input's width: partial channels apply.
+PARTIAL = """\
+op c1(x: c) {
+    return conv(x, c, k=1, bias=false)
+}
+
+op c3(x: c) {
+    return conv(x, c, k=3, bias=false)
+}
+
+op keep(x: c) {
+    return identity(x)
+}
+
+choice mix = [c1, c3, keep]
+
+network pc(C = 8, scale = 2, rgb_range = 1) {
+    f = conv(input, C, k=3)
+    a = mix(f)
+    b = mix(a)
+    return pixel_shuffle(conv(a + b, 3 * scale * scale, k=3), scale)
+}
+"""
+
+_CLI_CONFIG = """\
+iterations: 8
+arch_warmup: 2
+patch_size: 16
+batch_size: 2
+epoch_length: 8
+complexity: none
+hr_size: [64, 64]
+log_every: 2
+checkpoint_every: 4
+val_every: 8
+"""
+
+
+def test_pruning_drops_candidates_on_schedule_and_resumes_exactly(tmp_path, images):
+    space = spacelang.loads(TOY, path=str(tmp_path / "toy.space"))
+    # constant learning rates, so that a run extended from 30 to 60 updates is the same
+    # as one of 60; architecture steps 5 and 10 (updates 25 and 30) prune
+    cfg = _config(prune_every=5, prune_keep=1, log_every=5, checkpoint_every=30,
+                  weight_schedule="step", step_size=10**6)
+    first = search(space, attrs.evolve(cfg, iterations=30), train_set=images, val_set=None,
+                   run_dir=tmp_path / "resumed", progress=False)
+    alive = load_checkpoint(first.run_dir / "last.pt")["model"]["alive.y"]
+    assert alive.sum().item() == 1 and first.decisions == {"y": int(alive.int().argmax())}
+    resumed = search(space, cfg, train_set=images, val_set=None,
+                     run_dir=tmp_path / "resumed", resume=True, progress=False)
+    straight = search(space, cfg, train_set=images, val_set=None,
+                      run_dir=tmp_path / "straight", progress=False)
+    metrics = _records(tmp_path / "straight" / "metrics.jsonl")
+    pruned = {r["iteration"]: r["pruned"] for r in metrics if "pruned" in r}
+    assert list(pruned) == [25, 30] and all(v.startswith("y-") for v in pruned.values())
+    def timeless(records):
+        return [{k: v for k, v in r.items() if k != "elapsed"} for r in records]
+
+    assert timeless(_records(tmp_path / "resumed" / "metrics.jsonl")) == timeless(metrics)
+    final = load_checkpoint(tmp_path / "resumed" / "last.pt")["model"]
+    reference = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    assert final.keys() == reference.keys()
+    for key, value in reference.items():
+        assert torch.equal(final[key], value), key
+    assert torch.equal(final["alive.y"], alive)  # still the one left at update 30
+    assert resumed.decisions == straight.decisions == first.decisions
+    # `derive` rebuilds the supernet as the search did, masks included
+    net = load_search_checkpoint(space, tmp_path / "straight")
+    assert net.probabilities()["y"].count_nonzero().item() == 1
+
+
+def test_search_cli_with_partial_channels_runs_and_derives(cli, tmp_path, image_dir):
+    spec = tmp_path / "pc.space"
+    spec.write_text(PARTIAL)
+    config = tmp_path / "search.yaml"
+    config.write_text(_CLI_CONFIG + "partial_channels: 2\nprune_every: 2\n")
+    run = tmp_path / "run"
+    code, out, err = cli("search", str(spec), "--config", str(config), "--data",
+                         str(image_dir), "--run-dir", str(run), "--no-progress")
+    assert code == 0, err
+    assert "pruned a-" in err
+    state = load_checkpoint(run / "last.pt")
+    assert state["model"]["body.a.candidates.c3.conv.weight"].shape == (4, 4, 3, 3)
+    assert all(state["model"][f"alive.{s}"].sum() == 2 for s in ("a", "b"))
+    derived = spacelang.load(run / "derived.space")
+    assert derived.is_fixed  # the full-width network, to retrain
+    fixed = derived.fixed()
+    fixed.load_state_dict(torch.load(run / "derived.pt"))
+    assert all(m.in_channels == 8 for m in fixed.modules() if isinstance(m, torch.nn.Conv2d)
+               and m is not fixed.get_submodule("f"))
+    code, out, err = cli("derive", str(run))
+    assert code == 0, err
+    assert out == (run / "derived.space").read_text()
+
+
+@pytest.mark.parametrize(("setting", "fragments"), [
+    ("partial_channels: 3", ["pc.space:", "choice site `a` cannot run on 1/3 of its channels",
+                             "8 channels, not a multiple of 3"]),
+    ("partial_channels: 0", ["search.yaml:11", "'partial_channels' must be > 0"]),
+    ("prune_keep: 0", ["'prune_keep' must be > 0"]),
+    ("prune_every: -1", ["'prune_every' must be >= 0"]),
+])
+def test_search_cli_refuses_bad_cheaper_search_settings(cli, tmp_path, image_dir, setting,
+                                                        fragments):
+    spec = tmp_path / "pc.space"
+    spec.write_text(PARTIAL)
+    config = tmp_path / "search.yaml"
+    config.write_text(_CLI_CONFIG + setting + "\n")
+    run = tmp_path / "run"
+    code, _, err = cli("search", str(spec), "--config", str(config), "--data",
+                       str(image_dir), "--run-dir", str(run), "--no-progress")
+    assert code == 2, err
+    assert "Traceback" not in err and "internal error" not in err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert not (run / "last.pt").exists()
