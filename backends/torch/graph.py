@@ -2,6 +2,12 @@
 
 Modules are registered under their node paths (`b.3.d1` → `self.b[3].d1`), so
 `state_dict` keys read like the spec. Values are freed after their last use.
+
+An elementwise step whose input dies there, and that nothing else refers to, runs
+in place (`ops.INPLACE`): it writes into that input instead of allocating a new
+tensor. Which steps do is fixed when the module is built, in two sets: one safe
+while autograd records, one for forward passes without gradients; the results are
+the same values as out of place, bit for bit. The network's inputs are never written.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from spacelang.backends.torch.ops import LOWERINGS
+from spacelang.backends.torch.ops import FRESH_SAVED, FRESH_UNSAVED, INPLACE, LOWERINGS
 from torch import nn
 
 from spacelang.ir import Graph, Node, input_channels, module_path
@@ -60,17 +66,22 @@ class GraphModule(nn.Module):
 
     def __init__(self, graph: Graph,
                  special: Callable[[nn.Module, Node], Callable] | None = None,
-                 mask: Callable[[Node], Callable | None] | None = None):
+                 mask: Callable[[Node], Callable | None] | None = None,
+                 inplace: bool = True):
         """`mask(node)`, when given, may return a function applied to the node's output
-        (a width supernet's channel mask)."""
+        (a width supernet's channel mask). ``inplace=False`` runs every step out of place."""
         super().__init__()
         self.graph = graph
         steps = []
         last_use: dict[int, int] = {}
+        uses: dict[int, int] = {graph.output: 1}
         for node in graph.nodes:
             for source in node.inputs:
                 last_use[source] = node.id
+                uses[source] = uses.get(source, 0) + 1
         last_use[graph.output] = len(graph.nodes)
+        masked_ids: set[int] = set()
+        op_of = {n.id: n.op for n in graph.nodes}
         for node in graph.nodes:
             if node.op == "input":
                 continue
@@ -92,8 +103,19 @@ class GraphModule(nn.Module):
                 run = _function_step(LOWERINGS[node.op], node.args, node.output_index,
                                      PRIMITIVES[node.op].outputs_many)
             frees = tuple(s for s in set(node.inputs) if last_use.get(s) == node.id)
-            steps.append((node.id, run, node.inputs, frees,
-                          None if mask is None else mask(node)))
+            masked = None if mask is None else mask(node)
+            if masked is not None:
+                masked_ids.add(node.id)
+            with_grad = without_grad = run
+            if inplace and node.op in INPLACE:
+                in_place, autograd_safe = INPLACE[node.op]
+                ops = {source: op_of[source] for source in node.inputs
+                       if source not in masked_ids}
+                without_grad = _inplace_step(in_place, node, uses, ops,
+                                             FRESH_UNSAVED | FRESH_SAVED) or run
+                if autograd_safe:
+                    with_grad = _inplace_step(in_place, node, uses, ops, FRESH_UNSAVED) or run
+            steps.append((node.id, with_grad, without_grad, node.inputs, frees, masked))
         self._steps = steps
 
     def get_submodule(self, target: str) -> nn.Module:
@@ -101,13 +123,29 @@ class GraphModule(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         values: dict[int, torch.Tensor] = dict(zip(self.graph.inputs, inputs, strict=True))
-        for node_id, run, sources, frees, masked in self._steps:
+        grad = torch.is_grad_enabled()
+        for node_id, with_grad, without_grad, sources, frees, masked in self._steps:
+            run = with_grad if grad else without_grad
             values[node_id] = run(*(values[s] for s in sources))
             if masked is not None:
                 values[node_id] = masked(values[node_id])
             for source in frees:
                 del values[source]
         return values[self.graph.output]
+
+
+def _inplace_step(function, node: Node, uses: dict[int, int], ops: dict[int, str],
+                  fresh: frozenset[str]) -> Callable | None:
+    """``function`` writing into one of the node's inputs, when one is a fresh tensor (made by
+    an op in ``fresh``, not the network's input, not masked) used by this step alone; the
+    inputs are reordered for it (the in-place ops with two inputs commute). None: none is."""
+    for position, source in enumerate(node.inputs):
+        if uses.get(source) == 1 and ops.get(source) in fresh:
+            if position == 0:
+                return lambda *xs: function(node.args, *xs)
+            if len(node.inputs) == 2:
+                return lambda x, y: function(node.args, y, x)
+    return None
 
 
 def _function_step(function, args, index: int, many: bool) -> Callable:
