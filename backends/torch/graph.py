@@ -5,9 +5,10 @@ Modules are registered under their node paths (`b.3.d1` → `self.b[3].d1`), so
 
 An elementwise step whose input dies there, and that nothing else refers to, runs
 in place (`ops.INPLACE`): it writes into that input instead of allocating a new
-tensor. Which steps do is fixed when the module is built, in two sets: one safe
-while autograd records, one for forward passes without gradients; the results are
-the same values as out of place, bit for bit. The network's inputs are never written.
+tensor. Which steps do is fixed when the module is built (`backends.inplace`), in two
+plans: one safe while autograd records, one for forward passes without gradients; the
+results are the same values as out of place, bit for bit. The network's inputs are
+never written.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from spacelang.backends.torch.ops import FRESH_SAVED, FRESH_UNSAVED, INPLACE, LOWERINGS
+from spacelang.backends.inplace import in_place_inputs
+from spacelang.backends.torch.ops import INPLACE, LOWERINGS
 from torch import nn
 
 from spacelang.ir import Graph, Node, input_channels, module_path
@@ -74,14 +76,15 @@ class GraphModule(nn.Module):
         self.graph = graph
         steps = []
         last_use: dict[int, int] = {}
-        uses: dict[int, int] = {graph.output: 1}
         for node in graph.nodes:
             for source in node.inputs:
                 last_use[source] = node.id
-                uses[source] = uses.get(source, 0) + 1
         last_use[graph.output] = len(graph.nodes)
-        masked_ids: set[int] = set()
-        op_of = {n.id: n.op for n in graph.nodes}
+        masks = {} if mask is None else {n.id: mask(n) for n in graph.nodes if n.op != "input"}
+        masked = {node_id for node_id, m in masks.items() if m is not None}
+        with_grad_plan = in_place_inputs(graph, autograd=True, excluded=masked) if inplace else {}
+        without_grad_plan = (in_place_inputs(graph, autograd=False, excluded=masked)
+                             if inplace else {})
         for node in graph.nodes:
             if node.op == "input":
                 continue
@@ -103,19 +106,11 @@ class GraphModule(nn.Module):
                 run = _function_step(LOWERINGS[node.op], node.args, node.output_index,
                                      PRIMITIVES[node.op].outputs_many)
             frees = tuple(s for s in set(node.inputs) if last_use.get(s) == node.id)
-            masked = None if mask is None else mask(node)
-            if masked is not None:
-                masked_ids.add(node.id)
-            with_grad = without_grad = run
-            if inplace and node.op in INPLACE:
-                in_place, autograd_safe = INPLACE[node.op]
-                ops = {source: op_of[source] for source in node.inputs
-                       if source not in masked_ids}
-                without_grad = _inplace_step(in_place, node, uses, ops,
-                                             FRESH_UNSAVED | FRESH_SAVED) or run
-                if autograd_safe:
-                    with_grad = _inplace_step(in_place, node, uses, ops, FRESH_UNSAVED) or run
-            steps.append((node.id, with_grad, without_grad, node.inputs, frees, masked))
+            with_grad, without_grad = (
+                _in_place_step(node, plan[node.id]) if node.id in plan else run
+                for plan in (with_grad_plan, without_grad_plan))
+            steps.append((node.id, with_grad, without_grad, node.inputs, frees,
+                          masks.get(node.id)))
         self._steps = steps
 
     def get_submodule(self, target: str) -> nn.Module:
@@ -134,18 +129,12 @@ class GraphModule(nn.Module):
         return values[self.graph.output]
 
 
-def _inplace_step(function, node: Node, uses: dict[int, int], ops: dict[int, str],
-                  fresh: frozenset[str]) -> Callable | None:
-    """``function`` writing into one of the node's inputs, when one is a fresh tensor (made by
-    an op in ``fresh``, not the network's input, not masked) used by this step alone; the
-    inputs are reordered for it (the in-place ops with two inputs commute). None: none is."""
-    for position, source in enumerate(node.inputs):
-        if uses.get(source) == 1 and ops.get(source) in fresh:
-            if position == 0:
-                return lambda *xs: function(node.args, *xs)
-            if len(node.inputs) == 2:
-                return lambda x, y: function(node.args, y, x)
-    return None
+def _in_place_step(node: Node, position: int) -> Callable:
+    """The node's in-place form writing into its input at ``position``."""
+    function, args = INPLACE[node.op], node.args
+    if position == 0:
+        return lambda *xs: function(args, *xs)
+    return lambda x, y: function(args, y, x)  # a commutative op: the second input is written
 
 
 def _function_step(function, args, index: int, many: bool) -> Callable:

@@ -195,24 +195,13 @@ def _mul_into(args: Args, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return x.mul_(y) if _broadcasts_into(x, y) else x * y
 
 
-#: In-place forms of elementwise primitives: ``(args, *tensors)``, writing into the
-#: first tensor. `GraphModule` uses one where that tensor dies at the step and nothing
-#: else refers to it. ``autograd``: also safe while recording gradients (the op's
-#: backward needs no original input; `mul_` would have autograd copy it first).
-INPLACE: dict[str, tuple[Any, bool]] = {
-    "relu": (lambda args, x: torch.relu_(x), True),
-    "lrelu": (lambda args, x: F.leaky_relu_(x, args["slope"]), True),
-    "sigmoid": (lambda args, x: torch.sigmoid_(x), True),
-    "tanh": (lambda args, x: torch.tanh_(x), True),
-    "add": (_add_into, True),
-    "mul": (_mul_into, False),
+#: In-place forms ``(args, *tensors)`` of the primitives of `backends.inplace.IN_PLACE_OPS`,
+#: writing into the first tensor (`GraphModule` follows `backends.inplace.in_place_inputs`).
+INPLACE: dict[str, Any] = {
+    "relu": lambda args, x: torch.relu_(x),
+    "lrelu": lambda args, x: F.leaky_relu_(x, args["slope"]),
+    "sigmoid": lambda args, x: torch.sigmoid_(x),
+    "tanh": lambda args, x: torch.tanh_(x),
+    "add": _add_into,
+    "mul": _mul_into,
 }
-
-#: Primitives whose output is a new tensor that no backward pass keeps: it may be
-#: overwritten in place by its one consumer even while autograd records.
-FRESH_UNSAVED = frozenset({"conv", "dwconv", "conv_transpose", "add", "sub", "mul", "concat"})
-
-#: Further primitives whose output is a new tensor (backward may keep it): it may be
-#: overwritten in place when no gradient is recorded.
-FRESH_SAVED = frozenset({"relu", "lrelu", "sigmoid", "tanh", "maxpool", "upsample", "resize",
-                         "local_maxpool", "local_avgpool", "prelu"})

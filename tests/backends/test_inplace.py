@@ -18,7 +18,7 @@ SPECS = [pytest.param(name, marks=pytest.mark.slow) if name in HEAVY else name
 
 def _out_of_place(monkeypatch: pytest.MonkeyPatch, build):
     with monkeypatch.context() as patch:
-        patch.setattr(graph_module, "INPLACE", {})
+        patch.setattr(graph_module, "in_place_inputs", lambda *a, **k: {})
         return build()
 
 
@@ -63,10 +63,17 @@ def test_steps_run_in_place_where_their_input_dies():
     """DLSR's activations and residual adds write into the conv outputs they consume."""
     net: GraphModule = spacelang.load(SPACES / "dlsr_derived.space").fixed()
     def in_place(run) -> bool:
-        return getattr(run, "__qualname__", "").startswith("_inplace_step")
+        return getattr(run, "__qualname__", "").startswith("_in_place_step")
 
     with_grad = sum(in_place(run) for _, run, *_ in net._steps)
     without = sum(in_place(run) for _, _, run, *_ in net._steps)
     # per cell: 7 lrelu, 3 residual adds, 2 sep_conv relus (after a conv), ESA's sigmoid
     assert with_grad >= 6 * 13
     assert without > with_grad  # and without gradients, ESA's product too
+
+
+def test_every_in_place_primitive_has_a_torch_form():
+    from spacelang.backends.inplace import IN_PLACE_OPS
+    from spacelang.backends.torch.ops import INPLACE
+
+    assert set(INPLACE) == set(IN_PLACE_OPS)
