@@ -51,9 +51,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from dlsr_handwritten import HandDLSR, HandDLSRSupernet  # noqa: E402
+from spacelang.backends.emit import emit_python  # noqa: E402
 
 import spacelang  # noqa: E402
-from spacelang.backends.emit import emit_python  # noqa: E402
 from spacelang.runtime.speed import compile_problem, optimise  # noqa: E402
 from spacelang.sr.weights import load_rename_map, map_state_dict  # noqa: E402
 
@@ -269,7 +269,7 @@ def forward_section(args: argparse.Namespace) -> None:
         for width, height in args.sizes:
             x = torch.rand(1, 3, height, width) * 255
             with torch.inference_mode():
-                times = alternate({n: (lambda net=net: net(x)) for n, net in networks.items()},
+                times = alternate({n: (lambda net=net, x=x: net(x)) for n, net in networks.items()},
                                   args.reps)
             print(f" {width}×{height} input, {threads} thread{'s' * (threads > 1)}:")
             for name in names:
