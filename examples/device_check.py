@@ -12,7 +12,8 @@ step times on both devices and their ratio. Then (`speed_checks`):
   alternating repetitions, with the ratio;
 * the α trajectory of a short search under `amp: bf16` against the same search in
   fp32 (same seed, same batches): the largest |softmax(α) difference| over the run
-  must stay within `ALPHA_TOLERANCE`.
+  must stay within `ALPHA_TOLERANCE`;
+* a short `train` under `amp: fp16` (GradScaler) stays finite and logs its loss scale.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ import attrs
 import torch
 
 import spacelang
-from spacelang.cli.run import DEFAULT_SEARCH_CONFIG
+from spacelang.cli.run import DEFAULT_SEARCH_CONFIG, DEFAULT_TRAIN_CONFIG
 from spacelang.runtime.log import MetricsLog
 from spacelang.runtime.speed import compile_problem, optimise
-from spacelang.sr.config import SearchConfig, load_config
+from spacelang.sr.config import SearchConfig, TrainConfig, load_config
 from spacelang.sr.data import embedded
 from spacelang.sr.search import search
+from spacelang.sr.train import train
 
 #: Largest |softmax(α)_bf16 − softmax(α)_fp32| allowed over a short search (probabilities).
 ALPHA_TOLERANCE = 0.02
@@ -170,6 +172,17 @@ def speed_checks(device: str = "cuda", iterations: int = 60) -> None:
     verdict = "ok" if gap <= ALPHA_TOLERANCE else "OUT OF TOLERANCE"
     print(f"α trajectory over {iterations} search iterations, bf16 autocast vs fp32: largest "
           f"|Δ softmax(α)| {gap:.4f} (tolerance {ALPHA_TOLERANCE}): {verdict}")
+
+    train_cfg = attrs.evolve(load_config(TrainConfig, DEFAULT_TRAIN_CONFIG), iterations=40,
+                             val_every=40, checkpoint_every=20, log_every=10, amp="fp16")
+    fixed = spacelang.load("spaces/dlsr_derived.space", C=16).fixed()
+    with tempfile.TemporaryDirectory() as tmp:
+        train(fixed, train_cfg, train_set=embedded(2), val_set=embedded(2, "val"),
+              run_dir=Path(tmp) / "fp16", rgb_range=255, progress=False, device=device)
+        records = MetricsLog(Path(tmp) / "fp16" / "metrics.jsonl").read()
+    scales = [r["loss_scale"] for r in records if "loss_scale" in r]
+    print(f"train under amp fp16, 40 iterations: final loss {records[-1]['loss']:.4f}, loss "
+          f"scales {scales}")
 
 
 if __name__ == "__main__":
