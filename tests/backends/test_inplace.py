@@ -77,3 +77,27 @@ def test_every_in_place_primitive_has_a_torch_form():
     from spacelang.backends.torch.ops import INPLACE
 
     assert set(INPLACE) == set(IN_PLACE_OPS)
+
+
+@pytest.mark.parametrize("name", ["dlsr_derived.space", "imdn.space", "rfdn.space"])
+def test_the_emitted_module_trains_like_the_out_of_place_network(monkeypatch, tmp_path, name):
+    import importlib.util
+
+    from spacelang.backends.emit import emit_python
+
+    space = spacelang.load(SPACES / name, C=16)
+    plain = _out_of_place(monkeypatch, space.fixed)
+    path = tmp_path / "emitted.py"
+    path.write_text(emit_python(space.network), encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("emitted", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    emitted = module.build()
+    emitted.load_state_dict(plain.state_dict())
+    x = torch.rand(1, 3, 24, 24) * space.network.rgb_range
+    for grad in (False, True):
+        out_emitted, grads_emitted = _run(emitted, x, grad)
+        out_plain, grads_plain = _run(plain, x, grad)
+        assert torch.equal(out_emitted, out_plain)
+        for key, value in grads_plain.items():
+            assert torch.equal(grads_emitted[key], value), key
