@@ -26,6 +26,7 @@ search: setup
 
 bench: setup
 	$(BIN)/python examples/bench_check.py
+	$(BIN)/python examples/bench_speed.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -4,13 +4,17 @@
 `Network(nn.Module)` whose `state_dict` keys, parameter shapes and module tree
 are those of `FixedNet(network)` and whose forward runs the same ops in the
 same order, so weights trained with spacelang load into it and give identical
-outputs. Modules are registered straight into `_modules` under the spec's value
+outputs. Steps run in place as `backends.inplace` plans them for passes that record
+gradients, so the module trains as it is. `build(channels_last=..., compile=...)` gives
+the optimised forms. Modules are registered straight into `_modules` under the spec's value
 paths (a value may be called `half` or `1`), as `FixedNet` does.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from spacelang.backends.inplace import IN_PLACE_OPS, in_place_inputs
 
 from spacelang.ir import Network, input_channels, module_path
 from spacelang.primitives import PRIMITIVES, Args, Implementations
@@ -109,6 +113,18 @@ EMITTERS.update({
 })
 
 
+#: In-place forms of the primitives `backends.inplace` may run in place while autograd
+#: records, writing into the first name (`_add_into` is defined in the emitted module).
+IN_PLACE_EMITTERS = {
+    "relu": lambda a, xs: f"torch.relu_({xs[0]})",
+    "lrelu": lambda a, xs: f"F.leaky_relu_({xs[0]}, {float(a['slope'])!r})",
+    "sigmoid": lambda a, xs: f"torch.sigmoid_({xs[0]})",
+    "tanh": lambda a, xs: f"torch.tanh_({xs[0]})",
+    "add": lambda a, xs: f"_add_into({xs[0]}, {xs[1]})",
+}
+assert set(IN_PLACE_EMITTERS) == {op for op, safe in IN_PLACE_OPS.items() if safe}
+
+
 def _wrap(head: str, text: str, indent: str) -> list[str]:
     """`indent + head + text` as lines of at most LINE characters, broken after commas.
 
@@ -155,6 +171,7 @@ def emit_python(network: Network) -> str:
         for source in node.inputs:
             last_use[source] = node.id
     last_use[graph.output] = len(graph.nodes)
+    in_place = in_place_inputs(graph, autograd=True)
 
     init: list[str] = []
     body: list[str] = []
@@ -180,6 +197,11 @@ def emit_python(network: Network) -> str:
             body.append(f"        {target} = m[{modules}]({', '.join(xs)})  # {path}")
             index_of[path] = modules
             modules += 1
+        elif node.id in in_place:
+            written = in_place[node.id]  # that input first
+            ordered = [xs[written], *xs[:written], *xs[written + 1:]]
+            body.extend(_wrap(f"{target} = ", IN_PLACE_EMITTERS[node.op](node.args, ordered),
+                              " " * 8))
         else:
             expression = EMITTERS[node.op](node.args, xs)
             if PRIMITIVES[node.op].outputs_many:
@@ -226,6 +248,13 @@ def emit_python(network: Network) -> str:
         "    return module",
         "",
         "",
+        "def _add_into(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:",
+        '    """x + y, written into x (which dies there) when the sum has its shape and dtype."""',
+        "    if x.dtype == y.dtype and torch.broadcast_shapes(x.shape, y.shape) == x.shape:",
+        "        return x.add_(y)",
+        "    return x + y",
+        "",
+        "",
         "class Affine(nn.Module):",
         '    """x * scale + shift, one number or one per channel; constants are buffers',
         '    that are not saved in state_dict."""',
@@ -269,9 +298,16 @@ def emit_python(network: Network) -> str:
         *body,
         "",
         "",
-        "def build() -> Network:",
-        f'    """A freshly initialised `{network.name}`."""',
-        "    return Network()",
+        "def build(*, channels_last: bool = False, compile: bool = False) -> Network:",
+        f'    """A freshly initialised `{network.name}`. `channels_last`: weights (and so',
+        "    activations) in NHWC layout, which oneDNN and cuDNN often run faster; `compile`:",
+        '    torch.compile (on CPU it needs a C++ compiler). Neither changes the state_dict."""',
+        "    net = Network()",
+        "    if channels_last:",
+        "        net = net.to(memory_format=torch.channels_last)",
+        "    if compile:",
+        "        net.compile()",
+        "    return net",
         "",
     ]
     return "\n".join(header)

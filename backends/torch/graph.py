@@ -2,6 +2,13 @@
 
 Modules are registered under their node paths (`b.3.d1` → `self.b[3].d1`), so
 `state_dict` keys read like the spec. Values are freed after their last use.
+
+An elementwise step whose input dies there, and that nothing else refers to, runs
+in place (`ops.INPLACE`): it writes into that input instead of allocating a new
+tensor. Which steps do is fixed when the module is built (`backends.inplace`), in two
+plans: one safe while autograd records, one for forward passes without gradients; the
+results are the same values as out of place, bit for bit. The network's inputs are
+never written.
 """
 
 from __future__ import annotations
@@ -9,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from spacelang.backends.torch.ops import LOWERINGS
+from spacelang.backends.inplace import in_place_inputs
+from spacelang.backends.torch.ops import INPLACE, LOWERINGS
 from torch import nn
 
 from spacelang.ir import Graph, Node, input_channels, module_path
@@ -60,9 +68,10 @@ class GraphModule(nn.Module):
 
     def __init__(self, graph: Graph,
                  special: Callable[[nn.Module, Node], Callable] | None = None,
-                 mask: Callable[[Node], Callable | None] | None = None):
+                 mask: Callable[[Node], Callable | None] | None = None,
+                 inplace: bool = True):
         """`mask(node)`, when given, may return a function applied to the node's output
-        (a width supernet's channel mask)."""
+        (a width supernet's channel mask). ``inplace=False`` runs every step out of place."""
         super().__init__()
         self.graph = graph
         steps = []
@@ -71,6 +80,11 @@ class GraphModule(nn.Module):
             for source in node.inputs:
                 last_use[source] = node.id
         last_use[graph.output] = len(graph.nodes)
+        masks = {} if mask is None else {n.id: mask(n) for n in graph.nodes if n.op != "input"}
+        masked = {node_id for node_id, m in masks.items() if m is not None}
+        with_grad_plan = in_place_inputs(graph, autograd=True, excluded=masked) if inplace else {}
+        without_grad_plan = (in_place_inputs(graph, autograd=False, excluded=masked)
+                             if inplace else {})
         for node in graph.nodes:
             if node.op == "input":
                 continue
@@ -92,8 +106,11 @@ class GraphModule(nn.Module):
                 run = _function_step(LOWERINGS[node.op], node.args, node.output_index,
                                      PRIMITIVES[node.op].outputs_many)
             frees = tuple(s for s in set(node.inputs) if last_use.get(s) == node.id)
-            steps.append((node.id, run, node.inputs, frees,
-                          None if mask is None else mask(node)))
+            with_grad, without_grad = (
+                _in_place_step(node, plan[node.id]) if node.id in plan else run
+                for plan in (with_grad_plan, without_grad_plan))
+            steps.append((node.id, with_grad, without_grad, node.inputs, frees,
+                          masks.get(node.id)))
         self._steps = steps
 
     def get_submodule(self, target: str) -> nn.Module:
@@ -101,13 +118,23 @@ class GraphModule(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         values: dict[int, torch.Tensor] = dict(zip(self.graph.inputs, inputs, strict=True))
-        for node_id, run, sources, frees, masked in self._steps:
+        grad = torch.is_grad_enabled()
+        for node_id, with_grad, without_grad, sources, frees, masked in self._steps:
+            run = with_grad if grad else without_grad
             values[node_id] = run(*(values[s] for s in sources))
             if masked is not None:
                 values[node_id] = masked(values[node_id])
             for source in frees:
                 del values[source]
         return values[self.graph.output]
+
+
+def _in_place_step(node: Node, position: int) -> Callable:
+    """The node's in-place form writing into its input at ``position``."""
+    function, args = INPLACE[node.op], node.args
+    if position == 0:
+        return lambda *xs: function(args, *xs)
+    return lambda x, y: function(args, y, x)  # a commutative op: the second input is written
 
 
 def _function_step(function, args, index: int, many: bool) -> Callable:

@@ -176,3 +176,32 @@ def _zero(args: Args, x: torch.Tensor) -> torch.Tensor:
 @lowering("resize")
 def _resize(args: Args, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+
+# --------------------------------------------------------------------------- in place
+
+def _broadcasts_into(x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Whether ``x op y`` has the shape and dtype of ``x``, so it may be written into ``x``."""
+    if x.dtype != y.dtype:
+        return False
+    return x.shape == y.shape or torch.broadcast_shapes(x.shape, y.shape) == x.shape
+
+
+def _add_into(args: Args, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return x.add_(y) if _broadcasts_into(x, y) else x + y
+
+
+def _mul_into(args: Args, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return x.mul_(y) if _broadcasts_into(x, y) else x * y
+
+
+#: In-place forms ``(args, *tensors)`` of the primitives of `backends.inplace.IN_PLACE_OPS`,
+#: writing into the first tensor (`GraphModule` follows `backends.inplace.in_place_inputs`).
+INPLACE: dict[str, Any] = {
+    "relu": lambda args, x: torch.relu_(x),
+    "lrelu": lambda args, x: F.leaky_relu_(x, args["slope"]),
+    "sigmoid": lambda args, x: torch.sigmoid_(x),
+    "tanh": lambda args, x: torch.tanh_(x),
+    "add": _add_into,
+    "mul": _mul_into,
+}

@@ -40,7 +40,7 @@ def user_error_message(exc: BaseException) -> str | None:
     if isinstance(exc, SpecError):
         return exc.render()
     names = {"DataError", "ConfigError", "CheckpointError", "TrainError", "WeightsError",
-             "ImageError", "SearchError", "RunError", "RankLost"}
+             "ImageError", "SearchError", "RunError", "RankLost", "SpeedError"}
     kind = type(exc)
     if kind.__name__ in names and kind.__module__.startswith("spacelang."):
         return str(exc)

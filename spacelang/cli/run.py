@@ -87,6 +87,7 @@ def register(sub) -> None:
                                "table per scale")
     common.add_overrides(evaluate)
     common.add_weights_map(evaluate)
+    _layout_flags(evaluate)
     evaluate.add_argument("--save-images", metavar="DIR", help="write the SR outputs as PNG")
     evaluate.add_argument("--rgb", action="store_true",
                           help="score RGB instead of the Y channel")
@@ -107,8 +108,27 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --run-dir from its last.pt")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--amp", choices=("fp32", "bf16", "fp16"),
+                        help="autocast the forward pass to bf16 or fp16 (fp16: CUDA only, "
+                             "train only); overrides the config's 'amp'")
+    _layout_flags(parser)
     common.add_bad_image_flag(parser)
     common.add_overrides(parser)
+
+
+def _layout_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--channels-last", action="store_true", default=None,
+                        help="weights and activations in NHWC layout (often faster convs)")
+    parser.add_argument("--compile", action="store_true", default=None,
+                        help="torch.compile the network (needs a C++ compiler on CPU, "
+                             "Triton on CUDA; the first steps compile)")
+
+
+def _with_speed_flags(cfg, args: argparse.Namespace):
+    """The config with --amp / --channels-last / --compile where given."""
+    given = {name: getattr(args, name) for name in ("amp", "channels_last", "compile")
+             if getattr(args, name, None) is not None}
+    return _with(cfg, **given) if given else cfg
 
 
 def _run_dir(args, name: str) -> Path:
@@ -151,6 +171,7 @@ def run_search(args: argparse.Namespace) -> int:
     if space.network.scale != cfg.scale:
         cfg = _with(cfg, scale=space.network.scale)
     cfg = _with_budgets(cfg, args.budget, args.budget_params)
+    cfg = _with_speed_flags(cfg, args)
     data = args.data or cfg.data
     run_dir = _run_dir(args, space.network.name)  # flag errors before loading data
     train_set, val_set = _datasets(data, cfg.val_data, cfg.scale, args.on_bad_image)
@@ -276,7 +297,7 @@ def run_train(args: argparse.Namespace) -> int:
     from spacelang.sr.task import patch_size_problem
     from spacelang.sr.train import train
 
-    cfg = load_config(TrainConfig, args.config or DEFAULT_TRAIN_CONFIG)
+    cfg = _with_speed_flags(load_config(TrainConfig, args.config or DEFAULT_TRAIN_CONFIG), args)
     space = load(args.spec, **common.parse_overrides(args.overrides))
     if common.is_main_rank():
         common.print_warnings(space.warnings, space.program.sources)
@@ -318,7 +339,9 @@ def run_eval(args: argparse.Namespace) -> int:
     (args.scale,), (args.weights,) = args.scale, args.weights
     space, model = tools.load_model(args.spec, common.parse_overrides(args.overrides),
                                     scale=args.scale, weights=args.weights,
-                                    weights_map=args.weights_map)
+                                    weights_map=args.weights_map,
+                                    channels_last=bool(args.channels_last),
+                                    compile=bool(args.compile))
     images = open_dataset(None if args.data == "embedded" else args.data, args.scale,
                           split="val", on_error=args.on_bad_image)
     with tools.progress_bar(len(images), "eval", enabled=not args.no_progress) as advance:

@@ -21,7 +21,12 @@ non-finite values, and crash-safe checkpoints. ``run_dir/last.pt`` holds::
     <extra entries>     what the run adds (spec text, network name, ...)
 
 Resuming with a config that differs from the stored one is refused, naming the changed
-keys, except for the keys the run lists as safe to change (``resume_safe``).
+keys, except for the keys the run lists as safe to change (``resume_safe``); those
+changes are printed.
+
+A config's ``amp``, ``channels_last`` and ``compile`` (when it has them) say how the model
+(``stateful["model"]``) computes; the loop applies them before the first update
+(`spacelang.runtime.speed.optimise`).
 
 Every update runs with torch's random generators seeded from ``(seed, iteration)``
 (`step_random`), so random draws inside a step (GDAS' Gumbel samples) depend on nothing
@@ -74,6 +79,7 @@ from spacelang.runtime.distributed import (
     world_size,
 )
 from spacelang.runtime.log import MetricsLog, TrainingProgress
+from spacelang.runtime.speed import SpeedError, optimise
 
 __all__ = [
     "FORMAT_VERSION",
@@ -342,6 +348,11 @@ class Loop:
             raise self.error(f"cannot resume: the run's stored config is unreadable: {exc}") \
                 from None
         changes = config_changes(old, self.config, self.resume_safe)
+        if not changes:
+            allowed = config_changes(old, self.config)
+            if allowed:
+                self.print(f"resuming {self.run_dir} with changed settings: "
+                           f"{'; '.join(allowed)}")
         if changes:
             keys = ", ".join(change.split(" ", 1)[0] for change in changes)
             safe = ", ".join(sorted(self.resume_safe)) or "none"
@@ -351,6 +362,17 @@ class Loop:
                 f"began; undo the change or start a new run folder (settings that may "
                 f"change on resume: {safe})"
             )
+
+    def _apply_speed_options(self) -> None:
+        model = self.stateful.get("model")
+        if not isinstance(model, nn.Module):
+            return
+        try:
+            optimise(model, amp=getattr(self.config, "amp", "fp32"),
+                     channels_last=getattr(self.config, "channels_last", False),
+                     compile=getattr(self.config, "compile", False))
+        except SpeedError as exc:
+            raise same_on_every_rank(self.error(str(exc))) from None
 
     # -- distributed
 
@@ -433,6 +455,7 @@ class Loop:
             metrics.reset()
             seed_everything(cfg.seed)
         self._share_rank0_state()
+        self._apply_speed_options()
         if main:
             atomic_write_bytes(self.run_dir / "config.yaml", self._config_text().encode("utf-8"))
             for name, text in self.files.items():  # a name may hold folders (`lib/ops.space`)

@@ -28,6 +28,7 @@ from spacelang.runtime.config import (
     valid_seed,
     validated,
 )
+from spacelang.runtime.speed import Amp
 
 __all__ = [
     "ConfigError",
@@ -53,9 +54,11 @@ ArchSplit = Literal["alternate", "ranges"]
 #: differ from the one its checkpoint began, so a change to them is refused. ``iterations``
 #: may grow (or shrink) to extend a run; schedules that depend on it (cosine LR, GDAS τ)
 #: then follow the new length from the resumed iteration on.
+#: ``amp``, ``channels_last`` and ``compile`` change how the arithmetic runs, not what is
+#: optimised (a run may move to another machine); the loop prints such changes.
 RESUME_SAFE = frozenset(
     {"iterations", "val_every", "log_every", "checkpoint_every", "workers", "data", "val_data",
-     "derive"}
+     "derive", "amp", "channels_last", "compile"}
 )
 
 _WARMUP_RENAMED = (
@@ -214,6 +217,11 @@ class TrainConfig:
     data: str | None = None
     val_data: str | None = None
     grad_clip: float | None = None  # max gradient norm of the 0–1-scale loss
+    # how the network computes (spacelang.runtime.speed): autocast of the forward pass
+    # (fp16: CUDA only), NHWC weights, torch.compile
+    amp: Amp = "fp32"
+    channels_last: bool = False
+    compile: bool = False
 
     checks: ClassVar[dict[str, Check]] = {
         **_DATA_CHECKS,
@@ -290,6 +298,11 @@ class SearchConfig:
     val_data: str | None = None
     epoch_length: int | None = None
     grad_clip: float | None = 5.0  # max gradient norm of the 0–1-scale loss
+    # how the network computes (spacelang.runtime.speed): autocast of the forward pass
+    # (fp16: CUDA only), NHWC weights, torch.compile
+    amp: Amp = "fp32"
+    channels_last: bool = False
+    compile: bool = False
     overrides: dict[str, int] = attrs.Factory(dict)  # spec parameter overrides, e.g. C: 16
 
     checks: ClassVar[dict[str, Check]] = {
@@ -338,6 +351,12 @@ class SearchConfig:
                 f"'gdas_tau_max' ({self.gdas_tau_max})",
             ),
             *_search_problems(self),
+            (
+                self.amp == "fp16",
+                ("amp",),
+                "'amp: fp16' is for training only: a search has no loss scaling, and float16 "
+                "gradients of α/β underflow without it; use 'amp: bf16'",
+            ),
         ]
         first_problem(problems)
 

@@ -12,6 +12,7 @@ keeps a run folder::
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -68,6 +69,7 @@ class _WeightStep:
     data: Any
     grad_clip: float | None
     seed: int
+    scaler: torch.amp.GradScaler | None = None  # amp fp16: the loss is scaled
     _batches: Any = None
 
     def begin(self, start: int) -> None:
@@ -85,17 +87,42 @@ class _WeightStep:
         if not math.isfinite(value):
             raise NonFinite("loss")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if self.scaler is None:
+            loss.backward()
+            all_reduce_grads(params)
+            clip_gradients(params, self.grad_clip)
+            self.optimizer.step()
+            return {"loss": value, "lr": lr_now}
+        self.scaler.scale(loss).backward()
         all_reduce_grads(params)
-        clip_gradients(params, self.grad_clip)
-        self.optimizer.step()
-        return {"loss": value, "lr": lr_now}
+        self.scaler.unscale_(self.optimizer)
+        # a non-finite norm means the scale was too large: the scaler skips the step
+        with contextlib.suppress(NonFinite):
+            clip_gradients(params, self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {"loss": value, "lr": lr_now, "loss_scale": float(self.scaler.get_scale())}
 
     def end(self) -> None:
         close = getattr(self._batches, "close", None)
         if close is not None:
             close()
+
+
+@attrs.define
+class _ScalerState(Hook):
+    """The fp16 loss scale in each checkpoint; a run resumed without one (it ran in another
+    precision) starts from the scaler's initial scale."""
+
+    scaler: torch.amp.GradScaler
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"grad_scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
 
 
 @attrs.define
@@ -196,15 +223,17 @@ def train(
     optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     task = SRTask(cfg=cfg, rgb_range=rgb_range, device=device, val_set=val_set)
     best = _BestWeights(task, model, cfg, run_dir / "best.pt", spec_text)
+    # amp, channels_last and compile are applied by the loop (spacelang.runtime.speed)
+    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
     loop = Loop(
         kind=CHECKPOINT_KIND,
         noun="training run",
         run_dir=run_dir,
         config=cfg,
         step=_WeightStep(task, model, optimizer, lr_schedule(cfg), train_set, cfg.grad_clip,
-                         cfg.seed),
+                         cfg.seed, scaler),
         stateful={"model": model, "optimizer": optimizer},
-        hooks=[best],
+        hooks=[best] if scaler is None else [best, _ScalerState(scaler)],
         resume_safe=RESUME_SAFE,
         extra={"rgb_range": rgb_range, "spec": spec_text},
         files={} if spec_text is None else {"spec.space": spec_text},

@@ -1,0 +1,123 @@
+"""How a network computes, beside what it computes: mixed precision, memory layout, compilation.
+
+Three options, each a setting of `spacelang train` / `search` (and of `eval` for the
+last two), applied to a model in place by `optimise`:
+
+- ``amp``: ``bf16`` or ``fp16`` runs the forward pass under `torch.autocast` and returns
+  float32, so losses and metrics stay in float32. fp16 needs a CUDA device (CPU autocast
+  has no fast fp16 kernels) and, where weights are updated, a `torch.amp.GradScaler`.
+- ``channels_last``: weights (and so activations) in NHWC layout, which oneDNN (CPU) and
+  cuDNN run faster for many convolutions.
+- ``compile``: `nn.Module.compile` (TorchInductor). On CPU it needs a C++ compiler and
+  Python's headers, on CUDA Triton; `compile_problem` says what is missing.
+
+None changes the state_dict's keys, shapes or values, so checkpoints move freely between
+runs with and without them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sysconfig
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+__all__ = ["AMP_DTYPES", "Amp", "SpeedError", "amp_dtype", "compile_problem", "optimise"]
+
+Amp = Literal["fp32", "bf16", "fp16"]
+
+#: The autocast dtype of each ``amp`` setting (``fp32``: no autocast).
+AMP_DTYPES: dict[str, torch.dtype | None] = {
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+
+
+class SpeedError(Exception):
+    """An option this machine cannot honour; the message says why and what to do."""
+
+
+def amp_dtype(amp: str, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype of ``amp`` on ``device``; a `SpeedError` when it cannot run there."""
+    if amp not in AMP_DTYPES:
+        raise SpeedError(f"amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
+    device = torch.device(device)
+    if amp == "fp16" and device.type != "cuda":
+        raise SpeedError(
+            f"amp fp16 needs a CUDA device (this run is on {device.type}): CPU autocast "
+            "has no fast float16 kernels; use amp bf16 on CPU")
+    return AMP_DTYPES[amp]
+
+
+def compile_problem(device: torch.device | str = "cpu") -> str | None:
+    """Why `torch.compile` cannot build kernels for ``device`` here, or None when it can."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        if importlib.util.find_spec("triton") is None:
+            return "compiling for CUDA needs Triton (pip install triton)"
+        return None
+    compilers = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+    if not any(shutil.which(name) for name in compilers):
+        return (f"compiling for {device.type} needs a C++ compiler ({' or '.join(compilers)} "
+                "on PATH, or CXX set); install one (e.g. apt-get install g++) or run "
+                "without compile")
+    header = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if not header.exists():
+        return (f"compiling for {device.type} needs Python's C headers ({header} is missing; "
+                "e.g. apt-get install python3-dev) or run without compile")
+    return None
+
+
+_AUTOCAST_CLASSES: dict[type, type] = {}
+
+
+def _autocast_class(cls: type[nn.Module]) -> type[nn.Module]:
+    """``cls`` with its forward run under autocast (``self._amp``: device type, dtype)."""
+    if cls not in _AUTOCAST_CLASSES:
+        def forward(self, *args, **kwargs):
+            device_type, dtype = self._amp
+            with torch.autocast(device_type, dtype=dtype):
+                out = cls.forward(self, *args, **kwargs)
+            return out.float() if isinstance(out, torch.Tensor) else out
+
+        _AUTOCAST_CLASSES[cls] = type(cls.__name__, (cls,), {
+            "forward": forward, "__doc__": cls.__doc__, "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__})
+    return _AUTOCAST_CLASSES[cls]
+
+
+def optimise(model: nn.Module, *, amp: str = "fp32", channels_last: bool = False,
+             compile: bool = False, device: torch.device | str | None = None) -> nn.Module:
+    """Apply the options to ``model`` in place and return it.
+
+    ``device`` (default: that of the model's first parameter) decides what ``amp`` and
+    ``compile`` may do; a `SpeedError` says when one cannot run there. Parameters stay the
+    same objects, so optimizers built before keep working. Applying ``amp`` twice
+    replaces the first setting.
+    """
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    device = torch.device(device)
+    dtype = amp_dtype(amp, device)
+    if compile:
+        problem = compile_problem(device)
+        if problem is not None:
+            raise SpeedError(problem)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    base = next((c for c, a in _AUTOCAST_CLASSES.items() if a is type(model)), type(model))
+    if dtype is not None:
+        model._amp = (device.type, dtype)
+        model.__class__ = _autocast_class(base)
+    elif base is not type(model):
+        model.__class__ = base
+    if compile:
+        model.compile()
+    return model
