@@ -20,7 +20,7 @@ Every step goes through the `spacelang` CLI (`search`, `train`, `eval --json`,
     specs/*.space                every architecture as a fixed spec
     runs/<name>/                 the search and training runs (configs, logs, checkpoints)
 
-    python examples/search_vs_random.py            # full protocol: about 60 min on 2 idle cores
+    python examples/search_vs_random.py            # full protocol: 70–80 min on 2 idle cores
     python examples/search_vs_random.py --quick    # a smoke run: tiny everything, a minute or two
     python examples/search_vs_random.py --jobs 2   # CLI runs side by side (1 thread each)
 
