@@ -101,14 +101,14 @@ def row(label: str, times: Sequence[float], base: Sequence[float] | None,
 def supernet_variants(options: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The spacelang supernets compared with the hand-written one: (label, keyword
     arguments of `Space.supernet`). ``options`` are the benchmark's supernet options
-    (``channels``, ``batch``, ``lr_size``).
-
-    PARTIAL CHANNELS: the row for `partial_channels: K` (PC-DARTS) joins this list,
-    e.g. ``(f"DARTS, partial channels 1/{K}", {"mode": "darts", "partial_channels": K})``,
-    once the supernet takes that option; the step and memory sections then print it
-    against the same hand-written baseline.
-    """
-    return [("DARTS (full channels)", {"mode": "darts"})]
+    (``channels``, ``batch``, ``lr_size``). Partial channels (PC-DARTS) use K = 4, or
+    the largest of 4, 2 that divides the width."""
+    variants = [("DARTS (full channels)", {"mode": "darts"})]
+    k = next((k for k in (4, 2) if options["channels"] % k == 0), None)
+    if k is not None:
+        variants.append((f"DARTS, partial channels 1/{k}",
+                         {"mode": "darts", "partial_channels": k}))
+    return variants
 
 
 def weight_step(net: nn.Module, weights: list[nn.Parameter], batch: int, lr_size: int,
