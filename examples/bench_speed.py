@@ -13,8 +13,9 @@ of those per-repetition ratios as its spread; below 1 the variant is faster.
   supernet (`spaces/dlsr.space`, C = 48, batch 16, LR patch 32×32 by default) against
   the hand-written supernet of `dlsr_handwritten.py`; GDAS with hard sampling against
   DARTS.
-* memory: the peak RSS a weight step adds to a process (each measured in a fresh
-  process: ru_maxrss after the step minus the RSS before it), spacelang vs hand-written.
+* memory: the peak RSS of a process during one weight step (each in a fresh process,
+  after a warm-up step; Linux VmHWM reset before the step), spacelang vs hand-written;
+  the ratio is of those peaks (weights, Adam state and activations together).
 * forward: the derived network (`spaces/dlsr_derived.space`) on one image at each size,
   under `torch.inference_mode`, at each thread count: spacelang eager, spacelang
   optimised (channels-last, + torch.compile when this machine can compile), the module
@@ -168,14 +169,37 @@ def memory_child(which: str, channels: int, batch: int, lr_size: int,
     step = weight_step(net, net.weight_parameters(), batch, lr_size)
     step()  # Adam's state and the allocator's pools exist from here on
     before = _rss_mib()
+    _reset_peak()
     step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_mib()
     print(json.dumps({"before": before, "peak": peak, "added": max(0.0, peak - before)}))
 
 
 def _rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _reset_peak() -> None:
+    """Start this process's peak RSS afresh (Linux: VmHWM := VmRSS). `ru_maxrss` cannot
+    be used: it survives exec, so a child would report its parent's peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # then the peak is the process's lifetime peak, an upper bound
+
+
+def _peak_mib() -> float:
+    """This process's peak RSS in MiB (VmHWM; else ru_maxrss)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def memory_section(args: argparse.Namespace) -> None:
@@ -193,14 +217,14 @@ def memory_section(args: argparse.Namespace) -> None:
                    str(args.lr_size), "--supernet-options", json.dumps(kwargs)]
         out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         results[label] = json.loads(out.strip().splitlines()[-1])
-    base = results[runs[0][0]]["added"]
+    base = results[runs[0][0]]
     for label, result in results.items():
-        text = (f"  {label:<40} {result['added']:10.1f} MiB added "
-                f"(process peak {result['peak']:.0f} MiB)")
+        text = (f"  {label:<40} peak {result['peak']:8.0f} MiB during the step "
+                f"({result['added']:6.1f} MiB above the RSS before it)")
         if label == runs[0][0]:
             print(text + "   (baseline)")
         else:
-            print(text + f"   ratio {result['added'] / base:5.2f}")
+            print(text + f"   ratio {result['peak'] / base['peak']:5.2f}")
 
 
 # --------------------------------------------------------------------------- forward
