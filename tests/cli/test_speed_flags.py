@@ -86,7 +86,14 @@ def test_compile_without_a_compiler_is_a_clear_error(cli, run_args, monkeypatch)
     user_error(cli(*run_args, "--compile"), "needs a C++ compiler", "no-such-c++-compiler")
 
 
-def test_eval_in_channels_last_scores_as_before(cli, spec, images, tmp_path):
+@pytest.mark.parametrize("flag", [
+    "--channels-last",
+    pytest.param("--compile", marks=[
+        pytest.mark.slow,
+        pytest.mark.skipif(compile_problem() is not None,
+                           reason="torch.compile cannot build here")]),
+])
+def test_eval_with_a_speed_flag_scores_as_before(cli, spec, images, tmp_path, flag):
     torch.manual_seed(0)
     from spacelang.api import load
 
@@ -95,22 +102,6 @@ def test_eval_in_channels_last_scores_as_before(cli, spec, images, tmp_path):
     args = ["eval", str(spec), "--weights", str(weights), "--data", str(images), "--scale", "2",
             "--json", "--no-progress"]
     plain = json.loads(cli(*args)[1])
-    code, out, err = cli(*args, "--channels-last")
-    assert code == 0, err
-    assert json.loads(out)["psnr"] == pytest.approx(plain["psnr"], abs=1e-3)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(compile_problem() is not None, reason="torch.compile cannot build here")
-def test_eval_compiled_scores_as_before(cli, spec, images, tmp_path):
-    torch.manual_seed(0)
-    from spacelang.api import load
-
-    weights = tmp_path / "tiny.pt"
-    torch.save(load(spec).fixed().state_dict(), weights)
-    args = ["eval", str(spec), "--weights", str(weights), "--data", str(images), "--scale", "2",
-            "--json", "--no-progress"]
-    plain = json.loads(cli(*args)[1])
-    code, out, err = cli(*args, "--compile")
+    code, out, err = cli(*args, flag)
     assert code == 0, err
     assert json.loads(out)["psnr"] == pytest.approx(plain["psnr"], abs=1e-3)
