@@ -99,8 +99,7 @@ def derive_selection(net: SuperNet, report: CostReport, cfg: Any) -> Selection:
     """What the search derives now: ``cfg.derive`` (`spacelang.nas.selection`) applied to
     the supernet's α/β with the config's budget, in its complexity unit."""
     probabilities = {k: v.detach().tolist() for k, v in net.probabilities().items()}
-    field = "params" if cfg.complexity == "params" else "macs"
-    return select(net.network, probabilities, report, field, cfg.budget, cfg.derive)
+    return select(net.network, probabilities, report, cfg.cost_field, cfg.budget, cfg.derive)
 
 
 def architecture_summary(net: SuperNet, decisions: dict[str, Any] | None = None) -> str:
@@ -136,6 +135,15 @@ class _SearchStep:
     pruned: dict[str, str] = attrs.Factory(dict)  # what the last update pruned: site → label
     _weights: Any = None
     _arch: Any = None
+    _arch_updates: int = 0  # α/β updates made by this process
+    _derived: tuple[int, Selection] | None = None
+
+    def derived(self) -> Selection:
+        """What the search derives now (`derive_selection`), computed once per α/β state."""
+        if self._derived is None or self._derived[0] != self._arch_updates:
+            selection = derive_selection(self.net, self.penalty.report, self.cfg)
+            self._derived = (self._arch_updates, selection)
+        return self._derived[1]
 
     def __attrs_post_init__(self) -> None:
         cfg = self.cfg
@@ -203,6 +211,7 @@ class _SearchStep:
             raise NonFinite("architecture gradient")
         self.arch_opt.step()
         self.pruned = self.strategy.after_arch_step(net, steps + 1)
+        self._arch_updates += 1
 
     def end(self) -> None:
         for batches in (self._weights, self._arch):
@@ -219,7 +228,6 @@ class _ArchitectureLog(Hook):
     net: SuperNet
     step: _SearchStep
     log: MetricsLog
-    report: CostReport
 
     def state_dict(self) -> dict[str, Any]:
         return {"decisions": json.dumps(self.net.decisions())}
@@ -238,11 +246,11 @@ class _ArchitectureLog(Hook):
                 record["pruned"] = dropped
         if record is not None:
             field = self.step.penalty.field
-            derived = derive_selection(self.net, self.report, self.step.cfg)
+            derived = self.step.derived()
             record["architecture"] = architecture_summary(self.net, derived.decisions)
             record[f"derived_{field}"] = derived.cost
             record[f"argmax_{field}"] = getattr(
-                self.report.architecture(self.net.decisions()), field)
+                self.step.penalty.report.architecture(self.net.decisions()), field)
         if due(done, self.step.epoch_length, loop.config.iterations):
             self.log.write({"iteration": done, "epoch": done // self.step.epoch_length,
                             "arch": self.net.arch_state(),
@@ -252,17 +260,16 @@ class _ArchitectureLog(Hook):
 
 @attrs.define
 class _DerivedValidation(Hook):
-    """Scores the network derived now (`derive_selection`), with the weights it inherits
-    from the supernet, every val_every."""
+    """Scores the network derived now (`_SearchStep.derived`), with the weights it
+    inherits from the supernet, every val_every."""
 
     space: Any
     net: SuperNet
+    step: _SearchStep
     task: Any
     device: torch.device
     every: int
     total: int
-    report: CostReport
-    cfg: Any
 
     def wants_record(self, done: int) -> bool:
         return self.task.has_validation and due(done, self.every, self.total)
@@ -270,7 +277,7 @@ class _DerivedValidation(Hook):
     def after_step(self, done: int, record: dict[str, Any] | None, loop: Loop) -> None:
         if record is None or not self.wants_record(done):
             return
-        decisions = derive_selection(self.net, self.report, self.cfg).decisions
+        decisions = self.step.derived().decisions
         fixed = self.space.fixed(decisions).to(self.device)
         self.net.inherit_into(fixed, decisions)
         psnr, ssim = self.task.validate(fixed)
@@ -300,8 +307,7 @@ def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: 
     options = strategy.supernet_options()
     net = space.supernet(**options).to(device)
     report = space.cost(tuple(cfg.hr_size))
-    field = "params" if cfg.complexity == "params" else "macs"
-    penalty = ComplexityPenalty(report, field,
+    penalty = ComplexityPenalty(report, cfg.cost_field,
                                 0.0 if cfg.complexity == "none" else cfg.complexity_weight,
                                 cfg.budget, of=cfg.complexity_of)
     weight_opt = torch.optim.Adam(net.weight_parameters(), lr=cfg.weight_lr,
@@ -319,9 +325,9 @@ def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: 
         config=cfg,
         step=step,
         stateful={"model": net, "weight_opt": weight_opt, "arch_opt": arch_opt},
-        hooks=[_ArchitectureLog(net, step, MetricsLog(run_dir / "arch.jsonl"), report),
-               _DerivedValidation(space, net, task, device, cfg.val_every, cfg.iterations,
-                                  report, cfg)],
+        hooks=[_ArchitectureLog(net, step, MetricsLog(run_dir / "arch.jsonl")),
+               _DerivedValidation(space, net, step, task, device, cfg.val_every,
+                                  cfg.iterations)],
         resume_safe=frozenset(resume_safe),
         extra={"network": network.name, "spec_path": str(Path(space.path).resolve()),
                "overrides": json.dumps(space.overrides),
@@ -380,7 +386,7 @@ def derived_header(space: Any, net: SuperNet, run_dir: Path, iterations: int,
     decisions = net.decisions() if selection is None else selection.decisions
     if selection is not None and cfg is not None and cfg.budget is not None \
             and cfg.derive == "budget":
-        unit = "parameters" if cfg.complexity == "params" else "Multi-Adds"
+        unit = "parameters" if cfg.cost_field == "params" else "Multi-Adds"
         lines.append(f"derive: budget: the most probable architecture within "
                      f"{format_count(cfg.budget)} {unit} (tilt λ = {selection.lam:.4g}; "
                      f"its {unit}: {selection.cost:,})")
@@ -407,7 +413,7 @@ def finish(space: Any, net: SuperNet, run_dir: Path, iterations: int,
     selection = derive_selection(net, report, cfg) if cfg is not None else None
     decisions = net.decisions() if selection is None else selection.decisions
     budget = cfg.budget if cfg is not None else None
-    field = "params" if cfg is not None and cfg.complexity == "params" else "macs"
+    field = cfg.cost_field if cfg is not None else "macs"
     text = space.derive(decisions, header=derived_header(space, net, run_dir, iterations,
                                                          selection, cfg))
     path = run_dir / "derived.space"
@@ -428,7 +434,7 @@ def finish(space: Any, net: SuperNet, run_dir: Path, iterations: int,
     if console is not None:
         within = ""
         if budget is not None:
-            spent = cost.params if field == "params" else cost.macs
+            spent = getattr(cost, field)
             within = f" ({spent / budget:.0%} of the budget {format_count(budget)})"
         console.print(f"derived: {cost.params:,} parameters, {cost.macs / 1e9:.2f} G "
                       f"Multi-Adds at HR {report.hr[0]}x{report.hr[1]}{within}"

@@ -27,7 +27,7 @@ sites give way one at a time until it fits.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import combinations
 from typing import Any
 
@@ -129,56 +129,54 @@ def select(network: Any, probabilities: Mapping[str, Sequence[float]], report: A
                 fits = middle
             else:
                 over = middle
-    decisions, cost = _repair(mode(fits)[0], options, exact, budget)
-    return Selection(*_fill(decisions, cost, options, exact, budget), fits)
+    scores = {key: dict(opts) for key, opts in options.items()}
+    decisions, cost = _repair(mode(fits)[0], options, scores, exact, budget)
+    return Selection(*_fill(decisions, cost, options, scores, exact, budget), fits)
+
+
+def _moves(decisions: Mapping[str, Any], options: Mapping[str, list[tuple[Any, float]]],
+           scores: Mapping[str, Mapping[Any, float]], exact: Any
+           ) -> Iterator[tuple[str, Any, int, float]]:
+    """Every single-site change of ``decisions``: (site, decision, its exact cost, the
+    change of log-probability)."""
+    for key, opts in options.items():
+        current = scores[key][decisions[key]]
+        for choice, score in opts:
+            if choice != decisions[key]:
+                yield key, choice, exact({**decisions, key: choice}), score - current
 
 
 def _fill(decisions: dict[str, Any], cost: int,
-          options: Mapping[str, list[tuple[Any, float]]], exact: Any, budget: int
+          options: Mapping[str, list[tuple[Any, float]]],
+          scores: Mapping[str, Mapping[Any, float]], exact: Any, budget: int
           ) -> tuple[dict[str, Any], int]:
     """Spend what the tilt left of the budget: symmetric sites (a cell's site shared by
     all its instances, sites of like probabilities) change at the same λ, so the mode can
     jump past the budget. Take single-site changes that still fit, most log-probability
     gained (or least lost) per unit of cost added first, while any fits."""
     while True:
-        best: tuple[float, str, Any, int] | None = None
-        for key, opts in options.items():
-            current = dict(opts)[decisions[key]]
-            for choice, score in opts:
-                new_cost = exact({**decisions, key: choice})
-                added = new_cost - cost
-                if added <= 0 or new_cost > budget:
-                    continue
-                ratio = (score - current) / added
-                if best is None or ratio > best[0]:
-                    best = (ratio, key, choice, new_cost)
-        if best is None:
+        dearer = [(gain / (new - cost), key, choice, new)
+                  for key, choice, new, gain in _moves(decisions, options, scores, exact)
+                  if cost < new <= budget]
+        if not dearer:
             return decisions, cost
-        _, key, choice, cost = best
+        _, key, choice, cost = max(dearer, key=lambda move: move[0])
         decisions = {**decisions, key: choice}
 
 
 def _repair(decisions: dict[str, Any], options: Mapping[str, list[tuple[Any, float]]],
-            exact: Any, budget: int) -> tuple[dict[str, Any], int]:
+            scores: Mapping[str, Mapping[Any, float]], exact: Any, budget: int
+            ) -> tuple[dict[str, Any], int]:
     """Where the additive model under-estimated: give way, one site at a time, where the
     least log-probability is lost per unit of cost saved, until the exact cost fits (or
     nothing cheaper is left)."""
     cost = exact(decisions)
     while cost > budget:
-        scores = {key: dict(opts) for key, opts in options.items()}
-        best: tuple[float, str, Any, int] | None = None
-        for key, opts in options.items():
-            current = scores[key][decisions[key]]
-            for choice, score in opts:
-                saved_cost = exact({**decisions, key: choice})
-                saved = cost - saved_cost
-                if saved <= 0:
-                    continue
-                ratio = (current - score) / saved
-                if best is None or ratio < best[0]:
-                    best = (ratio, key, choice, saved_cost)
-        if best is None:
+        cheaper = [(gain / (new - cost), key, choice, new)
+                   for key, choice, new, gain in _moves(decisions, options, scores, exact)
+                   if new < cost]
+        if not cheaper:
             break
-        _, key, choice, cost = best
+        _, key, choice, cost = min(cheaper, key=lambda move: move[0])
         decisions = {**decisions, key: choice}
     return decisions, cost

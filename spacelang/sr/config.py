@@ -367,8 +367,12 @@ class SearchConfig:
             return self.budget_params
         return self.budget_macs if self.complexity == "macs" else None
 
+    @property
+    def cost_field(self) -> str:
+        """The `Cost` field the complexity term and the budget measure: params or macs."""
+        return "params" if self.complexity == "params" else "macs"
+
     def for_budget(self, budget: int) -> "SearchConfig":
         """This config with one budget of its complexity unit (a member of `budgets`)."""
-        field = "budget_params" if self.complexity == "params" else "budget_macs"
-        return attrs.evolve(self, budgets=(), **{field: budget})
+        return attrs.evolve(self, budgets=(), **{f"budget_{self.cost_field}": budget})
 
