@@ -9,10 +9,10 @@ Its weight means the same for every spec, width and HR size:
   (max − min)`` over the space's cheapest and dearest architectures: ``weight`` loss
   units for going from the cheapest to the dearest.
 
-``of="argmax"`` puts the cost of the current argmax architecture (the network that
-would be derived now, `CostReport.architecture`) in place of E[cost] in the value, with
-E[cost]'s gradient (straight-through): the term then bounds what is derived, and is
-zero as soon as that fits the budget, however much probability is left on dearer ops.
+``of="argmax"`` puts the cost of the current argmax architecture (what ``derive:
+argmax`` would write, `CostReport.architecture`) in place of E[cost] in the value, with
+E[cost]'s gradient (straight-through): the term then bounds the argmax, and is zero as
+soon as that fits the budget, however much probability is left on dearer ops.
 
 E[cost] (`CostReport.expected`) is additive over sites: it counts every site as if
 its cell were read, while `CostReport.architecture` counts only what reaches the output
