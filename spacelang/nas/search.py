@@ -222,7 +222,7 @@ class _SearchStep:
 
 @attrs.define
 class _ArchitectureLog(Hook):
-    """The argmax architecture in each metrics record; α/β in ``arch.jsonl`` each epoch;
+    """The derived architecture in each metrics record; α/β in ``arch.jsonl`` each epoch;
     pruned candidates, when the strategy prunes, on the console (and in the record)."""
 
     net: SuperNet
