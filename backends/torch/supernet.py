@@ -42,14 +42,18 @@ the fixed network's initial values there) and the supernet's other layers learne
 around the shuffle, so weights inherited from a partial search are a start, not a
 result.
 
-Pruning: `prune` drops, at every choice site, the live candidate of least softmax(α).
-A dropped candidate is masked (the `alive` buffers, saved in `state_dict` when built
-with ``pruning``, so a resumed search keeps them): its logit is −∞ in every softmax and
-Gumbel sample (probability exactly 0, zero gradient to its α), the mixed op no longer
-runs it (its weights get no gradient), and argmax, the derivation and the expected
-cost see it through `probabilities`. Nothing brings it back. Pick sites are not pruned:
-their candidates are values the network computes anyway and the fusing conv keeps its
-width, so dropping one would save no time, only fix β's top-k early.
+Pruning (progressive shrinking): `prune` drops, at every site, the live candidate of
+least softmax(α) (choice sites) or softmax(β) (pick sites), sparing the candidates of the
+architecture the search derives at that moment (``protect``), so a budget-aware
+derivation is never pruned away. A dropped candidate is masked (the `alive` buffers,
+saved in `state_dict` when built with ``pruning``, so a resumed search keeps them): its
+logit is −∞ in every softmax and Gumbel sample (probability exactly 0, zero gradient to
+its α/β); a choice site's mixed op no longer runs it (its weights get no gradient), a
+pick passes it on scaled by 0; argmax, the derivation and the expected cost see it
+through `probabilities`. Nothing brings it back. A pick's candidates are values the
+network computes anyway, so pruning one saves no time: it fixes the wiring, which
+otherwise flips while β is near uniform. Once every choice site has one live candidate
+and every pick site k, the architecture is `decided`.
 """
 
 from __future__ import annotations
@@ -204,11 +208,10 @@ class SuperNet(nn.Module):
         self.betas = nn.ParameterDict({
             param_key(s.key): nn.Parameter(init_scale * torch.randn(len(s.candidates)))
             for s in network.pick_sites})
-        # per choice site, which candidates are still in the race (`prune`)
+        # per site, which candidates are still in the race (`prune`)
         self.alive = nn.Module()
-        for site in network.choice_sites:
-            self.alive.register_buffer(param_key(site.key),
-                                       torch.ones(len(site.labels), dtype=torch.bool),
+        for key, count in self._site_sizes().items():
+            self.alive.register_buffer(param_key(key), torch.ones(count, dtype=torch.bool),
                                        persistent=pruning)
         self._live: dict[str, tuple[int, ...]] | None = None  # read from `alive` when None
         self.register_load_state_dict_post_hook(_forget_live)
@@ -228,11 +231,18 @@ class SuperNet(nn.Module):
         register(graph_module, module_path(node), module)
         return module
 
+    def _site_sizes(self) -> dict[str, int]:
+        """Every site's key and number of candidates, choice sites first."""
+        sizes = {s.key: len(s.labels) for s in self.network.choice_sites}
+        sizes.update({s.key: len(s.candidates) for s in self.network.pick_sites})
+        return sizes
+
     # -- architecture weights
     def logits(self, site: str) -> torch.Tensor:
-        """Choice ``site``'s α with its pruned candidates at −∞."""
+        """``site``'s α (choice) or β (pick) with its pruned candidates at −∞."""
         key = param_key(site)
-        return self.alphas[key].masked_fill(~self.alive._buffers[key], float("-inf"))
+        raw = self.betas[key] if site in self._picks else self.alphas[key]
+        return raw.masked_fill(~self.alive._buffers[key], float("-inf"))
 
     def live_candidates(self, site: str) -> tuple[int, ...]:
         """The indices of choice ``site``'s candidates that are not pruned.
@@ -252,23 +262,41 @@ class SuperNet(nn.Module):
         return self._live[site]
 
     @torch.no_grad()
-    def prune(self, keep: int = 1) -> dict[str, str]:
-        """At each choice site with more than ``keep`` live candidates, drop the live one
-        of least softmax(α) (the first of equals); returns site key → dropped label."""
+    def prune(self, keep: int = 1, protect: Mapping[str, Any] | None = None
+              ) -> dict[str, str]:
+        """At each choice site with more than ``keep`` live candidates (pick site: more
+        than its k + ``keep`` − 1), drop the live one of least softmax(α/β), the first of
+        equals, never one that ``protect`` (decisions as `decisions` gives them) chooses.
+        Returns site key → dropped label."""
         dropped = {}
-        for site in self.network.choice_sites:
+        for site in [*self.network.choice_sites, *self.network.pick_sites]:
+            pick = site.key in self._picks
             mask = self.alive._buffers[param_key(site.key)]
-            if int(mask.sum()) <= keep:
+            if int(mask.sum()) <= keep + (site.k - 1 if pick else 0):
                 continue
-            index = int(self.logits(site.key).masked_fill(~mask, float("inf")).argmin())
+            spared = mask.clone()
+            if protect is not None and site.key in protect:
+                chosen = protect[site.key]
+                spared[list(chosen) if pick else [chosen]] = False
+            if not bool(spared.any()):
+                continue
+            index = int(self.logits(site.key).masked_fill(~spared, float("inf")).argmin())
             mask[index] = False
-            dropped[site.key] = site.labels[index]
+            dropped[site.key] = (site.candidates if pick else site.labels)[index]
         self._live = None
         return dropped
 
+    def decided(self) -> bool:
+        """Whether pruning has left one architecture: one live candidate per choice site,
+        k per pick site."""
+        counts = torch.stack([m.sum() for m in self.alive._buffers.values()]).tolist() \
+            if self.alive._buffers else []
+        wanted = [1] * len(self.network.choice_sites) + [s.k for s in self.network.pick_sites]
+        return counts == wanted
+
     def site_weights(self, site: str, pick: bool = False) -> torch.Tensor:
         """The weights a site's candidates get in this forward pass."""
-        logits = self.betas[param_key(site)] if pick else self.logits(site)
+        logits = self.logits(site)
         if self.mode == "darts":
             return self.pick_scales(site) if pick else F.softmax(logits, dim=-1)
         if site not in self._sampled:
@@ -293,7 +321,7 @@ class SuperNet(nn.Module):
         softmax(β) (times k when summed) under `darts`; under `gdas` 1 for the top k
         (hard) or k·softmax(β/τ)."""
         pick = self._picks[site]
-        beta = self.betas[param_key(site)]
+        beta = self.logits(site)
         if self.mode == "gdas":
             if self.hard:
                 return torch.zeros_like(beta).scatter(0, torch.topk(beta, pick.k).indices, 1.0)
@@ -324,21 +352,18 @@ class SuperNet(nn.Module):
         return [p for p in self.parameters() if id(p) not in arch]
 
     def probabilities(self) -> dict[str, torch.Tensor]:
-        """softmax(α) per choice site (0 for pruned candidates) and softmax(β) per pick
-        site, by site key."""
-        out = {s.key: F.softmax(self.logits(s.key), -1) for s in self.network.choice_sites}
-        out.update({s.key: F.softmax(self.betas[param_key(s.key)], -1)
-                    for s in self.network.pick_sites})
-        return out
+        """softmax(α) per choice site and softmax(β) per pick site, by site key (0 for
+        pruned candidates)."""
+        return {key: F.softmax(self.logits(key), -1) for key in self._site_sizes()}
 
     def decisions(self) -> dict[str, Any]:
-        """The current architecture: argmax α per choice site (among live candidates),
-        top-k β per pick site."""
+        """The current architecture: argmax α per choice site, top-k β per pick site
+        (among live candidates)."""
         out: dict[str, Any] = {}
         for site in self.network.choice_sites:
             out[site.key] = int(self.logits(site.key).argmax())
         for site in self.network.pick_sites:
-            top = torch.topk(self.betas[param_key(site.key)], site.k).indices
+            top = torch.topk(self.logits(site.key), site.k).indices
             out[site.key] = tuple(sorted(int(i) for i in top))
         return out
 

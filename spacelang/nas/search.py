@@ -135,14 +135,15 @@ class _SearchStep:
     pruned: dict[str, str] = attrs.Factory(dict)  # what the last update pruned: site → label
     _weights: Any = None
     _arch: Any = None
-    _arch_updates: int = 0  # α/β updates made by this process
+    _arch_version: int = 0  # counts the changes to α/β and the pruning masks
     _derived: tuple[int, Selection] | None = None
 
     def derived(self) -> Selection:
-        """What the search derives now (`derive_selection`), computed once per α/β state."""
-        if self._derived is None or self._derived[0] != self._arch_updates:
+        """What the search derives now (`derive_selection`), computed once per α/β state
+        (α/β and the pruning masks)."""
+        if self._derived is None or self._derived[0] != self._arch_version:
             selection = derive_selection(self.net, self.penalty.report, self.cfg)
-            self._derived = (self._arch_updates, selection)
+            self._derived = (self._arch_version, selection)
         return self._derived[1]
 
     def __attrs_post_init__(self) -> None:
@@ -210,8 +211,18 @@ class _SearchStep:
         if not all(torch.isfinite(p.grad).all() for p in net.arch_parameters()):
             raise NonFinite("architecture gradient")
         self.arch_opt.step()
-        self.pruned = self.strategy.after_arch_step(net, steps + 1)
-        self._arch_updates += 1
+        self._arch_version += 1
+        self.pruned = self.strategy.after_arch_step(net, steps + 1,
+                                                    lambda: self.derived().decisions)
+        if self.pruned:
+            self._arch_version += 1
+
+    def finished(self) -> str | None:
+        """A search that prunes ends once pruning has left one architecture: no
+        architecture step can change it, and more weight steps are `train`'s work."""
+        if self.strategy.prune_every and self.net.decided():
+            return "pruning has decided every site"
+        return None
 
     def end(self) -> None:
         for batches in (self._weights, self._arch):
@@ -340,13 +351,13 @@ def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: 
     if not resume:
         loop.print(penalty.describe())
     done = loop.run(resume=resume, until=until)
-    if until is not None and done < cfg.iterations:
+    if done < cfg.iterations and step.finished() is None:  # stopped by ``until``
         return SearchResult(run_dir, net.decisions(), run_dir / "last.pt", done)
     since = settled(MetricsLog.read_records(run_dir / "metrics.jsonl"))
     if since is not None:
         loop.print(f"the derived architecture has not changed since update {since.iteration} "
                    f"({since.elapsed:.0f} s into the run)")
-    return finish(space, net, run_dir, cfg.iterations, report, task=task, device=device,
+    return finish(space, net, run_dir, done, report, task=task, device=device,
                   cfg=cfg, console=loop.console)
 
 

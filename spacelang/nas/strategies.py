@@ -7,7 +7,9 @@ acts after each architecture step (`after_arch_step`: progressive pruning). Part
 channels and pruning are options of every strategy (`configure`): ``partial_channels``
 K runs each choice site's candidates on 1/K of its channels (PC-DARTS); every
 ``prune_every`` architecture steps each choice site drops its live candidate of least
-softmax(α) until ``prune_keep`` are left (`SuperNet.prune`). `STRATEGIES` maps a config's
+softmax(α) (each pick site its live candidate of least softmax(β)), sparing the derived
+architecture, until ``prune_keep`` are left (a pick site: its k + ``prune_keep`` − 1)
+(`SuperNet.prune`). `STRATEGIES` maps a config's
 ``strategy`` name to its class; `register_strategy` adds one, `make_strategy` builds one
 from a config. ``loss_fn(output, target)`` is the task's loss; batches are ``(input, target)``.
 
@@ -18,7 +20,7 @@ DLSR's search), plus the complexity penalty.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -157,11 +159,15 @@ class Strategy:
     def prepare(self, net: SuperNet, iteration: int, total: int) -> None:
         """Adjust ``net`` before update ``iteration`` (0-based) of ``total``."""
 
-    def after_arch_step(self, net: SuperNet, steps: int) -> dict[str, str]:
+    def after_arch_step(self, net: SuperNet, steps: int,
+                        protect: Callable[[], Mapping[str, Any]] | None = None
+                        ) -> dict[str, str]:
         """After architecture step number ``steps`` (1-based): every ``prune_every``
-        steps, prune ``net`` (`SuperNet.prune`); returns site key → dropped label."""
+        steps, prune ``net`` (`SuperNet.prune`), sparing the decisions ``protect()``
+        returns (the architecture the search derives now); returns site key → dropped
+        label."""
         if self.prune_every and steps % self.prune_every == 0:
-            return net.prune(self.prune_keep)
+            return net.prune(self.prune_keep, None if protect is None else protect())
         return {}
 
     def arch_gradient(self, net: SuperNet, train_batch: Batch, val_batch: Batch,

@@ -131,6 +131,10 @@ class Step(Protocol):
     def end(self) -> None:
         """Called once when the loop stops (also on errors): release data loaders."""
 
+    def finished(self) -> str | None:
+        """Optional: why the run is over before ``iterations`` (None: go on). Asked after
+        each update; the loop then logs and checkpoints that update and stops."""
+
 
 class Hook:
     """Periodic work beside the update; every method is optional."""
@@ -504,8 +508,11 @@ class Loop:
             self.display = TrainingProgress(cfg.iterations, start=start, console=self.console,
                                             enabled=self.progress and main,
                                             description=self.kind.removeprefix("spacelang."))
+            finished = getattr(self.step, "finished", lambda: None)
             with self.display:
                 end = cfg.iterations if until is None else min(until, cfg.iterations)
+                if finished() is not None:  # resumed from the update that ended it
+                    end = start
                 for iteration in range(start, end):
                     try:
                         with step_random(cfg.seed, iteration):
@@ -520,8 +527,9 @@ class Loop:
                     done = self.iteration = iteration + 1
                     loss_sum += loss
                     loss_count += 1
+                    reason = finished()
                     record: dict[str, Any] | None = None
-                    if due(done, cfg.log_every, cfg.iterations) or any(
+                    if due(done, cfg.log_every, cfg.iterations) or reason is not None or any(
                         h.wants_record(done) for h in self.hooks
                     ):
                         record = {"iteration": done, "loss": loss_sum / loss_count}
@@ -541,11 +549,16 @@ class Loop:
                             self.print(f"iteration {done}/{cfg.iterations}: loss "
                                        f"{record['loss']:.5f}{lr}")
                     self.display.update(done, **values)
-                    if due(done, cfg.checkpoint_every, cfg.iterations) or done == until:
+                    if (due(done, cfg.checkpoint_every, cfg.iterations) or done == until
+                            or reason is not None):
                         if not self._weights_finite():
                             raise stop(done, "weights")
                         save(done)
                         last_good = self.last_path
+                    if reason is not None:
+                        self.print(f"{self.noun} ends at update {done} of {cfg.iterations}: "
+                                   f"{reason}")
+                        break
         finally:
             self.display = None
             self.step.end()
