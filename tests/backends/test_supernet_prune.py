@@ -161,3 +161,85 @@ def test_the_expected_cost_and_the_derivation_see_the_masks():
         after = float(report.expected(net.probabilities(), "params"))
     assert after != before
     assert after == pytest.approx(report.architecture(net.decisions()).params)
+
+
+PICKING = """\
+op c1(x: c) {
+    return conv(x, c, k=1, bias=false)
+}
+
+op c3(x: c) {
+    return conv(x, c, k=3, bias=false)
+}
+
+choice mix = [c1, c3]
+
+network w(C = 4, scale = 2, rgb_range = 1) {
+    a = conv(input, C, k=3)
+    b = mix(a)
+    c = mix(b)
+    d = conv(concat(pick 2 of [a, b, c, a + c]), C, k=1)
+    return pixel_shuffle(conv(d, 3 * scale * scale, k=3), scale)
+}
+"""
+
+
+@pytest.fixture
+def picking() -> spacelang.Space:
+    return spacelang.loads(PICKING, path="w.space")
+
+
+def set_betas(net, site: str, values: list[float]) -> None:
+    with torch.no_grad():
+        net.betas[param_key(site)].copy_(torch.tensor(values))
+
+
+def test_pick_sites_are_pruned_down_to_their_k_and_then_the_network_is_decided(picking):
+    net = picking.supernet(pruning=True)
+    set_alphas(net, "b", [0.2, -0.2])
+    set_alphas(net, "c", [-0.2, 0.2])
+    set_betas(net, "d", [0.3, -0.5, 0.1, -0.1])
+    assert not net.decided()
+    assert net.prune(keep=1) == {"b": "c3", "c": "c1", "d": "b"}
+    assert not net.decided()  # three candidates left where the pick takes two
+    assert net.prune(keep=1) == {"d": "add(...)"}
+    assert net.decided() and net.prune(keep=1) == {}
+    assert net.decisions() == {"b": 0, "c": 1, "d": (0, 2)}
+    assert net.probabilities()["d"].tolist()[1] == 0.0
+    assert net.state_dict()["alive.d"].tolist() == [True, False, True, False]
+
+
+def test_keep_leaves_spare_candidates_at_pick_sites_too(picking):
+    net = picking.supernet(pruning=True)
+    for _ in range(5):
+        net.prune(keep=2)
+    assert len(net.live_candidates("b")) == 2
+    assert int(net.state_dict()["alive.d"].sum()) == 3  # k + 1
+    assert not net.decided()
+
+
+def test_prune_spares_the_protected_decisions(picking):
+    net = picking.supernet(pruning=True)
+    set_alphas(net, "b", [0.2, -0.2])
+    set_alphas(net, "c", [0.2, -0.2])
+    set_betas(net, "d", [0.3, -0.5, 0.1, -0.1])
+    # the least likely candidates are the protected ones: the next least go instead
+    protect = {"b": 1, "d": (1, 3)}
+    assert net.prune(keep=1, protect=protect) == {"b": "c1", "c": "c3", "d": "c"}
+    assert net.prune(keep=1, protect=protect) == {"d": "a"}
+    assert net.decided() and net.decisions() == {"b": 1, "c": 0, "d": (1, 3)}
+
+
+@pytest.mark.parametrize("mode", ["darts", "gdas"])
+def test_a_pruned_pick_candidate_passes_nothing_and_its_beta_gets_no_gradient(picking, mode):
+    torch.manual_seed(0)
+    net = picking.supernet(mode=mode, pruning=True)
+    set_betas(net, "d", [0.3, -0.5, 0.1, -0.1])
+    net.prune(keep=2)  # drops b
+    set_betas(net, "d", [0.3, 9.0, 0.1, -0.1])  # b the most likely by far, were it alive
+    for _ in range(10):
+        net.zero_grad()
+        net(torch.rand(1, 3, 8, 8)).square().mean().backward()
+        assert net.site_weights("d", pick=True)[1].item() == 0.0
+        assert net.betas["d"].grad[1].item() == 0.0
+    assert 1 not in net.decisions()["d"]

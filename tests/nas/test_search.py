@@ -830,34 +830,63 @@ val_every: 8
 def test_pruning_drops_candidates_on_schedule_and_resumes_exactly(tmp_path, images):
     space = spacelang.loads(TOY, path=str(tmp_path / "toy.space"))
     # constant learning rates, so that a run extended from 30 to 60 updates is the same
-    # as one of 60; architecture steps 5 and 10 (updates 25 and 30) prune
-    cfg = _config(prune_every=5, prune_keep=1, log_every=5, checkpoint_every=30,
+    # as one of 60; architecture steps 10 and 20 (updates 30 and 40) prune, and the
+    # second leaves one candidate: the search ends there, at update 40 of 60
+    cfg = _config(prune_every=10, prune_keep=1, log_every=5, checkpoint_every=30,
                   weight_schedule="step", step_size=10**6)
     first = search(space, attrs.evolve(cfg, iterations=30), train_set=images, val_set=None,
                    run_dir=tmp_path / "resumed", progress=False)
     alive = load_checkpoint(first.run_dir / "last.pt")["model"]["alive.y"]
-    assert alive.sum().item() == 1 and first.decisions == {"y": int(alive.int().argmax())}
+    assert alive.sum().item() == 2 and alive[first.decisions["y"]]
     resumed = search(space, cfg, train_set=images, val_set=None,
                      run_dir=tmp_path / "resumed", resume=True, progress=False)
     straight = search(space, cfg, train_set=images, val_set=None,
                       run_dir=tmp_path / "straight", progress=False)
+    assert resumed.iterations == straight.iterations == 40
     metrics = _records(tmp_path / "straight" / "metrics.jsonl")
     pruned = {r["iteration"]: r["pruned"] for r in metrics if "pruned" in r}
-    assert list(pruned) == [25, 30] and all(v.startswith("y-") for v in pruned.values())
+    assert list(pruned) == [30, 40] and all(v.startswith("y-") for v in pruned.values())
+    assert metrics[-1]["iteration"] == 40
+
     def timeless(records):
         return [{k: v for k, v in r.items() if k != "elapsed"} for r in records]
 
     assert timeless(_records(tmp_path / "resumed" / "metrics.jsonl")) == timeless(metrics)
-    final = load_checkpoint(tmp_path / "resumed" / "last.pt")["model"]
-    reference = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
-    assert final.keys() == reference.keys()
-    for key, value in reference.items():
-        assert torch.equal(final[key], value), key
-    assert torch.equal(final["alive.y"], alive)  # still the one left at update 30
-    assert resumed.decisions == straight.decisions == first.decisions
+    final = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    reference = load_checkpoint(tmp_path / "straight" / "last.pt")
+    assert final["iteration"] == reference["iteration"] == 40
+    assert final["model"].keys() == reference["model"].keys()
+    for key, value in reference["model"].items():
+        assert torch.equal(final["model"][key], value), key
+    assert final["model"]["alive.y"].sum().item() == 1
+    assert resumed.decisions == straight.decisions
+    assert straight.decisions["y"] == int(final["model"]["alive.y"].int().argmax())
     # `derive` rebuilds the supernet as the search did, masks included
     net = load_search_checkpoint(space, tmp_path / "straight")
     assert net.probabilities()["y"].count_nonzero().item() == 1
+    # resuming a decided search does no more updates
+    again = search(space, cfg, train_set=images, val_set=None,
+                   run_dir=tmp_path / "straight", resume=True, progress=False)
+    assert again.iterations == 40 and again.decisions == straight.decisions
+    assert _records(tmp_path / "straight" / "metrics.jsonl")[-1]["iteration"] == 40
+
+
+def test_pruning_spares_the_architecture_the_budget_derives(tmp_path, images):
+    """The images favour `rich`, a budget only `poor` fits: the derivation picks `poor`
+    though α's argmax is `rich`, and pruning drops `rich`, not the derived candidate."""
+    space = spacelang.loads(COSTLY, path=str(tmp_path / "costly.space"))
+    report = cost_report(space.network, (64, 64))
+    poor, rich = (report.architecture({"y": i}).macs for i in range(2))
+    cfg = _config(prune_every=20, prune_keep=1, complexity="macs", budget_macs=poor,
+                  complexity_weight=1e-6, log_every=5)
+    result = search(space, cfg, train_set=images, val_set=None, run_dir=tmp_path / "run",
+                    progress=False)
+    records = _records(tmp_path / "run" / "metrics.jsonl")
+    before = next(r for r in records if r["iteration"] == 35)
+    assert before["argmax_macs"] == rich and before["derived_macs"] == poor  # the premise
+    assert result.iterations == 40  # the prune after architecture step 20 decided it
+    assert records[-1]["pruned"] == "y-rich"
+    assert result.decisions == {"y": 0} and result.macs == poor
 
 
 def test_search_cli_with_partial_channels_runs_and_derives(cli, tmp_path, image_dir):

@@ -81,3 +81,22 @@ def test_without_prune_every_nothing_is_pruned(spaces_dir):
     net = spacelang.loads(SPEC, path=str(spaces_dir / "tiny.space")).supernet()
     assert all(strategy.after_arch_step(net, step) == {} for step in range(1, 50))
     assert net.live_candidates("b") == (0, 1)
+
+
+def test_pruning_asks_for_the_derived_architecture_only_when_it_prunes(spaces_dir):
+    cfg = SearchConfig(prune_every=3, prune_keep=1)
+    strategy = make_strategy("darts1", cfg)
+    net = spacelang.loads(SPEC, path=str(spaces_dir / "tiny.space")).supernet(
+        **strategy.supernet_options())
+    asked = []
+
+    def protect():
+        asked.append(len(asked))
+        return {"b": 1}
+
+    with torch.no_grad():
+        net.alphas["b"].copy_(torch.tensor([1.0, -1.0]))  # b's argmax is 0; 1 is protected
+    dropped = [strategy.after_arch_step(net, step, protect) for step in range(1, 7)]
+    assert len(asked) == 2  # steps 3 and 6
+    assert dropped[2] == {"b": net.network.choice_sites[0].labels[0]}
+    assert net.live_candidates("b") == (1,)
