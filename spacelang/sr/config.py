@@ -274,7 +274,7 @@ class SearchConfig:
     # bypass them (1: off); spacelang.backends.torch.supernet
     partial_channels: int = 1
     prune_every: int = 0  # architecture updates between prunes of each site's weakest (0: off)
-    prune_keep: int = 2  # candidates per choice site that pruning leaves
+    prune_keep: int = 2  # candidates per choice site that pruning leaves (pick: k + this − 1)
     loss: Loss = "l1"
     hfen_weight: float = 0.2
     hfen: Hfen = "log9"
