@@ -455,17 +455,22 @@ def _default_data(split: str) -> str:
     return str(folder) if folder.is_dir() else "embedded"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "search_vs_random")
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: tiny width, few steps, 2 random networks")
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every experiment on this protocol takes: data and parallel jobs."""
     parser.add_argument("--data", default=None,
                         help="training images (default: ../shared/data/T91, else embedded)")
     parser.add_argument("--val", default=None,
                         help="validation set (default: ../shared/data/Set5, else embedded)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="CLI runs side by side (default: one per core)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "search_vs_random")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: tiny width, few steps, 2 random networks")
+    add_run_arguments(parser)
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     parser.add_argument("--calibrate", action="store_true",
                         help="only retrain the cheapest and dearest architectures, "

@@ -222,12 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "time_to_architecture")
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny everything")
-    parser.add_argument("--data", default=None,
-                        help="training images (default: ../shared/data/T91, else embedded)")
-    parser.add_argument("--val", default=None,
-                        help="validation set (default: ../shared/data/Set5, else embedded)")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                        help="CLI runs side by side (default: one per core)")
+    protocol_base.add_run_arguments(parser)
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated, of: {', '.join(METHODS)}")
     args = parser.parse_args(argv)

@@ -3,24 +3,18 @@ the search's arch.jsonl as a search writes it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "device_check.py"
+from tests.paths import load_example
 
 
 @pytest.fixture(scope="module")
 def device_check():
-    spec = importlib.util.spec_from_file_location("device_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["device_check"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_example("device_check")
 
 
 def _write(path: Path, alphas: list[list[float]]) -> None:

@@ -6,7 +6,6 @@ import csv
 import importlib.util
 import itertools
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import spacelang
+from tests.paths import load_example
 
-SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "search_vs_random.py"
 TOY = """
 import "ops.space"
 
@@ -40,11 +39,7 @@ network toy(C = 4, scale = 2) {
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("search_vs_random", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # attrs classes need their module registered
-    spec.loader.exec_module(module)
-    return module
+    return load_example("search_vs_random")
 
 
 @pytest.fixture(scope="module")

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 import spacelang
 from spacelang.sr.config import SearchConfig
-
-SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "time_to_architecture.py"
+from tests.paths import load_example
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("time_to_architecture", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # attrs classes need their module registered
-    spec.loader.exec_module(module)
-    return module
+    return load_example("time_to_architecture")
 
 
 def test_every_method_is_a_valid_search_config_over_the_shared_protocol(script):
