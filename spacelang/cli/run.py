@@ -12,7 +12,6 @@ from pathlib import Path
 from spacelang.api import load
 from spacelang.cli import common, tools
 from spacelang.cli.language import write_atomic
-from spacelang.decisions import indicator
 from spacelang.units import format_count, parse_count
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -194,7 +193,6 @@ def run_search(args: argparse.Namespace) -> int:
         _print_pareto(run_dir, result)
     else:
         _print_derived(result.derived_path)
-        _print_expected(space, result.decisions)
     return 0
 
 
@@ -249,15 +247,6 @@ def _print_derived(path: Path) -> None:
     print(f"derived architecture written to {path}")
     print(f"  parameters {cost.params:,}; Multi-Adds {cost.macs:,} ({cost.macs / 1e9:.2f} G) "
           "at HR 1280x720")
-
-
-def _print_expected(space, decisions) -> None:
-    """The expected cost the search optimised, at the one-hot choice it derived: equal to
-    the derived network's cost, as every site's table is exact."""
-    one_hot = indicator(space.network, decisions)
-    report = space.cost()
-    params, macs = (round(float(report.expected(one_hot, f))) for f in ("params", "macs"))
-    print(f"  expected cost of this choice: parameters {params:,}; Multi-Adds {macs:,}")
 
 
 def run_derive(args: argparse.Namespace) -> int:

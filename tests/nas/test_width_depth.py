@@ -85,8 +85,7 @@ def _search(cli, tmp_path: Path, spec: Path, images: Path, *extra: str):
     code, out, err = cli("search", str(spec), "--config", str(config), "--data", str(images),
                          "--run-dir", str(run), "--no-progress", *extra)
     assert code == 0, err
-    found = re.search(r"expected cost of this choice: parameters ([\d,]+); "
-                      r"Multi-Adds ([\d,]+)", out)
+    found = re.search(r"parameters ([\d,]+); Multi-Adds ([\d,]+)", out)
     assert found, out
     reported = {"params": int(found[1].replace(",", "")),
                 "macs": int(found[2].replace(",", ""))}
@@ -100,8 +99,8 @@ def _flops(cli, path: Path) -> dict:
 
 
 def _decisions(space, run: Path, reported: dict) -> dict:
-    """The search's decisions; the cost it reported is the expected cost (the penalty's
-    report) of that one-hot choice."""
+    """The search's decisions; the cost it reported for the derived network is the
+    expected cost (the penalty's report) of that one-hot choice."""
     decisions = load_search_checkpoint(space, run).decisions()
     report = cost_report(space.network)
     probabilities = indicator(space.network, decisions)
