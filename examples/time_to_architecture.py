@@ -5,10 +5,11 @@ protocol: `spaces/dlsr.space` at C = 16, T91 → Set5 ×2, 200 search updates of
 warm up the weights, every network retrained for 1,800 steps), searched with:
 
     darts             first-order DARTS, every candidate on every channel (the baseline)
-    darts+prune       the same, and every 5 architecture steps each site drops its least
-                      likely candidate (sparing the derived one) until one is left
-    pc4+prune         partial channels, K = 4 (PC-DARTS), and the same pruning
+    pc4+prune         partial channels, K = 4 (PC-DARTS), and every 5 architecture steps
+                      each site drops its least likely candidate (sparing the derived
+                      one) until one is left
     gdas+pc4+prune    GDAS (one sampled candidate per site runs), K = 4, the same pruning
+    darts+prune       DARTS with the same pruning: what pruning alone buys
 
 A search that prunes ends once every site is decided (`spacelang search` stops there).
 
@@ -60,12 +61,14 @@ from spacelang.runtime.log import MetricsLog
 REPO = protocol_base.REPO
 
 #: The search options of each method, over the protocol's search config.
+#: Retrained in this order (the baseline and the cheapest searches first; the ablation,
+#: pruning alone, last).
 METHODS: dict[str, dict[str, Any]] = {
     "darts": {},
-    "darts+prune": {"prune_every": 5, "prune_keep": 1},
     "pc4+prune": {"partial_channels": 4, "prune_every": 5, "prune_keep": 1},
     "gdas+pc4+prune": {"strategy": "gdas", "partial_channels": 4, "prune_every": 5,
                        "prune_keep": 1},
+    "darts+prune": {"prune_every": 5, "prune_keep": 1},
 }
 BASELINE = "darts"
 
@@ -254,7 +257,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     by_key: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_key.setdefault(architecture_key(out / row["spec"]), []).append(row)
-    # the baseline's and the fastest method's architectures first
     order = sorted(by_key.values(), key=lambda group: min(
         setting.methods.index(r["method"]) for r in group))
     trainings = [(f"retrain {group[0]['name']}", retrain,
