@@ -219,7 +219,8 @@ class _SearchStep:
         steps = iteration - self.cfg.arch_warmup  # architecture steps before this one
         self.arch_schedule.apply(self.arch_opt, steps)
         self.arch_opt.zero_grad(set_to_none=True)
-        # fp16: the strategy backpropagates its loss times the scale (a tensor on the device)
+        # fp16 (only: a strategy without loss_scale runs in fp32 and bf16): the strategy
+        # backpropagates its loss times the scale, a tensor on the device
         scaling = {} if self.arch_scaler is None else \
             {"loss_scale": self.arch_scaler.scale(net.arch_parameters()[0].new_ones(()))}
         self.arch_loss = self.strategy.arch_gradient(net, train_batch, arch_batch,

@@ -121,7 +121,7 @@ def _batches(size: int, count: int, dtype=torch.float32):
 
 
 @pytest.mark.parametrize("name", ["darts1", "darts2", "gdas"])
-@pytest.mark.parametrize("scale", [3.0, 1024.0, torch.tensor(DEFAULT, dtype=torch.float64)])
+@pytest.mark.parametrize("scale", [3.0, torch.tensor(DEFAULT, dtype=torch.float64)])
 def test_a_strategy_sets_the_scale_times_the_gradient_and_returns_the_loss(name, scale):
     # float64, no autocast: scaling must change nothing but the factor
     strategy = make_strategy(name, SearchConfig(strategy=name, arch_objective="train+val"))
