@@ -241,7 +241,9 @@ class Darts1(Strategy):
 
 @register_strategy
 class Darts2(Strategy):
-    """Second-order DARTS: unrolled by one weight step of the current LR."""
+    """Second-order DARTS: unrolled by one weight step of the current LR. Under amp fp16
+    it takes the loss scale through every backward pass of the unroll
+    (`arch_gradient_unrolled` says how, and why the result stays right)."""
 
     name = "darts2"
 
