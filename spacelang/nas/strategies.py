@@ -53,7 +53,7 @@ __all__ = [
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Penalty = Callable[[SuperNet], torch.Tensor]
 Batch = Sequence[torch.Tensor]
-LossScale = float | torch.Tensor  # S ≥ 1: a float or a 0-d tensor on the net's device
+LossScale = float | torch.Tensor  # S > 0: a float or a 0-d tensor on the net's device
 
 
 def _weights_of(net: SuperNet) -> list[torch.nn.Parameter]:
