@@ -10,9 +10,9 @@ step times on both devices and their ratio. Then (`speed_checks`):
 * supernet weight steps per second on the GPU, eager against optimised
   (channels-last + bf16 autocast, and + torch.compile when Triton is there),
   alternating repetitions, with the ratio;
-* the α trajectory of a short search under `amp: bf16` against the same search in
-  fp32 (same seed, same batches): the largest |softmax(α) difference| over the run
-  must stay within `ALPHA_TOLERANCE`;
+* the α trajectory of a short search under `amp: bf16`, and under `amp: fp16` (both
+  steps loss-scaled), against the same search in fp32 (same seed, same batches): the
+  largest |softmax(α) difference| over the run must stay within `ALPHA_TOLERANCE`;
 * a short `train` under `amp: fp16` (GradScaler) stays finite and logs its loss scale.
 """
 
@@ -34,7 +34,7 @@ from spacelang.sr.data import embedded
 from spacelang.sr.search import search
 from spacelang.sr.train import train
 
-#: Largest |softmax(α)_bf16 − softmax(α)_fp32| allowed over a short search (probabilities).
+#: Largest |softmax(α)_amp − softmax(α)_fp32| allowed over a short search (probabilities).
 ALPHA_TOLERANCE = 0.02
 
 
@@ -163,15 +163,20 @@ def speed_checks(device: str = "cuda", iterations: int = 60) -> None:
     small = spacelang.load("spaces/dlsr.space", **cfg.overrides)
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
-        for amp in ("fp32", "bf16"):
+        for amp in ("fp32", "bf16", "fp16"):
             run_dir = Path(tmp) / amp
             search(small, attrs.evolve(cfg, amp=amp), train_set=embedded(2), val_set=None,
                    run_dir=run_dir, progress=False, device=device)
             runs[amp] = alpha_trajectory(run_dir)
-        gap = alpha_gap(runs["fp32"], runs["bf16"])
-    verdict = "ok" if gap <= ALPHA_TOLERANCE else "OUT OF TOLERANCE"
-    print(f"α trajectory over {iterations} search iterations, bf16 autocast vs fp32: largest "
-          f"|Δ softmax(α)| {gap:.4f} (tolerance {ALPHA_TOLERANCE}): {verdict}")
+        scales = [(r["loss_scale"], r["arch_loss_scale"])
+                  for r in MetricsLog(Path(tmp) / "fp16" / "metrics.jsonl").read()
+                  if "arch_loss_scale" in r]
+    for amp in ("bf16", "fp16"):
+        gap = alpha_gap(runs["fp32"], runs[amp])
+        verdict = "ok" if gap <= ALPHA_TOLERANCE else "OUT OF TOLERANCE"
+        print(f"α trajectory over {iterations} search iterations, {amp} autocast vs fp32: "
+              f"largest |Δ softmax(α)| {gap:.4f} (tolerance {ALPHA_TOLERANCE}): {verdict}")
+    print(f"search under amp fp16: (weight, α/β) loss scales {scales}")
 
     train_cfg = attrs.evolve(load_config(TrainConfig, DEFAULT_TRAIN_CONFIG), iterations=40,
                              val_every=40, checkpoint_every=20, log_every=10, amp="fp16")

@@ -109,7 +109,7 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--amp", choices=("fp32", "bf16", "fp16"),
                         help="autocast the forward pass to bf16 or fp16 (fp16: CUDA only, "
-                             "train only); overrides the config's 'amp'")
+                             "with loss scaling); overrides the config's 'amp'")
     _layout_flags(parser)
     common.add_bad_image_flag(parser)
     common.add_overrides(parser)

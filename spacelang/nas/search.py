@@ -9,6 +9,14 @@ folder holds ``last.pt`` (kind ``spacelang.search``), ``metrics.jsonl``, ``arch.
 (α/β once per epoch) and, at the end, ``derived.space`` and ``derived.pt`` (the derived
 network's weights inherited from the supernet, `SuperNet.fixed_state_dict`).
 
+Under ``amp: fp16`` (CUDA) both steps scale their loss, each with its own
+`torch.amp.GradScaler` (α/β's gradients are far smaller than the weights'): the weight
+step as `spacelang train` does (`backward_and_step`), the architecture step by passing the
+scale to the strategy (``loss_scale``, `spacelang.nas.strategies`). A non-finite gradient
+then skips that step and backs its scale off instead of stopping the run; both scales
+are in the checkpoint (``grad_scaler``, ``arch_grad_scaler``) and in the metrics
+(``loss_scale``, ``arch_loss_scale``).
+
 `run_search_family` runs one search per budget (a Pareto family): the weight warm-up,
 which no budget influences, runs once in ``RUN_DIR/warmup``; each budget continues from
 it in ``RUN_DIR/budget-<budget>``; ``pareto.csv`` / ``pareto.json`` tabulate the results.
@@ -44,11 +52,12 @@ from spacelang.runtime.distributed import all_reduce_grads, is_main, mean_scalar
 from spacelang.runtime.log import MetricsLog
 from spacelang.runtime.loop import (
     FORMAT_VERSION,
+    GradScalerState,
     Hook,
     Loop,
     NonFinite,
     RunError,
-    clip_gradients,
+    backward_and_step,
     due,
     state_dict_mismatch,
 )
@@ -133,6 +142,9 @@ class _SearchStep:
     epoch_length: int = 1
     arch_loss: torch.Tensor = attrs.Factory(lambda: torch.zeros(()))
     pruned: dict[str, str] = attrs.Factory(dict)  # what the last update pruned: site → label
+    # amp fp16: the loss scalers of the weight step and of the architecture step
+    scaler: torch.amp.GradScaler | None = None
+    arch_scaler: torch.amp.GradScaler | None = None
     _weights: Any = None
     _arch: Any = None
     _arch_version: int = 0  # counts the changes to α/β and the pruning masks
@@ -184,11 +196,10 @@ class _SearchStep:
         (loss_value,) = mean_scalars(loss.detach())
         if not math.isfinite(loss_value):
             raise NonFinite("weight loss")
-        loss.backward()
-        all_reduce_grads(net.weight_parameters())
-        # a finite loss can still have a non-finite gradient: stop before the step
-        clip_gradients(net.weight_parameters(), cfg.grad_clip)
-        self.weight_opt.step()
+        # a finite loss can still have a non-finite gradient: stop (fp32, bf16) or skip
+        # (fp16) before the step
+        backward_and_step(loss, self.weight_opt, net.weight_parameters(), cfg.grad_clip,
+                          self.scaler)
         if arch_batch is not None and cfg.arch_step_order == "after":
             self._arch_step(iteration, (x, target), arch_batch, lr_now)
         (arch_value,) = mean_scalars(self.arch_loss)
@@ -196,8 +207,12 @@ class _SearchStep:
             raise NonFinite("architecture loss")
         with torch.no_grad():
             expected = float(self.penalty.expected(net))
-        return {"loss": loss_value, "arch_loss": arch_value, "lr": lr_now,
-                f"expected_{self.penalty.field}": expected}
+        values = {"loss": loss_value, "arch_loss": arch_value, "lr": lr_now,
+                  f"expected_{self.penalty.field}": expected}
+        if self.scaler is not None and self.arch_scaler is not None:
+            values["loss_scale"] = float(self.scaler.get_scale())
+            values["arch_loss_scale"] = float(self.arch_scaler.get_scale())
+        return values
 
     def _arch_step(self, iteration: int, train_batch: Any, arch_batch: Any,
                    lr_now: float) -> None:
@@ -205,12 +220,23 @@ class _SearchStep:
         steps = iteration - self.cfg.arch_warmup  # architecture steps before this one
         self.arch_schedule.apply(self.arch_opt, steps)
         self.arch_opt.zero_grad(set_to_none=True)
+        # fp16 (only: a strategy without loss_scale runs in fp32 and bf16): the strategy
+        # backpropagates its loss times the scale, a tensor on the device
+        scaling = {} if self.arch_scaler is None else \
+            {"loss_scale": self.arch_scaler.scale(net.arch_parameters()[0].new_ones(()))}
         self.arch_loss = self.strategy.arch_gradient(net, train_batch, arch_batch,
-                                                     self.task.criterion, self.penalty, lr_now)
+                                                     self.task.criterion, self.penalty, lr_now,
+                                                     **scaling)
         all_reduce_grads(net.arch_parameters())  # distributed: the mean over ranks
-        if not all(torch.isfinite(p.grad).all() for p in net.arch_parameters()):
+        if self.arch_scaler is not None:
+            # unscales α/β's gradients; skips the step and backs the scale off when one is
+            # not finite
+            self.arch_scaler.step(self.arch_opt)
+            self.arch_scaler.update()
+        elif not all(torch.isfinite(p.grad).all() for p in net.arch_parameters()):
             raise NonFinite("architecture gradient")
-        self.arch_opt.step()
+        else:
+            self.arch_opt.step()
         self._arch_version += 1
         self.pruned = self.strategy.after_arch_step(net, steps + 1,
                                                     lambda: self.derived().decisions)
@@ -327,8 +353,12 @@ def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: 
     arch_opt = torch.optim.Adam(net.arch_parameters(), lr=cfg.arch_lr,
                                 betas=tuple(cfg.arch_betas),
                                 weight_decay=cfg.arch_weight_decay)
+    # amp fp16 (the loop checks that the device can): a loss scale per optimizer
+    fp16 = cfg.amp == "fp16"
+    scaler = torch.amp.GradScaler(device.type) if fp16 else None
+    arch_scaler = torch.amp.GradScaler(device.type) if fp16 else None
     step = _SearchStep(net, task, strategy, penalty, weight_opt, arch_opt, cfg,
-                       weight_data, arch_data)
+                       weight_data, arch_data, scaler=scaler, arch_scaler=arch_scaler)
     loop = Loop(
         kind=CHECKPOINT_KIND,
         noun="search",
@@ -338,7 +368,9 @@ def run_search(space: Any, cfg: Any, *, task: Any, weight_data: Any, arch_data: 
         stateful={"model": net, "weight_opt": weight_opt, "arch_opt": arch_opt},
         hooks=[_ArchitectureLog(net, step, MetricsLog(run_dir / "arch.jsonl")),
                _DerivedValidation(space, net, step, task, device, cfg.val_every,
-                                  cfg.iterations)],
+                                  cfg.iterations),
+               *([] if scaler is None else [GradScalerState(scaler, "grad_scaler"),
+                                            GradScalerState(arch_scaler, "arch_grad_scaler")])],
         resume_safe=frozenset(resume_safe),
         extra={"network": network.name, "spec_path": str(Path(space.path).resolve()),
                "overrides": json.dumps(space.overrides),

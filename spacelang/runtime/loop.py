@@ -69,6 +69,7 @@ from spacelang.runtime.checkpoint import (
 from spacelang.runtime.config import ConfigError, config_changes, dump_config, parse_config
 from spacelang.runtime.distributed import (
     RankLost,
+    all_reduce_grads,
     broadcast_,
     broadcast_object,
     check_lockstep,
@@ -83,12 +84,14 @@ from spacelang.runtime.speed import SpeedError, optimise
 
 __all__ = [
     "FORMAT_VERSION",
+    "GradScalerState",
     "Hook",
     "Loop",
     "NonFinite",
     "RunError",
     "Step",
     "StepFailure",
+    "backward_and_step",
     "clip_gradients",
     "denormals_flushed",
     "same_on_every_rank",
@@ -217,6 +220,50 @@ def clip_gradients(params: Sequence[torch.Tensor], max_norm: float | None) -> fl
     if not torch.isfinite(norm):
         raise NonFinite("weight gradient")
     return float(norm)
+
+
+def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                      params: Sequence[torch.Tensor], max_norm: float | None,
+                      scaler: torch.amp.GradScaler | None = None) -> None:
+    """Backpropagate ``loss`` into ``params`` (the mean over ranks), clip their gradients
+    to ``max_norm`` (`clip_gradients`) and step ``optimizer``.
+
+    Without ``scaler`` a non-finite gradient raises `NonFinite`. With one (amp fp16) the
+    loss is multiplied by the scale before the backward pass, so that small gradients do
+    not underflow in float16, and the gradients divided by it before the clip; a
+    non-finite gradient then means the scale was too large: the step is skipped and the
+    scale backs off (`torch.amp.GradScaler.update`), and the run goes on.
+    """
+    if scaler is None:
+        loss.backward()
+        all_reduce_grads(params)
+        clip_gradients(params, max_norm)
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    all_reduce_grads(params)
+    scaler.unscale_(optimizer)
+    with contextlib.suppress(NonFinite):  # the scaler has seen it and skips the step
+        clip_gradients(params, max_norm)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+@attrs.define
+class GradScalerState(Hook):
+    """A loss scaler's state (amp fp16) in each checkpoint under ``key``; a run resumed
+    from a checkpoint without it (one that ran in another precision) starts from the
+    scaler's initial scale."""
+
+    scaler: torch.amp.GradScaler
+    key: str = "grad_scaler"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {self.key: self.scaler.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get(self.key):
+            self.scaler.load_state_dict(state[self.key])
 
 
 def state_dict_mismatch(

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 
 import attrs
 
-from spacelang.nas.strategies import STRATEGIES
+from spacelang.nas.strategies import STRATEGIES, takes_loss_scale
 from spacelang.runtime.config import (
     Check,
     ConfigError,
@@ -299,7 +299,8 @@ class SearchConfig:
     epoch_length: int | None = None
     grad_clip: float | None = 5.0  # max gradient norm of the 0–1-scale loss
     # how the network computes (spacelang.runtime.speed): autocast of the forward pass
-    # (fp16: CUDA only), NHWC weights, torch.compile
+    # (fp16: CUDA only; both the weight and the α/β step scale their loss), NHWC weights,
+    # torch.compile
     amp: Amp = "fp32"
     channels_last: bool = False
     compile: bool = False
@@ -352,10 +353,12 @@ class SearchConfig:
             ),
             *_search_problems(self),
             (
-                self.amp == "fp16",
-                ("amp",),
-                "'amp: fp16' is for training only: a search has no loss scaling, and float16 "
-                "gradients of α/β underflow without it; use 'amp: bf16'",
+                self.amp == "fp16" and self.strategy in STRATEGIES
+                and not takes_loss_scale(STRATEGIES[self.strategy]),
+                ("amp", "strategy"),
+                f"'amp: fp16' scales the architecture loss, so that float16 gradients of α/β "
+                f"do not underflow, but strategy {self.strategy!r} cannot take a loss scale "
+                "(its arch_gradient has no 'loss_scale' argument); use 'amp: bf16'",
             ),
         ]
         first_problem(problems)

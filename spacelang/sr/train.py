@@ -12,7 +12,6 @@ keeps a run folder::
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,8 +24,16 @@ from torch import nn
 
 from spacelang.runtime.checkpoint import save_checkpoint
 from spacelang.runtime.config import dump_config
-from spacelang.runtime.distributed import all_reduce_grads, default_device, is_main, mean_scalars
-from spacelang.runtime.loop import Hook, Loop, NonFinite, RunError, clip_gradients, due
+from spacelang.runtime.distributed import default_device, is_main, mean_scalars
+from spacelang.runtime.loop import (
+    GradScalerState,
+    Hook,
+    Loop,
+    NonFinite,
+    RunError,
+    backward_and_step,
+    due,
+)
 from spacelang.runtime.schedule import LRSchedule
 from spacelang.sr.config import RESUME_SAFE, TrainConfig
 from spacelang.sr.task import SRTask, evaluate
@@ -88,41 +95,15 @@ class _WeightStep:
             raise NonFinite("loss")
         self.optimizer.zero_grad(set_to_none=True)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        backward_and_step(loss, self.optimizer, params, self.grad_clip, self.scaler)
         if self.scaler is None:
-            loss.backward()
-            all_reduce_grads(params)
-            clip_gradients(params, self.grad_clip)
-            self.optimizer.step()
             return {"loss": value, "lr": lr_now}
-        self.scaler.scale(loss).backward()
-        all_reduce_grads(params)
-        self.scaler.unscale_(self.optimizer)
-        # a non-finite norm means the scale was too large: the scaler skips the step
-        with contextlib.suppress(NonFinite):
-            clip_gradients(params, self.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
         return {"loss": value, "lr": lr_now, "loss_scale": float(self.scaler.get_scale())}
 
     def end(self) -> None:
         close = getattr(self._batches, "close", None)
         if close is not None:
             close()
-
-
-@attrs.define
-class _ScalerState(Hook):
-    """The fp16 loss scale in each checkpoint; a run resumed without one (it ran in another
-    precision) starts from the scaler's initial scale."""
-
-    scaler: torch.amp.GradScaler
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"grad_scaler": self.scaler.state_dict()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("grad_scaler"):
-            self.scaler.load_state_dict(state["grad_scaler"])
 
 
 @attrs.define
@@ -233,7 +214,7 @@ def train(
         step=_WeightStep(task, model, optimizer, lr_schedule(cfg), train_set, cfg.grad_clip,
                          cfg.seed, scaler),
         stateful={"model": model, "optimizer": optimizer},
-        hooks=[best] if scaler is None else [best, _ScalerState(scaler)],
+        hooks=[best] if scaler is None else [best, GradScalerState(scaler)],
         resume_safe=RESUME_SAFE,
         extra={"rgb_range": rgb_range, "spec": spec_text},
         files={} if spec_text is None else {"spec.space": spec_text},

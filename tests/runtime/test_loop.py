@@ -16,7 +16,15 @@ from torch import nn
 from spacelang.runtime.checkpoint import load_checkpoint, save_checkpoint
 from spacelang.runtime.config import positive, validated
 from spacelang.runtime.log import MetricsLog
-from spacelang.runtime.loop import FORMAT_VERSION, Hook, Loop, NonFinite, RunError
+from spacelang.runtime.loop import (
+    FORMAT_VERSION,
+    GradScalerState,
+    Hook,
+    Loop,
+    NonFinite,
+    RunError,
+    backward_and_step,
+)
 
 
 @attrs.frozen(kw_only=True, field_transformer=validated)
@@ -147,3 +155,51 @@ def test_nonfinite_from_the_step_keeps_the_last_good_checkpoint(tmp_path: Path) 
         f"{tmp_path / 'last.pt'}"
     )
     assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 8
+
+
+def _fp16_step(init_scale: float, max_norm: float | None):
+    """One `backward_and_step` of a float16-autocast conv on CPU; returns (the conv, its
+    weights before, the scaler, the optimizer)."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3)
+    before = conv.weight.detach().clone()
+    optimizer = torch.optim.SGD(conv.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = conv(torch.rand(2, 3, 16, 16))
+    loss = out.float().square().mean()
+    backward_and_step(loss, optimizer, list(conv.parameters()), max_norm, scaler)
+    return conv, before, scaler, optimizer
+
+
+def test_a_scaled_step_clips_the_unscaled_gradient_and_an_overflow_skips_it() -> None:
+    conv, before, scaler, _ = _fp16_step(2.0**8, max_norm=1e-3)
+    assert scaler.get_scale() == 2.0**8  # no overflow: the scale stays
+    moved = float((conv.weight.detach() - before).norm())
+    assert moved > 0
+    # the clip saw the gradients unscaled: SGD moved by lr × (at most) max_norm
+    assert moved <= 0.1 * 1e-3 * (1 + 1e-3)
+    conv, before, scaler, _ = _fp16_step(2.0**60, max_norm=1e-3)
+    assert torch.equal(conv.weight.detach(), before)  # overflowed: skipped, no error
+    assert scaler.get_scale() == 2.0**59
+
+
+def test_an_unscaled_non_finite_gradient_stops() -> None:
+    weight = nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    loss = (weight * torch.tensor([1.0, float("inf")])).sum() * 0
+    with pytest.raises(NonFinite, match="weight gradient"):
+        backward_and_step(loss, optimizer, [weight], None)
+    assert torch.equal(weight.detach(), torch.ones(2))
+
+
+def test_scaler_state_round_trips_and_a_checkpoint_without_it_leaves_it_fresh() -> None:
+    _, _, scaler, _ = _fp16_step(2.0**60, max_norm=None)
+    hook = GradScalerState(scaler, "arch_grad_scaler")
+    saved = hook.state_dict()
+    assert set(saved) == {"arch_grad_scaler"}
+    fresh = torch.amp.GradScaler("cpu", init_scale=4.0)
+    GradScalerState(fresh, "arch_grad_scaler").load_state_dict({"grad_scaler": saved})
+    assert fresh.get_scale() == 4.0  # another key: not this scaler's state
+    GradScalerState(fresh, "arch_grad_scaler").load_state_dict(saved)
+    assert fresh.get_scale() == 2.0**59
