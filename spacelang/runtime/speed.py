@@ -137,12 +137,12 @@ def optimise(model: nn.Module, *, amp: str = "fp32", channels_last: bool = False
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
     dtype = amp_dtype(amp, device)
-    if compile:
-        problem = compile_problem(device)
-        if problem is not None:
-            raise SpeedError(problem)
     if fuse:
         problem = fusion_problem(model, device, amp, compile)
+        if problem is not None:
+            raise SpeedError(problem)
+    if compile:
+        problem = compile_problem(device)
         if problem is not None:
             raise SpeedError(problem)
     if channels_last:
