@@ -19,9 +19,11 @@ of those per-repetition ratios as its spread; below 1 the variant is faster.
 * forward: the derived network (`spaces/dlsr_derived.space`) on one image at each size,
   under `torch.inference_mode`, at each thread count: spacelang eager, spacelang
   optimised (channels-last, + torch.compile when this machine can compile), the module
-  `spacelang compile --emit-py` writes (eager and optimised), against the hand-written
-  network (eager; and channels-last, for the optimised rows' own baseline). All run the
-  same weights; the script first checks that their outputs agree.
+  `spacelang compile --emit-py` writes (eager and optimised), spacelang channels-last +
+  fuse (each conv one oneDNN call with its activation or residual add; spacelang's
+  networks only), against the hand-written network (eager; and channels-last, for the
+  optimised rows' own baseline). All run the same weights; the script first checks that
+  their outputs agree.
 
 `--quick` runs a few seconds (small supernet, 64×64 forward, one repetition, no
 compile): a smoke test that keeps this script working, not a measurement.
@@ -55,7 +57,7 @@ from dlsr_handwritten import HandDLSR, HandDLSRSupernet  # noqa: E402
 from spacelang.backends.emit import emit_python  # noqa: E402
 
 import spacelang  # noqa: E402
-from spacelang.runtime.speed import compile_problem, optimise  # noqa: E402
+from spacelang.runtime.speed import compile_problem, fusion_problem, optimise  # noqa: E402
 from spacelang.sr.weights import load_rename_map, map_state_dict  # noqa: E402
 
 SEARCH_SPACE = ROOT / "spaces" / "dlsr.space"
@@ -243,7 +245,8 @@ def emitted_module(network: Any) -> Any:
 
 def forward_networks(compile_: bool) -> dict[str, nn.Module]:
     """The derived network in each form, all with one set of weights; the hand-written
-    eager network first (the baseline)."""
+    eager network first (the baseline), the hand-written channels-last one fourth (the
+    optimised rows' own baseline)."""
     torch.manual_seed(0)
     hand = HandDLSR().eval()
     space = spacelang.load(DERIVED)
@@ -265,7 +268,7 @@ def forward_networks(compile_: bool) -> dict[str, nn.Module]:
     hand_cl.to(memory_format=torch.channels_last)
     optimised = {"channels_last": True, "compile": compile_}
     how = "channels-last + compile" if compile_ else "channels-last"
-    return {
+    networks = {
         "hand-written, eager": hand,
         "spacelang, eager": spacelang_net(),
         "emitted module, eager": emitted_net(),
@@ -273,6 +276,10 @@ def forward_networks(compile_: bool) -> dict[str, nn.Module]:
         f"spacelang, {how}": spacelang_net(**optimised),
         f"emitted module, {how}": emitted_net(**optimised),
     }
+    if fusion_problem(space.fixed()) is None:
+        networks["spacelang, channels-last + fuse"] = spacelang_net(channels_last=True,
+                                                                    fuse=True)
+    return networks
 
 
 def forward_section(args: argparse.Namespace) -> None:
@@ -288,6 +295,11 @@ def forward_section(args: argparse.Namespace) -> None:
     print(f"\nderived network forward (spaces/dlsr_derived.space, {args.reps} alternating "
           f"repetitions); all forms agree with the hand-written one to {worst:.1e} "
           "(0–255 scale)")
+    problem = fusion_problem(spacelang.load(DERIVED).fixed())
+    if problem is not None:
+        print(f"(fuse left out: {problem})")
+    print("(fuse applies to spacelang's networks only: the emitted module has no fused row)")
+    hand_cl = names[3]
     for threads in args.threads:
         torch.set_num_threads(threads)
         for width, height in args.sizes:
@@ -299,8 +311,9 @@ def forward_section(args: argparse.Namespace) -> None:
             for name in names:
                 base = None if name == names[0] else times[names[0]]
                 print(row(name, times[name], base))
-            cl = names[3]
-            print(row(f"{names[4]} vs {cl}", times[names[4]], times[cl]))
+            for name in names[4:]:
+                if name.startswith("spacelang"):
+                    print(row(f"{name} vs {hand_cl}", times[name], times[hand_cl]))
 
 
 # --------------------------------------------------------------------------- main
