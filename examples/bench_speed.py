@@ -1,7 +1,8 @@
 """Speed and memory of spacelang's networks against hand-written PyTorch, in one run.
 
     python examples/bench_speed.py [--quick] [--threads 1,2] [--sizes 640x360,320x180,64x64]
-                                   [--reps N] [--no-compile] [--sections forward,supernet,memory]
+                                   [--reps N] [--no-compile]
+                                   [--sections supernet,memory,forward,alternatives]
 
 Every figure is printed next to its baseline, measured in the same process (memory: in
 fresh processes) with the variants alternating repetition by repetition, so that a load
@@ -25,6 +26,12 @@ of those per-repetition ratios as its spread; below 1 the variant is faster.
   optimised rows' own baseline). All run the same weights; the script first checks that
   their outputs agree.
 
+* alternatives (not run by default): at the first size and thread count, ways to run
+  the derived network for inference that `optimise` does not offer, against the
+  hand-written eager network: TorchScript trace + freeze (and + optimize_for_inference),
+  `no_grad` instead of `inference_mode`, torch.compile (default; Inductor's freezing)
+  with the seconds each takes to build.
+
 `--quick` runs a few seconds (small supernet, 64×64 forward, one repetition, no
 compile): a smoke test that keeps this script working, not a measurement.
 """
@@ -32,6 +39,7 @@ compile): a smoke test that keeps this script working, not a measurement.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 import os
@@ -41,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -316,6 +325,80 @@ def forward_section(args: argparse.Namespace) -> None:
                     print(row(f"{name} vs {hand_cl}", times[name], times[hand_cl]))
 
 
+class _TraceRoot(nn.Module):
+    """``net`` for `torch.jit.trace`: its leaf modules registered under plain names (a
+    spacelang value may be called `half`, which TorchScript takes for the method)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.leaves = nn.ModuleList([m for m in net.modules() if not m._modules])
+        object.__setattr__(self, "net", net)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def alternatives_section(args: argparse.Namespace) -> None:
+    """Other ways to run the derived network for inference, at the first size and thread
+    count, against the hand-written eager network: TorchScript (trace + freeze, and
+    + optimize_for_inference), `torch.no_grad` instead of `torch.inference_mode`, and
+    torch.compile (default; with Inductor's freezing) with its compile time."""
+    torch.set_num_threads(args.threads[0])
+    width, height = args.sizes[0]
+    x = torch.rand(1, 3, height, width) * 255
+    networks = forward_networks(False)
+    hand, fused = networks["hand-written, eager"], networks.get("spacelang, channels-last + fuse")
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+
+    def spacelang_cl() -> nn.Module:
+        return copy.deepcopy(networks["spacelang, channels-last"])
+
+    variants: dict[str, Callable[[], Any]] = {"hand-written, eager": lambda: hand(x)}
+    built: dict[str, float] = {}
+    traced = [("TorchScript trace + freeze, channels-last", spacelang_cl, False),
+              ("+ optimize_for_inference", spacelang_cl, True)]
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shapes it takes as constants
+        for label, build, optimize in traced:
+            start = time.perf_counter()
+            script = torch.jit.freeze(torch.jit.trace(_TraceRoot(build()).eval(), x_cl,
+                                                      check_trace=False))
+            if optimize:
+                script = torch.jit.optimize_for_inference(script)
+            built[label] = time.perf_counter() - start
+            variants[label] = lambda script=script: script(x)
+    if fused is not None:
+        def no_grad_fused() -> torch.Tensor:
+            with torch.no_grad():
+                return fused(x)
+        variants["spacelang, channels-last + fuse"] = lambda: fused(x)
+        variants["same, under no_grad (not inference_mode)"] = no_grad_fused
+    if not args.no_compile and compile_problem("cpu") is None:
+        import torch._inductor.config as inductor
+
+        for label, freezing in (("torch.compile, channels-last", False),
+                                ("torch.compile + freezing, channels-last", True)):
+            with inductor.patch(freezing=freezing):
+                net = torch.compile(spacelang_cl())
+                start = time.perf_counter()
+                with torch.inference_mode():
+                    net(x)
+                built[label] = time.perf_counter() - start
+            variants[label] = lambda net=net: net(x)
+    with torch.inference_mode():
+        reference = hand(x)
+        worst = {name: float((run() - reference).abs().max()) for name, run in variants.items()}
+        times = alternate(variants, args.reps)
+    print(f"\nalternatives: {width}×{height} input, {args.threads[0]} thread"
+          f"{'s' * (args.threads[0] > 1)}, {args.reps} alternating repetitions "
+          "(torch.inference_mode unless said)")
+    names = list(variants)
+    print(row(names[0], times[names[0]], None))
+    for name in names[1:]:
+        note = f"   (built in {built[name]:.1f} s)" if name in built else ""
+        print(row(name, times[name], times[names[0]]) + f"  max |Δ| {worst[name]:.1e}" + note)
+
+
 # --------------------------------------------------------------------------- main
 
 def _size(text: str) -> tuple[int, int]:
@@ -368,6 +451,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         memory_section(args)
     if "forward" in args.sections:
         forward_section(args)
+    if "alternatives" in args.sections:
+        alternatives_section(args)
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
 
 
