@@ -1,7 +1,8 @@
 """Speed and memory of spacelang's networks against hand-written PyTorch, in one run.
 
     python examples/bench_speed.py [--quick] [--threads 1,2] [--sizes 640x360,320x180,64x64]
-                                   [--reps N] [--no-compile] [--sections forward,supernet,memory]
+                                   [--reps N] [--no-compile]
+                                   [--sections supernet,memory,forward,alternatives]
 
 Every figure is printed next to its baseline, measured in the same process (memory: in
 fresh processes) with the variants alternating repetition by repetition, so that a load
@@ -19,9 +20,17 @@ of those per-repetition ratios as its spread; below 1 the variant is faster.
 * forward: the derived network (`spaces/dlsr_derived.space`) on one image at each size,
   under `torch.inference_mode`, at each thread count: spacelang eager, spacelang
   optimised (channels-last, + torch.compile when this machine can compile), the module
-  `spacelang compile --emit-py` writes (eager and optimised), against the hand-written
-  network (eager; and channels-last, for the optimised rows' own baseline). All run the
-  same weights; the script first checks that their outputs agree.
+  `spacelang compile --emit-py` writes (eager and optimised), spacelang channels-last +
+  fuse (each conv one oneDNN call with its activation or residual add; spacelang's
+  networks only), against the hand-written network (eager; and channels-last, for the
+  optimised rows' own baseline). All run the same weights; the script first checks that
+  their outputs agree.
+
+* alternatives (not run by default): at the first size and thread count, ways to run
+  the derived network for inference that `optimise` does not offer, against the
+  hand-written eager network: TorchScript trace + freeze (and + optimize_for_inference),
+  `no_grad` instead of `inference_mode`, torch.compile (default; Inductor's freezing)
+  with the seconds each takes to build.
 
 `--quick` runs a few seconds (small supernet, 64×64 forward, one repetition, no
 compile): a smoke test that keeps this script working, not a measurement.
@@ -30,6 +39,7 @@ compile): a smoke test that keeps this script working, not a measurement.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 import os
@@ -39,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,7 +66,7 @@ from dlsr_handwritten import HandDLSR, HandDLSRSupernet  # noqa: E402
 from spacelang.backends.emit import emit_python  # noqa: E402
 
 import spacelang  # noqa: E402
-from spacelang.runtime.speed import compile_problem, optimise  # noqa: E402
+from spacelang.runtime.speed import compile_problem, fusion_problem, optimise  # noqa: E402
 from spacelang.sr.weights import load_rename_map, map_state_dict  # noqa: E402
 
 SEARCH_SPACE = ROOT / "spaces" / "dlsr.space"
@@ -243,7 +254,8 @@ def emitted_module(network: Any) -> Any:
 
 def forward_networks(compile_: bool) -> dict[str, nn.Module]:
     """The derived network in each form, all with one set of weights; the hand-written
-    eager network first (the baseline)."""
+    eager network first (the baseline), the hand-written channels-last one fourth (the
+    optimised rows' own baseline)."""
     torch.manual_seed(0)
     hand = HandDLSR().eval()
     space = spacelang.load(DERIVED)
@@ -265,7 +277,7 @@ def forward_networks(compile_: bool) -> dict[str, nn.Module]:
     hand_cl.to(memory_format=torch.channels_last)
     optimised = {"channels_last": True, "compile": compile_}
     how = "channels-last + compile" if compile_ else "channels-last"
-    return {
+    networks = {
         "hand-written, eager": hand,
         "spacelang, eager": spacelang_net(),
         "emitted module, eager": emitted_net(),
@@ -273,6 +285,10 @@ def forward_networks(compile_: bool) -> dict[str, nn.Module]:
         f"spacelang, {how}": spacelang_net(**optimised),
         f"emitted module, {how}": emitted_net(**optimised),
     }
+    if fusion_problem(space.fixed()) is None:
+        networks["spacelang, channels-last + fuse"] = spacelang_net(channels_last=True,
+                                                                    fuse=True)
+    return networks
 
 
 def forward_section(args: argparse.Namespace) -> None:
@@ -288,6 +304,11 @@ def forward_section(args: argparse.Namespace) -> None:
     print(f"\nderived network forward (spaces/dlsr_derived.space, {args.reps} alternating "
           f"repetitions); all forms agree with the hand-written one to {worst:.1e} "
           "(0–255 scale)")
+    problem = fusion_problem(spacelang.load(DERIVED).fixed())
+    if problem is not None:
+        print(f"(fuse left out: {problem})")
+    print("(fuse applies to spacelang's networks only: the emitted module has no fused row)")
+    hand_cl = names[3]
     for threads in args.threads:
         torch.set_num_threads(threads)
         for width, height in args.sizes:
@@ -299,8 +320,83 @@ def forward_section(args: argparse.Namespace) -> None:
             for name in names:
                 base = None if name == names[0] else times[names[0]]
                 print(row(name, times[name], base))
-            cl = names[3]
-            print(row(f"{names[4]} vs {cl}", times[names[4]], times[cl]))
+            for name in names[4:]:
+                if name.startswith("spacelang"):
+                    print(row(f"{name} vs {hand_cl}", times[name], times[hand_cl]))
+
+
+class _TraceRoot(nn.Module):
+    """``net`` for `torch.jit.trace`: its leaf modules registered under plain names (a
+    spacelang value may be called `half`, which TorchScript takes for the method)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.leaves = nn.ModuleList([m for m in net.modules() if not m._modules])
+        object.__setattr__(self, "net", net)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def alternatives_section(args: argparse.Namespace) -> None:
+    """Other ways to run the derived network for inference, at the first size and thread
+    count, against the hand-written eager network: TorchScript (trace + freeze, and
+    + optimize_for_inference), `torch.no_grad` instead of `torch.inference_mode`, and
+    torch.compile (default; with Inductor's freezing) with its compile time."""
+    torch.set_num_threads(args.threads[0])
+    width, height = args.sizes[0]
+    x = torch.rand(1, 3, height, width) * 255
+    networks = forward_networks(False)
+    hand, fused = networks["hand-written, eager"], networks.get("spacelang, channels-last + fuse")
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+
+    def spacelang_cl() -> nn.Module:
+        return copy.deepcopy(networks["spacelang, channels-last"])
+
+    variants: dict[str, Callable[[], Any]] = {"hand-written, eager": lambda: hand(x)}
+    built: dict[str, float] = {}
+    traced = [("TorchScript trace + freeze, channels-last", spacelang_cl, False),
+              ("+ optimize_for_inference", spacelang_cl, True)]
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shapes it takes as constants
+        for label, build, optimize in traced:
+            start = time.perf_counter()
+            script = torch.jit.freeze(torch.jit.trace(_TraceRoot(build()).eval(), x_cl,
+                                                      check_trace=False))
+            if optimize:
+                script = torch.jit.optimize_for_inference(script)
+            built[label] = time.perf_counter() - start
+            variants[label] = lambda script=script: script(x)
+    if fused is not None:
+        def no_grad_fused() -> torch.Tensor:
+            with torch.no_grad():
+                return fused(x)
+        variants["spacelang, channels-last + fuse"] = lambda: fused(x)
+        variants["same, under no_grad (not inference_mode)"] = no_grad_fused
+    if not args.no_compile and compile_problem("cpu") is None:
+        import torch._inductor.config as inductor
+
+        for label, freezing in (("torch.compile, channels-last", False),
+                                ("torch.compile + freezing, channels-last", True)):
+            with inductor.patch(freezing=freezing):
+                net = torch.compile(spacelang_cl())
+                start = time.perf_counter()
+                with torch.inference_mode():
+                    net(x)
+                built[label] = time.perf_counter() - start
+            variants[label] = lambda net=net: net(x)
+    with torch.inference_mode():
+        reference = hand(x)
+        worst = {name: float((run() - reference).abs().max()) for name, run in variants.items()}
+        times = alternate(variants, args.reps)
+    print(f"\nalternatives: {width}×{height} input, {args.threads[0]} thread"
+          f"{'s' * (args.threads[0] > 1)}, {args.reps} alternating repetitions "
+          "(torch.inference_mode unless said)")
+    names = list(variants)
+    print(row(names[0], times[names[0]], None))
+    for name in names[1:]:
+        note = f"   (built in {built[name]:.1f} s)" if name in built else ""
+        print(row(name, times[name], times[names[0]]) + f"  max |Δ| {worst[name]:.1e}" + note)
 
 
 # --------------------------------------------------------------------------- main
@@ -355,6 +451,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         memory_section(args)
     if "forward" in args.sections:
         forward_section(args)
+    if "alternatives" in args.sections:
+        alternatives_section(args)
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
 
 

@@ -9,6 +9,10 @@ tensor. Which steps do is fixed when the module is built (`backends.inplace`), i
 plans: one safe while autograd records, one for forward passes without gradients; the
 results are the same values as out of place, bit for bit. The network's inputs are
 never written.
+
+`fuse_convolutions()` adds a third plan for forward passes without gradients on CPU:
+each convolution runs as one oneDNN call, with the activation or residual addition that
+follows it where `backends.fusion` allows (values equal to float32 rounding).
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from spacelang.backends.fusion import FUSABLE_CONVS, conv_epilogues
 from spacelang.backends.inplace import in_place_inputs
-from spacelang.backends.torch.ops import INPLACE, LOWERINGS
+from spacelang.backends.torch.ops import INPLACE, LOWERINGS, onednn_conv
 from torch import nn
 
 from spacelang.ir import Graph, Node, input_channels, module_path
@@ -75,6 +80,9 @@ class GraphModule(nn.Module):
         super().__init__()
         self.graph = graph
         steps = []
+        self._runs: dict[int, Callable] = {}
+        self._without_grad_plan: dict[int, int] = {}
+        self._fused: list[tuple] | None = None
         last_use: dict[int, int] = {}
         for node in graph.nodes:
             for source in node.inputs:
@@ -111,7 +119,54 @@ class GraphModule(nn.Module):
                 for plan in (with_grad_plan, without_grad_plan))
             steps.append((node.id, with_grad, without_grad, node.inputs, frees,
                           masks.get(node.id)))
+            self._runs[node.id] = without_grad
         self._steps = steps
+        self._without_grad_plan = without_grad_plan
+        self.has_masks = bool(masked)  # a width supernet's channel masks
+
+    def fuse_convolutions(self) -> None:
+        """Run passes without gradients on float32 CPU inputs through the fused plan
+        (`backends.fusion`; every conv a oneDNN call). Needs `torch.ops.mkldnn`
+        (`spacelang.runtime.speed.fusion_problem`)."""
+        if self.has_masks:
+            raise ValueError("a network with channel masks cannot fuse its convolutions")
+        graph = self.graph
+        nodes = {node.id: node for node in graph.nodes}
+        plan = conv_epilogues(graph)
+        skipped = {n for epilogue in plan.values() for n in epilogue.absorbed}
+        rows: list[tuple[int, Callable, tuple[int, ...]]] = []
+        for node in graph.nodes:
+            if node.op == "input" or node.id in skipped:
+                continue
+            epilogue = plan.get(node.id)
+            if epilogue is not None:
+                conv_node = nodes[epilogue.conv]
+                conv = self._runs[conv_node.id]
+                activation = nodes[epilogue.activation] if epilogue.activation is not None \
+                    else None
+                sources = conv_node.inputs
+                into = False
+                if epilogue.residual is not None:
+                    sources = (*sources, epilogue.residual)
+                    add = nodes[epilogue.add]
+                    written = self._without_grad_plan.get(add.id)
+                    into = written is not None and add.inputs[written] == epilogue.residual
+                run = onednn_conv(conv, activation.op if activation else None,
+                                  activation.args if activation else None,
+                                  residual=epilogue.residual is not None, into_residual=into)
+                rows.append((node.id, run, sources))
+            elif node.op in FUSABLE_CONVS:
+                rows.append((node.id, onednn_conv(self._runs[node.id]), node.inputs))
+            else:
+                rows.append((node.id, self._runs[node.id], node.inputs))
+        last_use: dict[int, int] = {}
+        for node_id, _, sources in rows:
+            for source in sources:
+                last_use[source] = node_id
+        last_use[graph.output] = len(graph.nodes)
+        self._fused = [(node_id, run, run, sources,
+                        tuple(s for s in set(sources) if last_use.get(s) == node_id), None)
+                       for node_id, run, sources in rows]
 
     def get_submodule(self, target: str) -> nn.Module:
         return get_submodule(self, target)
@@ -119,7 +174,11 @@ class GraphModule(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         values: dict[int, torch.Tensor] = dict(zip(self.graph.inputs, inputs, strict=True))
         grad = torch.is_grad_enabled()
-        for node_id, with_grad, without_grad, sources, frees, masked in self._steps:
+        steps = self._steps
+        if (not grad and self._fused is not None and inputs[0].device.type == "cpu"
+                and inputs[0].dtype == torch.float32):
+            steps = self._fused
+        for node_id, with_grad, without_grad, sources, frees, masked in steps:
             run = with_grad if grad else without_grad
             values[node_id] = run(*(values[s] for s in sources))
             if masked is not None:

@@ -205,3 +205,36 @@ INPLACE: dict[str, Any] = {
     "add": _add_into,
     "mul": _mul_into,
 }
+
+
+# --------------------------------------------------------------------------- fused (oneDNN)
+
+#: oneDNN's post-op name and scalars of each activation of `backends.fusion`.
+ONEDNN_ACTIVATIONS: dict[str, Any] = {
+    "relu": lambda args: ("relu", []),
+    "lrelu": lambda args: ("leaky_relu", [args["slope"]]),
+    "sigmoid": lambda args: ("sigmoid", []),
+    "tanh": lambda args: ("tanh", []),
+}
+
+
+def onednn_conv(conv: nn.Conv2d, activation: str | None = None, args: Args | None = None,
+                residual: bool = False, into_residual: bool = False) -> Any:
+    """``conv``'s step as one oneDNN call (CPU, float32, no autograd): ``x → conv(x)``, then
+    ``+ residual`` (a second argument; with ``into_residual`` written into it), then
+    ``activation`` (a primitive of `ONEDNN_ACTIVATIONS` with its ``args``). The weights
+    are read from ``conv`` at each call, so loading a state_dict later takes effect."""
+    ops = torch.ops.mkldnn
+    attr, scalars = ONEDNN_ACTIVATIONS[activation](args) if activation else ("none", [])
+    if not residual:
+        return lambda x: ops._convolution_pointwise(
+            x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups,
+            attr, scalars, "")
+    unary = None if activation is None else attr
+    if into_residual:
+        return lambda x, other: ops._convolution_pointwise_(
+            other, x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation,
+            conv.groups, "add", 1.0, unary, scalars, None)
+    return lambda x, other: ops._convolution_pointwise(
+        x, other, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation,
+        conv.groups, "add", 1.0, unary, scalars, None)

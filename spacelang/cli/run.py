@@ -87,6 +87,10 @@ def register(sub) -> None:
     common.add_overrides(evaluate)
     common.add_weights_map(evaluate)
     _layout_flags(evaluate)
+    evaluate.add_argument("--fuse", action="store_true",
+                          help="run each convolution as one oneDNN call with the activation "
+                               "or residual add after it (CPU inference; outputs equal to "
+                               "float32 rounding)")
     evaluate.add_argument("--save-images", metavar="DIR", help="write the SR outputs as PNG")
     evaluate.add_argument("--rgb", action="store_true",
                           help="score RGB instead of the Y channel")
@@ -330,7 +334,7 @@ def run_eval(args: argparse.Namespace) -> int:
                                     scale=args.scale, weights=args.weights,
                                     weights_map=args.weights_map,
                                     channels_last=bool(args.channels_last),
-                                    compile=bool(args.compile))
+                                    compile=bool(args.compile), fuse=args.fuse)
     images = open_dataset(None if args.data == "embedded" else args.data, args.scale,
                           split="val", on_error=args.on_bad_image)
     with tools.progress_bar(len(images), "eval", enabled=not args.no_progress) as advance:

@@ -90,9 +90,9 @@ def _non_negative(text: str) -> int:
 def load_model(spec: str, overrides: dict[str, str], *, scale: int | None = None,
                weights: str | None = None, weights_map: str | None = None,
                rgb_only: bool = True, channels_last: bool = False,
-               compile: bool = False) -> tuple[Any, Any]:
-    """The checked space and its fixed network with weights loaded, in NHWC layout and
-    compiled when asked (`spacelang.runtime.speed.optimise`).
+               compile: bool = False, fuse: bool = False) -> tuple[Any, Any]:
+    """The checked space and its fixed network with weights loaded, in NHWC layout,
+    compiled or fused when asked (`spacelang.runtime.speed.optimise`).
 
     ``scale`` sets the spec's `scale` parameter when it has one (unless --set gives it) and
     must match the network's factor.
@@ -115,10 +115,10 @@ def load_model(spec: str, overrides: dict[str, str], *, scale: int | None = None
     model = space.fixed()
     if weights is not None:
         load_weights(model, weights, weights_map)
-    if channels_last or compile:
+    if channels_last or compile or fuse:
         from spacelang.runtime.speed import optimise
 
-        optimise(model, channels_last=channels_last, compile=compile)
+        optimise(model, channels_last=channels_last, compile=compile, fuse=fuse)
     return space, model
 
 
@@ -177,7 +177,7 @@ def run_eval_sets(args: argparse.Namespace) -> int:
         space, model = load_model(args.spec, overrides, scale=scale, weights=weights_file,
                                   weights_map=args.weights_map,
                                   channels_last=bool(args.channels_last),
-                                  compile=bool(args.compile))
+                                  compile=bool(args.compile), fuse=args.fuse)
         if is_benchmark_root(root):
             sets = open_sets(root, scale, on_error=args.on_bad_image)
         else:

@@ -1,7 +1,8 @@
-"""How a network computes, beside what it computes: mixed precision, memory layout, compilation.
+"""How a network computes, beside what it computes: mixed precision, memory layout,
+compilation, fused inference.
 
-Three options, each a setting of `spacelang train` / `search` (and of `eval` for the
-last two), applied to a model in place by `optimise`:
+Four options, applied to a model in place by `optimise`; the first three are settings of
+`spacelang train` / `search` (and of `eval` for the second and third), the last of `eval`:
 
 - ``amp``: ``bf16`` or ``fp16`` runs the forward pass under `torch.autocast` and returns
   float32, so losses and metrics stay in float32. fp16 needs a CUDA device (CPU autocast
@@ -10,6 +11,12 @@ last two), applied to a model in place by `optimise`:
   cuDNN run faster for many convolutions.
 - ``compile``: `nn.Module.compile` (TorchInductor). On CPU it needs a C++ compiler and
   Python's headers, on CUDA Triton; `compile_problem` says what is missing.
+- ``fuse``: for inference on CPU. A network spacelang built runs its forward passes
+  without gradients (`torch.no_grad` / `torch.inference_mode`, float32 inputs) with every
+  convolution one oneDNN call that also applies the activation, or adds the residual,
+  that follows it (`backends.fusion`); passes with gradients run as before. The output
+  equals the unfused one to float32 rounding (about 1e-6 of its magnitude);
+  `fusion_problem` says when this torch cannot.
 
 None changes the state_dict's keys, shapes or values, so checkpoints move freely between
 runs with and without them.
@@ -27,7 +34,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-__all__ = ["AMP_DTYPES", "Amp", "SpeedError", "amp_dtype", "compile_problem", "optimise"]
+from spacelang.backends.torch.graph import GraphModule
+
+__all__ = ["AMP_DTYPES", "Amp", "SpeedError", "amp_dtype", "compile_problem", "fusion_problem",
+           "optimise"]
 
 Amp = Literal["fp32", "bf16", "fp16"]
 
@@ -74,6 +84,26 @@ def compile_problem(device: torch.device | str = "cpu") -> str | None:
     return None
 
 
+def fusion_problem(model: nn.Module, device: torch.device | str = "cpu",
+                   amp: str = "fp32", compile: bool = False) -> str | None:
+    """Why ``fuse`` cannot apply to ``model`` with these other options, or None when it can."""
+    if torch.device(device).type != "cpu":
+        return f"fuse runs convolutions through oneDNN on CPU, not on {torch.device(device)}"
+    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn,
+                                                               "_convolution_pointwise"):
+        return f"fuse needs oneDNN's fused convolutions, which torch {torch.__version__} lacks"
+    if amp != "fp32":
+        return "fuse runs float32 convolutions; use it without amp"
+    if compile:
+        return "fuse and compile exclude each other (compile fuses on its own); choose one"
+    if not isinstance(model, GraphModule):
+        return (f"fuse applies to networks spacelang builds, not to {type(model).__name__} "
+                "(an emitted module: use channels_last or compile)")
+    if model.has_masks:
+        return "fuse applies to fixed networks, not to a width supernet"
+    return None
+
+
 _AUTOCAST_CLASSES: dict[type, type] = {}
 
 
@@ -93,19 +123,24 @@ def _autocast_class(cls: type[nn.Module]) -> type[nn.Module]:
 
 
 def optimise(model: nn.Module, *, amp: str = "fp32", channels_last: bool = False,
-             compile: bool = False, device: torch.device | str | None = None) -> nn.Module:
+             compile: bool = False, fuse: bool = False,
+             device: torch.device | str | None = None) -> nn.Module:
     """Apply the options to ``model`` in place and return it.
 
-    ``device`` (default: that of the model's first parameter) decides what ``amp`` and
-    ``compile`` may do; a `SpeedError` says when one cannot run there. Parameters stay the
-    same objects, so optimizers built before keep working. Applying ``amp`` twice
-    replaces the first setting.
+    ``device`` (default: that of the model's first parameter) decides what ``amp``,
+    ``compile`` and ``fuse`` may do; a `SpeedError` says when one cannot run there.
+    Parameters stay the same objects, so optimizers built before keep working. Applying
+    ``amp`` twice replaces the first setting; ``fuse=False`` leaves a fused network fused.
     """
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
     dtype = amp_dtype(amp, device)
+    if fuse:
+        problem = fusion_problem(model, device, amp, compile)
+        if problem is not None:
+            raise SpeedError(problem)
     if compile:
         problem = compile_problem(device)
         if problem is not None:
@@ -118,6 +153,8 @@ def optimise(model: nn.Module, *, amp: str = "fp32", channels_last: bool = False
         model.__class__ = _autocast_class(base)
     elif base is not type(model):
         model.__class__ = base
+    if fuse:
+        model.fuse_convolutions()
     if compile:
         model.compile()
     return model

@@ -1,4 +1,5 @@
-"""`--amp`, `--channels-last` and `--compile` of `train`, `search` and `eval`: runs under them
+"""`--amp`, `--channels-last` and `--compile` of `train`, `search` and `eval` (and `eval`'s
+`--fuse`): runs under them
 stay finite, record them in the run's config, resume across a change of them, and refuse
 what the machine cannot do with a message."""
 
@@ -84,6 +85,7 @@ def test_compile_without_a_compiler_is_a_clear_error(cli, run_args, monkeypatch)
 
 @pytest.mark.parametrize("flag", [
     "--channels-last",
+    "--fuse",
     pytest.param("--compile", marks=[
         pytest.mark.slow,
         pytest.mark.skipif(compile_problem() is not None,
@@ -101,3 +103,13 @@ def test_eval_with_a_speed_flag_scores_as_before(cli, spec, images, tmp_path, fl
     code, out, err = cli(*args, flag)
     assert code == 0, err
     assert json.loads(out)["psnr"] == pytest.approx(plain["psnr"], abs=1e-3)
+
+
+def test_eval_refuses_fuse_with_compile(cli, spec, images, tmp_path):
+    from spacelang.api import load
+
+    weights = tmp_path / "tiny.pt"
+    torch.save(load(spec).fixed().state_dict(), weights)
+    user_error(cli("eval", str(spec), "--weights", str(weights), "--data", str(images),
+                   "--scale", "2", "--no-progress", "--fuse", "--compile"),
+               "fuse and compile exclude each other")

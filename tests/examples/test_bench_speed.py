@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 import spacelang
+from spacelang.runtime.speed import fusion_problem
 from spacelang.sr.weights import load_rename_map, map_state_dict
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -62,8 +63,12 @@ def test_quick_run_prints_each_figure_next_to_its_baseline():
     out = done.stdout
     for heading in ("supernet weight step", "peak memory", "derived network forward"):
         assert heading in out
-    for label in ("spacelang DARTS", "spacelang GDAS hard", "spacelang, eager",
-                  "emitted module, eager", "spacelang, channels-last"):
+    labels = ["spacelang DARTS", "spacelang GDAS hard", "spacelang, eager",
+              "emitted module, eager", "spacelang, channels-last"]
+    derived = spacelang.load(EXAMPLES.parent / "spaces" / "dlsr_derived.space", C=8).fixed()
+    if fusion_problem(derived) is None:
+        labels.append("spacelang, channels-last + fuse")
+    for label in labels:
         line = next(line for line in out.splitlines() if label in line and "ratio" in line)
         assert re.search(r"ratio\s+\d+\.\d\d\s+\[\d+\.\d\d–\d+\.\d\d\]", line), line
     assert out.count("(baseline)") >= 4

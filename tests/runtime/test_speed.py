@@ -1,5 +1,5 @@
-"""`spacelang.runtime.speed`: autocast, channels-last and compile change how a network computes,
-never its state_dict, and refuse what the device cannot do."""
+"""`spacelang.runtime.speed`: autocast, channels-last, compile and fuse change how a network
+computes, never its state_dict, and refuse what the device cannot do."""
 
 from __future__ import annotations
 
@@ -90,3 +90,14 @@ def test_the_training_loop_applies_the_config(tmp_path: Path):
     assert model._amp == ("cpu", torch.bfloat16)
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_fuse_refuses_what_it_cannot_fuse():
+    with pytest.raises(SpeedError, match="networks spacelang builds"):
+        optimise(nn.Sequential(nn.Conv2d(3, 3, 3)), fuse=True)
+    with pytest.raises(SpeedError, match="without amp"):
+        optimise(_derived(), fuse=True, amp="bf16")
+    with pytest.raises(SpeedError, match="exclude each other"):
+        optimise(_derived(), fuse=True, compile=True)
+    with pytest.raises(SpeedError, match="on CPU"):
+        optimise(_derived(), fuse=True, device="cuda")

@@ -1,0 +1,85 @@
+"""Which convolutions of a graph may run as one call with what follows them (torch-free).
+
+A convolution whose output is used once, by an activation or by an addition of a tensor
+of its own shape, may compute that step in the same kernel (oneDNN post-ops): the
+activation is applied, or the addend read, while the conv's output is still in cache,
+instead of in a pass of its own over memory. An addition may further take a ReLU.
+The fused steps give the values of the unfused ones to float32 rounding (the summation
+order inside the kernel differs), so they serve forward passes without gradients
+(`spacelang.runtime.speed.optimise(fuse=True)`); the torch backend
+(`backends/torch/graph.py`) follows this plan.
+"""
+
+from __future__ import annotations
+
+from attrs import frozen
+
+from spacelang.ir import Graph
+
+#: Convolutions the fused kernels compute (plain and depthwise; not transposed).
+FUSABLE_CONVS = frozenset({"conv", "dwconv"})
+
+#: Activations a convolution may apply in its kernel.
+FUSABLE_ACTIVATIONS = frozenset({"relu", "lrelu", "sigmoid", "tanh"})
+
+#: Activations a convolution may apply after adding a residual in its kernel.
+FUSABLE_AFTER_ADD = frozenset({"relu"})
+
+
+@frozen
+class ConvEpilogue:
+    """Node `conv`'s convolution, then node `add`'s addition of node `residual` (when
+    `add` is not None), then the activation of node `activation` (when not None): the
+    value of the last of them, computed by one call."""
+
+    conv: int
+    add: int | None = None
+    residual: int | None = None
+    activation: int | None = None
+
+    @property
+    def absorbed(self) -> tuple[int, ...]:
+        """The nodes computed on the way, whose own steps are dropped."""
+        return (self.conv,) if self.activation is None or self.add is None else \
+            (self.conv, self.add)
+
+
+def conv_epilogues(graph: Graph) -> dict[int, ConvEpilogue]:
+    """Node id → the fused step that computes its value (keyed by the last node it
+    covers). A node the graph outputs is never absorbed."""
+    uses: dict[int, list[int]] = {graph.output: [-1]}
+    for node in graph.nodes:
+        for source in node.inputs:
+            uses.setdefault(source, []).append(node.id)
+    nodes = {node.id: node for node in graph.nodes}
+
+    def only_user(node_id: int) -> int | None:
+        users = uses.get(node_id, [])
+        return users[0] if len(users) == 1 and users[0] >= 0 else None
+
+    plan: dict[int, ConvEpilogue] = {}
+    claimed: set[int] = set()
+    for conv in graph.nodes:
+        if conv.op not in FUSABLE_CONVS or conv.id in claimed:
+            continue
+        user_id = only_user(conv.id)
+        if user_id is None or user_id in claimed:
+            continue
+        user = nodes[user_id]
+        if user.op in FUSABLE_ACTIVATIONS:
+            plan[user.id] = ConvEpilogue(conv.id, activation=user.id)
+            claimed.update((conv.id, user.id))
+        elif user.op == "add" and len(user.inputs) == 2:
+            other = nodes[user.inputs[1] if user.inputs[0] == conv.id else user.inputs[0]]
+            if (other.id == conv.id or other.channels != conv.channels
+                    or other.spatial != conv.spatial):
+                continue
+            after_id = only_user(user.id)
+            if after_id is not None and nodes[after_id].op in FUSABLE_AFTER_ADD:
+                plan[after_id] = ConvEpilogue(conv.id, add=user.id, residual=other.id,
+                                              activation=after_id)
+                claimed.update((conv.id, user.id, after_id, other.id))
+            else:
+                plan[user.id] = ConvEpilogue(conv.id, add=user.id, residual=other.id)
+                claimed.update((conv.id, user.id, other.id))
+    return plan
