@@ -131,12 +131,7 @@ def _records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +163,7 @@ def toy_run(tmp_path_factory, images):
     spec.write_text(TOY)
     space = spacelang.load(spec)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # module fixtures start before `one_thread`
+    torch.set_num_threads(1)  # module fixtures start before `torch_one_thread`
     try:
         cfg = _config(val_every=30, checkpoint_every=20)
         result = search(space, cfg, train_set=images, val_set=images[:1],

@@ -35,12 +35,7 @@ HUGE = 2.0**28
 DEFAULT = 2.0**16  # torch.amp.GradScaler's initial scale
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture

@@ -26,9 +26,12 @@ from spacelang.sr.task import evaluate
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "distributed_worker.py"
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available()
-                                or not torch.distributed.is_gloo_available(),
-                                reason="torch.distributed with Gloo is not available")
+pytestmark = [
+    pytest.mark.usefixtures("torch_one_thread"),
+    pytest.mark.skipif(not torch.distributed.is_available()
+                       or not torch.distributed.is_gloo_available(),
+                       reason="torch.distributed with Gloo is not available"),
+]
 
 
 def _load_worker():
@@ -63,12 +66,6 @@ def _records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
