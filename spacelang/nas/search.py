@@ -149,7 +149,6 @@ class _SearchStep:
     _arch: Any = None
     _arch_version: int = 0  # counts the changes to α/β and the pruning masks
     _derived: tuple[int, Selection] | None = None
-    _decided: bool | None = None  # `SuperNet.decided`, read again after the masks change
 
     def derived(self) -> Selection:
         """What the search derives now (`derive_selection`), computed once per α/β state
@@ -177,7 +176,6 @@ class _SearchStep:
         except ValueError as exc:
             raise SearchError(f"training data: {exc}") from None
         self.epoch_length = weight_stream.batches_per_epoch
-        self._decided = None  # the masks may have come from a checkpoint
         self._weights, self._arch = iter(weight_stream), iter(arch_stream)
         self.net.train()
 
@@ -244,16 +242,13 @@ class _SearchStep:
                                                     lambda: self.derived().decisions)
         if self.pruned:
             self._arch_version += 1
-            self._decided = None
 
     def finished(self) -> str | None:
         """A search that prunes ends once pruning has left one architecture: no
         architecture step can change it, and more weight steps are `train`'s work."""
-        if not self.strategy.prune_every:
-            return None
-        if self._decided is None:  # one device sync per change of the masks, not per update
-            self._decided = self.net.decided()
-        return "pruning has decided every site" if self._decided else None
+        if self.strategy.prune_every and self.net.decided():
+            return "pruning has decided every site"
+        return None
 
     def end(self) -> None:
         for batches in (self._weights, self._arch):
