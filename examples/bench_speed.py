@@ -1,7 +1,7 @@
 """Speed and memory of spacelang's networks against hand-written PyTorch, in one run.
 
     python examples/bench_speed.py [--quick] [--threads 1,2] [--sizes 640x360,320x180,64x64]
-                                   [--reps N] [--no-compile]
+                                   [--reps N] [--no-compile] [--allocator retain|default]
                                    [--sections supernet,memory,forward,alternatives]
 
 Every figure is printed next to its baseline, measured in the same process (memory: in
@@ -9,6 +9,11 @@ fresh processes) with the variants alternating repetition by repetition, so that
 on the machine falls on all of them alike. A ratio is the median over repetitions of
 (variant time / baseline time in the same repetition), with the smallest and largest
 of those per-repetition ratios as its spread; below 1 the variant is faster.
+
+The process's malloc keeps freed memory (`spacelang.runtime.speed.retain_freed_memory`,
+as the CLI runs) unless ``--allocator default``; either way every variant runs under the
+same setting. The forward rows also print the page faults of a pass (median), which is
+where glibc's default setting loses time on large images.
 
 * supernet: one weight step (forward, L1 loss, backward, Adam) of DLSR's search
   supernet (`spaces/dlsr.space`, C = 48, batch 16, LR patch 32×32 by default) against
@@ -66,7 +71,12 @@ from dlsr_handwritten import HandDLSR, HandDLSRSupernet  # noqa: E402
 from spacelang.backends.emit import emit_python  # noqa: E402
 
 import spacelang  # noqa: E402
-from spacelang.runtime.speed import compile_problem, fusion_problem, optimise  # noqa: E402
+from spacelang.runtime.speed import (  # noqa: E402
+    compile_problem,
+    fusion_problem,
+    optimise,
+    retain_freed_memory,
+)
 from spacelang.sr.weights import load_rename_map, map_state_dict  # noqa: E402
 
 SEARCH_SPACE = ROOT / "spaces" / "dlsr.space"
@@ -76,9 +86,10 @@ WEIGHTS_MAP = HERE / "weights" / "dlsr.yaml"
 
 # --------------------------------------------------------------------------- timing
 
-def alternate(variants: Mapping[str, Callable[[], Any]], reps: int) -> dict[str, list[float]]:
+def alternate(variants: Mapping[str, Callable[[], Any]], reps: int,
+              faults: dict[str, list[int]] | None = None) -> dict[str, list[float]]:
     """Seconds of each variant per repetition; the order rotates every repetition, after
-    one untimed warm-up call of each."""
+    one untimed warm-up call of each. With ``faults``, also each call's minor page faults."""
     names = list(variants)
     for name in names:
         variants[name]()
@@ -86,9 +97,13 @@ def alternate(variants: Mapping[str, Callable[[], Any]], reps: int) -> dict[str,
     for rep in range(reps):
         shift = rep % len(names)
         for name in names[shift:] + names[:shift]:
+            paged = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             start = time.perf_counter()
             variants[name]()
             times[name].append(time.perf_counter() - start)
+            if faults is not None:
+                faults.setdefault(name, []).append(
+                    resource.getrusage(resource.RUSAGE_SELF).ru_minflt - paged)
     return times
 
 
@@ -99,13 +114,14 @@ def ratio(times: Sequence[float], base: Sequence[float]) -> tuple[float, float, 
 
 
 def row(label: str, times: Sequence[float], base: Sequence[float] | None,
-        unit: str = "ms") -> str:
+        unit: str = "ms", faults: Sequence[int] | None = None) -> str:
     scale = 1e3 if unit == "ms" else 1.0
     text = f"  {label:<40} {statistics.median(times) * scale:10.2f} {unit}"
+    paged = "" if faults is None else f"   {statistics.median(faults):9,.0f} page faults"
     if base is None:
-        return text + "   (baseline)"
+        return text + "   (baseline)    " + " " * 11 + paged
     mid, low, high = ratio(times, base)
-    return text + f"   ratio {mid:5.2f}  [{low:.2f}–{high:.2f}]"
+    return text + f"   ratio {mid:5.2f}  [{low:.2f}–{high:.2f}]" + paged
 
 
 # --------------------------------------------------------------------------- supernet
@@ -222,7 +238,8 @@ def memory_section(args: argparse.Namespace) -> None:
              for label, kwargs in supernet_variants(options)]
     results = {}
     for label, which, kwargs in runs:
-        command = [sys.executable, __file__, "--memory-child", which, "--threads",
+        command = [sys.executable, __file__, "--memory-child", which, "--allocator",
+                   args.allocator, "--threads",
                    ",".join(map(str, args.threads)), "--channels",
                    str(args.channels), "--batch", str(args.batch), "--lr-size",
                    str(args.lr_size), "--supernet-options", json.dumps(kwargs)]
@@ -313,13 +330,14 @@ def forward_section(args: argparse.Namespace) -> None:
         torch.set_num_threads(threads)
         for width, height in args.sizes:
             x = torch.rand(1, 3, height, width) * 255
+            faults: dict[str, list[int]] = {}
             with torch.inference_mode():
                 times = alternate({n: (lambda net=net, x=x: net(x)) for n, net in networks.items()},
-                                  args.reps)
+                                  args.reps, faults)
             print(f" {width}×{height} input, {threads} thread{'s' * (threads > 1)}:")
             for name in names:
                 base = None if name == names[0] else times[names[0]]
-                print(row(name, times[name], base))
+                print(row(name, times[name], base, faults=faults[name]))
             for name in names[4:]:
                 if name.startswith("spacelang"):
                     print(row(f"{name} vs {hand_cl}", times[name], times[hand_cl]))
@@ -421,6 +439,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=16, help="supernet batch")
     parser.add_argument("--lr-size", type=int, default=32, help="supernet LR patch side")
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
+    parser.add_argument("--allocator", choices=("retain", "default"), default="retain",
+                        help="retain: malloc keeps freed memory, as spacelang's CLI runs "
+                             "(default); default: glibc's own setting")
     parser.add_argument("--memory-child", choices=("hand", "spacelang"), help=argparse.SUPPRESS)
     parser.add_argument("--supernet-options", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -435,6 +456,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    retained = args.allocator == "retain" and retain_freed_memory()
     if args.memory_child:
         torch.set_num_threads(max(args.threads))
         memory_child(args.memory_child, args.channels, args.batch, args.lr_size,
@@ -445,6 +467,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     load = os.getloadavg()[0]
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load:.2f} "
           "at the start" + (" (quick: a smoke run, not a measurement)" if args.quick else ""))
+    print("malloc " + ("keeps freed memory (retain_freed_memory)" if retained else
+                       "at its default setting"))
     if "supernet" in args.sections:
         supernet_section(args)
     if "memory" in args.sections:

@@ -179,7 +179,11 @@ def giga(n: float) -> str:
 
 def prepare_torch() -> None:
     """CPU settings for running networks: flush denormal floats (they can slow
-    convolutions down a hundredfold and change no result that matters)."""
+    convolutions down a hundredfold and change no result that matters), and keep freed
+    memory in the process (`spacelang.runtime.speed.retain_freed_memory`)."""
     import torch
 
+    from spacelang.runtime.speed import retain_freed_memory
+
     torch.set_flush_denormal(True)
+    retain_freed_memory()

@@ -178,6 +178,7 @@ def run_search(args: argparse.Namespace) -> int:
     data = args.data or cfg.data
     run_dir = _run_dir(args, space.network.name)  # flag errors before loading data
     train_set, val_set = _datasets(data, cfg.val_data, cfg.scale, args.on_bad_image)
+    common.prepare_torch()
     arch_set = None
     if cfg.arch_data is not None:
         from spacelang.sr.data import open_dataset
@@ -300,6 +301,7 @@ def run_train(args: argparse.Namespace) -> int:
     problem = patch_size_problem(space.network, cfg.patch_size, cfg.scale)
     if problem is not None:
         raise common.UsageError(problem)
+    common.prepare_torch()
     model = space.fixed()
     run_dir = _run_dir(args, space.network.name)  # flag errors before loading data
     train_set, val_set = _datasets(args.data or cfg.data, cfg.val_data, cfg.scale,
