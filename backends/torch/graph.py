@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 from spacelang.backends.fusion import FUSABLE_CONVS, conv_epilogues
 from spacelang.backends.inplace import in_place_inputs
-from spacelang.backends.torch.ops import INPLACE, LOWERINGS, onednn_conv
+from spacelang.backends.torch.ops import INPLACE, LOWERINGS, OneDNNConv
 from torch import nn
 
 from spacelang.ir import Graph, Node, input_channels, module_path
@@ -151,12 +151,12 @@ class GraphModule(nn.Module):
                     add = nodes[epilogue.add]
                     written = self._without_grad_plan.get(add.id)
                     into = written is not None and add.inputs[written] == epilogue.residual
-                run = onednn_conv(conv, activation.op if activation else None,
-                                  activation.args if activation else None,
-                                  residual=epilogue.residual is not None, into_residual=into)
+                run = OneDNNConv(conv, activation.op if activation else None,
+                                 activation.args if activation else None,
+                                 residual=epilogue.residual is not None, into_residual=into)
                 rows.append((node.id, run, sources))
             elif node.op in FUSABLE_CONVS:
-                rows.append((node.id, onednn_conv(self._runs[node.id]), node.inputs))
+                rows.append((node.id, OneDNNConv(self._runs[node.id]), node.inputs))
             else:
                 rows.append((node.id, self._runs[node.id], node.inputs))
         last_use: dict[int, int] = {}

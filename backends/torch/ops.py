@@ -9,6 +9,7 @@ says `outputs_many`).
 
 from __future__ import annotations
 
+from copy import deepcopy
 from typing import Any
 
 import torch
@@ -218,23 +219,57 @@ ONEDNN_ACTIVATIONS: dict[str, Any] = {
 }
 
 
-def onednn_conv(conv: nn.Conv2d, activation: str | None = None, args: Args | None = None,
-                residual: bool = False, into_residual: bool = False) -> Any:
+class OneDNNConv:
     """``conv``'s step as one oneDNN call (CPU, float32, no autograd): ``x → conv(x)``, then
     ``+ residual`` (a second argument; with ``into_residual`` written into it), then
-    ``activation`` (a primitive of `ONEDNN_ACTIVATIONS` with its ``args``). The weights
-    are read from ``conv`` at each call, so loading a state_dict later takes effect."""
-    ops = torch.ops.mkldnn
-    attr, scalars = ONEDNN_ACTIVATIONS[activation](args) if activation else ("none", [])
-    if not residual:
-        return lambda x: ops._convolution_pointwise(
-            x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups,
-            attr, scalars, "")
-    unary = None if activation is None else attr
-    if into_residual:
-        return lambda x, other: ops._convolution_pointwise_(
-            other, x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation,
-            conv.groups, "add", 1.0, unary, scalars, None)
-    return lambda x, other: ops._convolution_pointwise(
-        x, other, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation,
-        conv.groups, "add", 1.0, unary, scalars, None)
+    ``activation`` (a primitive of `ONEDNN_ACTIVATIONS` with its ``args``).
+
+    The weight is handed to oneDNN in the blocked layout its kernel reads, reordered once
+    per input shape and kept until the weight changes (its version counter or storage) or
+    an input of another shape comes, instead of being reordered on every call. It is
+    ``conv``'s own parameter that is read, so loading a state_dict later takes effect; a
+    deep copy runs its copy of ``conv`` (the reordered weight is not copied)."""
+
+    def __init__(self, conv: nn.Conv2d, activation: str | None = None,
+                 args: Args | None = None, residual: bool = False,
+                 into_residual: bool = False):
+        self.conv = conv
+        self.attr, self.scalars = (ONEDNN_ACTIVATIONS[activation](args) if activation
+                                   else ("none", []))
+        self.residual, self.into_residual = residual, into_residual
+        self._packed: tuple | None = None  # (input shape, weight version, data pointer, tensor)
+
+    def weight(self, x: torch.Tensor) -> torch.Tensor:
+        conv, weight, packed = self.conv, self.conv.weight, self._packed
+        if (packed is not None and packed[0] == x.shape and packed[1] == weight._version
+                and packed[2] == weight.data_ptr()):
+            return packed[3]
+        reordered = torch.ops.mkldnn._reorder_convolution_weight(
+            weight, conv.padding, conv.stride, conv.dilation, conv.groups, x.shape)
+        self._packed = (x.shape, weight._version, weight.data_ptr(), reordered)
+        return reordered
+
+    def __call__(self, x: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
+        ops, conv = torch.ops.mkldnn, self.conv
+        weight = self.weight(x)
+        if not self.residual:
+            return ops._convolution_pointwise(
+                x, weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups,
+                self.attr, self.scalars, "")
+        unary = None if self.attr == "none" else self.attr
+        if self.into_residual:
+            return ops._convolution_pointwise_(
+                other, x, weight, conv.bias, conv.padding, conv.stride, conv.dilation,
+                conv.groups, "add", 1.0, unary, self.scalars, None)
+        return ops._convolution_pointwise(
+            x, other, weight, conv.bias, conv.padding, conv.stride, conv.dilation,
+            conv.groups, "add", 1.0, unary, self.scalars, None)
+
+    def __deepcopy__(self, memo: dict) -> OneDNNConv:
+        copy = OneDNNConv.__new__(OneDNNConv)
+        memo[id(self)] = copy
+        copy.__dict__.update({key: value for key, value in self.__dict__.items()
+                              if key not in ("conv", "_packed")})
+        copy.conv = deepcopy(self.conv, memo)
+        copy._packed = None
+        return copy

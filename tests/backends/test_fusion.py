@@ -142,3 +142,36 @@ def test_weights_loaded_after_fusing_take_effect():
     net.load_state_dict(other.state_dict())
     with torch.no_grad():
         _close(net(x), ref)
+
+
+def test_a_fused_network_follows_its_weights_after_running():
+    """The weights oneDNN reads are reordered once and kept: loading others, editing them in
+    place, or running another input size after a pass must still compute with the current
+    ones."""
+    net, other = _fixed("dlsr_derived.space", 0), _fixed("dlsr_derived.space", 1)
+    small, large = _input(net, 16, 16), _input(net, 24, 20)
+    optimise(net, fuse=True)
+    with torch.no_grad():
+        net(small)
+        net.load_state_dict(other.state_dict())
+        _close(net(small), other(small))
+        _close(net(large), other(large))
+        for module in (net, other):
+            for parameter in module.parameters():
+                parameter.mul_(0.5)
+        _close(net(small), other(small))
+
+
+def test_a_copy_of_a_fused_network_runs_its_own_weights():
+    import copy
+
+    net = _fixed("dlsr_derived.space", 0)
+    x = _input(net, 16, 16)
+    optimise(net, fuse=True)
+    with torch.no_grad():
+        before = net(x)
+        twin = copy.deepcopy(net)
+        for parameter in twin.parameters():
+            parameter.zero_()
+        _close(net(x), before)
+        assert float(twin(x).abs().max()) == 0.0

@@ -113,7 +113,7 @@ torch.set_num_threads(1)
 net = spacelang.load(sys.argv[1], C=16).fixed().eval()
 x = torch.rand(1, 3, 160, 160)
 with torch.inference_mode():
-    for _ in range(5):
+    for _ in range(9):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         net(x)
         print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -132,4 +132,5 @@ def test_retaining_freed_memory_stops_repeated_passes_faulting_pages_in():
         pytest.skip("the C library is not glibc: nothing to retain through mallopt")
     first, *later = (int(n) for n in faults)
     assert first > 5000  # the first pass maps its tensors' pages in (≥ 20 MiB)
-    assert sum(later) < first / 20  # the later ones reuse them
+    # the later ones reuse them (the heap may still grow now and then as it settles)
+    assert sorted(later)[len(later) // 2] < first / 50
