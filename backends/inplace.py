@@ -2,10 +2,12 @@
 
 A step may run in place when its primitive has an in-place form and one of its inputs
 is a fresh tensor that dies at the step: made by a primitive that always allocates its
-output (never a view, never the network's input), and used by this step alone, once.
-While autograd records, the input must moreover be one no backward pass keeps
-(a conv's output, not a sigmoid's), and the in-place form must need no copy of its
-original input. The torch backend (`backends/torch/graph.py`) and the emitted source
+output (never a view, never the network's input). While autograd records, the input
+must be used by this step alone, once, and be one no backward pass keeps (a conv's
+output, not a sigmoid's), and the in-place form must need no copy of its original input.
+Without autograd it is enough that the step is the input's last reader (in graph order),
+reads it once, and that every earlier reader allocated its own output (so no view of it
+lives on). The torch backend (`backends/torch/graph.py`) and the emitted source
 (`backends/emit.py`) both follow this plan; the results are bit-identical.
 """
 
@@ -39,27 +41,42 @@ FRESH_SAVED = frozenset({"relu", "lrelu", "sigmoid", "tanh", "maxpool", "upsampl
 
 def in_place_inputs(graph: Graph, *, autograd: bool,
                     excluded: Collection[int] = ()) -> dict[int, int]:
-    """Node id → the position of the input its step may overwrite.
+    """Node id → the position of the input its step overwrites (the first it may).
 
     ``autograd``: the plan for passes that record gradients (else for passes without).
     ``excluded``: nodes whose output is not the primitive's own (a width mask is applied
     to it), never overwritten.
     """
-    uses: dict[int, int] = {graph.output: 1}
+    return {node_id: positions[0] for node_id, positions in
+            writable_inputs(graph, autograd=autograd, excluded=excluded).items()}
+
+
+def writable_inputs(graph: Graph, *, autograd: bool,
+                    excluded: Collection[int] = ()) -> dict[int, tuple[int, ...]]:
+    """Node id → the positions of the inputs its step may overwrite (of nodes with any);
+    arguments as `in_place_inputs`."""
+    readers: dict[int, list[int]] = {graph.output: [-1]}
     for node in graph.nodes:
         for source in node.inputs:
-            uses[source] = uses.get(source, 0) + 1
+            readers.setdefault(source, []).append(node.id)
     fresh = FRESH_UNSAVED if autograd else FRESH_UNSAVED | FRESH_SAVED
     op_of = {node.id: node.op for node in graph.nodes}
-    plan: dict[int, int] = {}
+
+    def dies_here(source: int, reader: int) -> bool:
+        ids = readers.get(source, [])
+        if autograd or ids.count(reader) != 1 or -1 in ids:
+            return ids == [reader]
+        return ids[-1] == reader and all(op_of[r] in fresh for r in ids if r != reader)
+
+    plan: dict[int, tuple[int, ...]] = {}
     for node in graph.nodes:
         if node.op not in IN_PLACE_OPS or (autograd and not IN_PLACE_OPS[node.op]):
             continue
         positions = range(len(node.inputs)) if node.op in COMMUTATIVE else range(1)
-        for position in positions:
-            source = node.inputs[position]
-            if (uses.get(source) == 1 and op_of.get(source) in fresh
-                    and source not in excluded):
-                plan[node.id] = position
-                break
+        writable = tuple(position for position in positions
+                         if op_of.get(node.inputs[position]) in fresh
+                         and node.inputs[position] not in excluded
+                         and dies_here(node.inputs[position], node.id))
+        if writable:
+            plan[node.id] = writable
     return plan

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 from spacelang.backends.fusion import FUSABLE_CONVS, conv_epilogues
-from spacelang.backends.inplace import in_place_inputs
+from spacelang.backends.inplace import in_place_inputs, writable_inputs
 from spacelang.backends.torch.ops import INPLACE, LOWERINGS, OneDNNConv
 from torch import nn
 
@@ -81,7 +81,7 @@ class GraphModule(nn.Module):
         self.graph = graph
         steps = []
         self._runs: dict[int, Callable] = {}
-        self._without_grad_plan: dict[int, int] = {}
+        self._without_grad_writable: dict[int, tuple[int, ...]] = {}
         self._fused: list[tuple] | None = None
         last_use: dict[int, int] = {}
         for node in graph.nodes:
@@ -91,8 +91,10 @@ class GraphModule(nn.Module):
         masks = {} if mask is None else {n.id: mask(n) for n in graph.nodes if n.op != "input"}
         masked = {node_id for node_id, m in masks.items() if m is not None}
         with_grad_plan = in_place_inputs(graph, autograd=True, excluded=masked) if inplace else {}
-        without_grad_plan = (in_place_inputs(graph, autograd=False, excluded=masked)
-                             if inplace else {})
+        without_grad_writable = (writable_inputs(graph, autograd=False, excluded=masked)
+                                 if inplace else {})
+        without_grad_plan = {node_id: positions[0]
+                             for node_id, positions in without_grad_writable.items()}
         for node in graph.nodes:
             if node.op == "input":
                 continue
@@ -121,7 +123,7 @@ class GraphModule(nn.Module):
                           masks.get(node.id)))
             self._runs[node.id] = without_grad
         self._steps = steps
-        self._without_grad_plan = without_grad_plan
+        self._without_grad_writable = without_grad_writable
         self.has_masks = bool(masked)  # a width supernet's channel masks
 
     def fuse_convolutions(self) -> None:
@@ -149,8 +151,10 @@ class GraphModule(nn.Module):
                 if epilogue.residual is not None:
                     sources = (*sources, epilogue.residual)
                     add = nodes[epilogue.add]
-                    written = self._without_grad_plan.get(add.id)
-                    into = written is not None and add.inputs[written] == epilogue.residual
+                    # never into the conv's own input: the kernel would read what it wrote
+                    into = epilogue.residual not in conv_node.inputs and any(
+                        add.inputs[position] == epilogue.residual
+                        for position in self._without_grad_writable.get(add.id, ()))
                 run = OneDNNConv(conv, activation.op if activation else None,
                                  activation.args if activation else None,
                                  residual=epilogue.residual is not None, into_residual=into)
