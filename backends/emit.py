@@ -5,8 +5,9 @@
 are those of `FixedNet(network)` and whose forward runs the same ops in the
 same order, so weights trained with spacelang load into it and give identical
 outputs. Steps run in place as `backends.inplace` plans them for passes that record
-gradients, so the module trains as it is. `build(channels_last=..., compile=...)` gives
-the optimised forms. Modules are registered straight into `_modules` under the spec's value
+gradients, so the module trains as it is. `build(channels_last=..., compile=...,
+fuse=...)` gives the optimised forms; `fuse` follows `backends.fusion` as the torch backend
+does. Modules are registered straight into `_modules` under the spec's value
 paths (a value may be called `half` or `1`), as `FixedNet` does.
 """
 
@@ -14,9 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from spacelang.backends.inplace import IN_PLACE_OPS, in_place_inputs
+from spacelang.backends.fusion import FUSABLE_CONVS, POST_OPS, conv_epilogues
+from spacelang.backends.inplace import IN_PLACE_OPS, in_place_inputs, writable_inputs
 
-from spacelang.ir import Network, input_channels, module_path
+from spacelang.ir import Graph, Network, Node, input_channels, module_path
 from spacelang.primitives import PRIMITIVES, Args, Implementations
 
 LINE = 100
@@ -113,16 +115,17 @@ EMITTERS.update({
 })
 
 
-#: In-place forms of the primitives `backends.inplace` may run in place while autograd
-#: records, writing into the first name (`_add_into` is defined in the emitted module).
+#: In-place forms of the primitives `backends.inplace` may run in place, writing into the
+#: first name (`_add_into` and `_mul_into` are defined in the emitted module).
 IN_PLACE_EMITTERS = {
     "relu": lambda a, xs: f"torch.relu_({xs[0]})",
     "lrelu": lambda a, xs: f"F.leaky_relu_({xs[0]}, {float(a['slope'])!r})",
     "sigmoid": lambda a, xs: f"torch.sigmoid_({xs[0]})",
     "tanh": lambda a, xs: f"torch.tanh_({xs[0]})",
     "add": lambda a, xs: f"_add_into({xs[0]}, {xs[1]})",
+    "mul": lambda a, xs: f"_mul_into({xs[0]}, {xs[1]})",
 }
-assert set(IN_PLACE_EMITTERS) == {op for op, safe in IN_PLACE_OPS.items() if safe}
+assert set(IN_PLACE_EMITTERS) == set(IN_PLACE_OPS)
 
 
 def _wrap(head: str, text: str, indent: str) -> list[str]:
@@ -141,6 +144,88 @@ def _wrap(head: str, text: str, indent: str) -> list[str]:
             current += ", " + piece
     lines.append(current)
     return lines
+
+
+def _expression(node: Node, xs: list[str], written: int | None) -> str:
+    """The Python expression of a primitive without a module; ``written``: the position of
+    the input its in-place form overwrites (None: out of place)."""
+    if written is not None:
+        ordered = [xs[written], *xs[:written], *xs[written + 1:]]
+        return IN_PLACE_EMITTERS[node.op](node.args, ordered)
+    expression = EMITTERS[node.op](node.args, xs)
+    if PRIMITIVES[node.op].outputs_many:
+        expression += f"[{node.output_index}]"
+    return expression
+
+
+def _lines(graph: Graph, names: dict[int, str],
+           rows: list[tuple[Node, tuple[int, ...], str]]) -> list[str]:
+    """A forward's body: each row's statement (under a comment naming its scope when that
+    changes), each value deleted after its last reader, then the return."""
+    last_use: dict[int, int] = {}
+    for position, (_, sources, _) in enumerate(rows):
+        for source in sources:
+            last_use[source] = position
+    last_use[graph.output] = len(rows)
+    lines: list[str] = []
+    scope = ""
+    for position, (node, sources, statement) in enumerate(rows):
+        if node.scope != scope:
+            scope = node.scope
+            lines.append(f"        # {scope or '(network)'}")
+        lines.extend(_wrap("", statement, " " * 8))
+        frees = sorted({s for s in sources if last_use.get(s) == position})
+        if frees:
+            lines.append("        del " + ", ".join(names[s] for s in frees))
+    lines.append(f"        return {names[graph.output]}")
+    return lines
+
+
+def _fused_forward(graph: Graph, names: dict[int, str],
+                   index_of: dict[str, int]) -> tuple[list[str], list[str]]:
+    """The fused conv steps (constructor calls over ``m``, the forward-order module list)
+    and the body of ``_forward_fused``: `backends.fusion`'s plan, as the torch backend's
+    `GraphModule.fuse_convolutions` runs it, with steps in place as `backends.inplace`
+    plans them for passes without gradients."""
+    nodes = {node.id: node for node in graph.nodes}
+    plan = conv_epilogues(graph)
+    writable = writable_inputs(graph, autograd=False)
+    absorbed = {n for epilogue in plan.values() for n in epilogue.absorbed}
+    steps: list[str] = []
+    rows: list[tuple[Node, tuple[int, ...], str]] = []
+    for node in graph.nodes:
+        if node.op == "input" or node.id in absorbed:
+            continue
+        epilogue = plan.get(node.id)
+        xs = [names[s] for s in node.inputs]
+        if epilogue is None and node.op not in FUSABLE_CONVS:
+            if PRIMITIVES[node.op].module:
+                index = index_of[node.weights or module_path(node)]
+                call = f"m[{index}]({', '.join(xs)})"
+            else:
+                positions = writable.get(node.id)
+                call = _expression(node, xs, positions[0] if positions else None)
+            rows.append((node, node.inputs, f"{names[node.id]} = {call}"))
+            continue
+        conv = nodes[epilogue.conv] if epilogue is not None else node
+        options = [f"m[{index_of[conv.weights or module_path(conv)]}]"]
+        if epilogue is not None and epilogue.activation is not None:
+            activation = nodes[epilogue.activation]
+            name, scalars = POST_OPS[activation.op](activation.args)
+            options.append(f"{_string(name)}, {scalars!r}")
+        sources = conv.inputs
+        if epilogue is not None and epilogue.residual is not None:
+            sources = (*conv.inputs, epilogue.residual)
+            add = nodes[epilogue.add]
+            # never into the conv's own input: the kernel would read what it wrote
+            into = epilogue.residual not in conv.inputs and any(
+                add.inputs[position] == epilogue.residual
+                for position in writable.get(add.id, ()))
+            options.append("residual=True" + (", into_residual=True" if into else ""))
+        steps.append(f"_FusedConv({', '.join(options)})")
+        call = f"f[{len(steps) - 1}]({', '.join(names[s] for s in sources)})"
+        rows.append((node, sources, f"{names[node.id]} = {call}"))
+    return steps, _lines(graph, names, rows)
 
 
 def _describe(network: Network) -> str:
@@ -166,51 +251,32 @@ def emit_python(network: Network) -> str:
     for node in graph.nodes:
         names.setdefault(node.id, f"v{node.id}")
 
-    last_use: dict[int, int] = {}
-    for node in graph.nodes:
-        for source in node.inputs:
-            last_use[source] = node.id
-    last_use[graph.output] = len(graph.nodes)
     in_place = in_place_inputs(graph, autograd=True)
-
     init: list[str] = []
     body: list[str] = []
-    scope = ""
     modules = 0
     index_of: dict[str, int] = {}  # module path → its index in the forward-order list
+    rows: list[tuple[Any, str]] = []
     for node in graph.nodes:
         if node.op == "input":
             continue
-        if node.scope != scope:
-            scope = node.scope
-            body.append(f"        # {scope or '(network)'}")
         target = names[node.id]
         xs = [names[s] for s in node.inputs]
         if PRIMITIVES[node.op].module and node.weights:
-            index = index_of[node.weights]
-            body.append(f"        {target} = m[{index}]({', '.join(xs)})  # {node.weights}")
+            call = f"m[{index_of[node.weights]}]({', '.join(xs)})  # {node.weights}"
         elif PRIMITIVES[node.op].module:
             path = module_path(node)
             constructor = EMITTERS[node.op](node.args, input_channels(graph, node),
                                             node.channels)
             init.extend(_wrap("", f"m.append(_put(self, {_string(path)}, {constructor}))", " " * 8))
-            body.append(f"        {target} = m[{modules}]({', '.join(xs)})  # {path}")
+            call = f"m[{modules}]({', '.join(xs)})  # {path}"
             index_of[path] = modules
             modules += 1
-        elif node.id in in_place:
-            written = in_place[node.id]  # that input first
-            ordered = [xs[written], *xs[:written], *xs[written + 1:]]
-            body.extend(_wrap(f"{target} = ", IN_PLACE_EMITTERS[node.op](node.args, ordered),
-                              " " * 8))
         else:
-            expression = EMITTERS[node.op](node.args, xs)
-            if PRIMITIVES[node.op].outputs_many:
-                expression += f"[{node.output_index}]"
-            body.extend(_wrap(f"{target} = ", expression, " " * 8))
-        frees = sorted({s for s in node.inputs if last_use.get(s) == node.id})
-        if frees:
-            body.append("        del " + ", ".join(names[s] for s in frees))
-    body.append(f"        return {names[graph.output]}")
+            call = _expression(node, xs, in_place.get(node.id))
+        rows.append((node, node.inputs, f"{target} = {call}"))
+    body = _lines(graph, names, rows)
+    fused_steps, fused_body = _fused_forward(graph, names, index_of)
 
     arguments = ", ".join(f"{names[i]}: torch.Tensor" for i in graph.inputs)
     where = f"from {network.source}" if network.source else "from a spacelang spec"
@@ -255,6 +321,49 @@ def emit_python(network: Network) -> str:
         "    return x + y",
         "",
         "",
+        "def _mul_into(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:",
+        '    """x * y, written into x (which dies there) when the product has its shape',
+        '    and dtype."""',
+        "    if x.dtype == y.dtype and torch.broadcast_shapes(x.shape, y.shape) == x.shape:",
+        "        return x.mul_(y)",
+        "    return x * y",
+        "",
+        "",
+        "class _FusedConv:",
+        '    """`conv` as one oneDNN call (CPU, float32, no autograd), then `+ other` (written',
+        "    into `other` with `into_residual`), then the activation `post_op` with `scalars`.",
+        "    The weight is reordered to oneDNN's layout once per input shape and kept until",
+        '    the weight changes; copies of the network drop it."""',
+        "",
+        "    def __init__(self, conv: nn.Conv2d, post_op: str = \"none\", scalars: tuple = (),",
+        "                 residual: bool = False, into_residual: bool = False) -> None:",
+        "        self.conv, self.post_op, self.scalars = conv, post_op, list(scalars)",
+        "        self.residual, self.into_residual = residual, into_residual",
+        "        self._packed = None",
+        "",
+        "    def __getstate__(self) -> dict:",
+        "        return {**self.__dict__, \"_packed\": None}",
+        "",
+        "    def __call__(self, x: torch.Tensor,",
+        "                 other: torch.Tensor | None = None) -> torch.Tensor:",
+        "        conv, ops = self.conv, torch.ops.mkldnn",
+        "        geometry = (conv.padding, conv.stride, conv.dilation, conv.groups)",
+        "        key = (x.shape, conv.weight._version, conv.weight.data_ptr())",
+        "        if self._packed is None or self._packed[0] != key:",
+        "            self._packed = (key, ops._reorder_convolution_weight(conv.weight, *geometry,",
+        "                                                                  x.shape))",
+        "        weight = self._packed[1]",
+        "        if not self.residual:",
+        "            return ops._convolution_pointwise(x, weight, conv.bias, *geometry,",
+        "                                              self.post_op, self.scalars, \"\")",
+        "        unary = None if self.post_op == \"none\" else self.post_op",
+        "        if self.into_residual:",
+        "            return ops._convolution_pointwise_(other, x, weight, conv.bias, *geometry,",
+        "                                               \"add\", 1.0, unary, self.scalars, None)",
+        "        return ops._convolution_pointwise(x, other, weight, conv.bias, *geometry,",
+        "                                          \"add\", 1.0, unary, self.scalars, None)",
+        "",
+        "",
         "class Affine(nn.Module):",
         '    """x * scale + shift, one number or one per channel; constants are buffers',
         '    that are not saved in state_dict."""',
@@ -292,19 +401,51 @@ def emit_python(network: Network) -> str:
         *init,
         "        # modules in forward order; a plain list, so not registered twice",
         "        self._steps = m",
+        "        self._fused: list | None = None",
+        "",
+        "    def fuse(self) -> \"Network\":",
+        '        """Run passes without gradients on float32 CPU inputs with each convolution one',
+        "        oneDNN call that also applies the activation, or adds the residual, after it",
+        "        (outputs equal to float32 rounding); passes with gradients run as before.",
+        '        Needs a torch with oneDNN."""',
+        "        if not hasattr(torch.ops.mkldnn, \"_convolution_pointwise\"):",
+        "            raise RuntimeError(f\"torch {torch.__version__} has no oneDNN fused \"",
+        "                               \"convolutions\")",
+        "        m = self._steps",
+        "        self._fused = [",
+        *(f"            {step}," for step in fused_steps),
+        "        ]",
+        "        return self",
         "",
         f"    def forward(self, {arguments}) -> torch.Tensor:",
+        "        if (self._fused is not None and not torch.is_grad_enabled()",
+        f"                and {names[graph.inputs[0]]}.device.type == \"cpu\"",
+        f"                and {names[graph.inputs[0]]}.dtype == torch.float32):",
+        f"            return self._forward_fused({', '.join(names[i] for i in graph.inputs)})",
         "        m = self._steps",
         *body,
         "",
+        f"    def _forward_fused(self, {arguments}) -> torch.Tensor:",
+        "        m, f = self._steps, self._fused" if any(" m[" in line or "(m[" in line
+                                                        for line in fused_body)
+        else "        f = self._fused",
+        *fused_body,
         "",
-        "def build(*, channels_last: bool = False, compile: bool = False) -> Network:",
+        "",
+        "def build(*, channels_last: bool = False, compile: bool = False,",
+        "          fuse: bool = False) -> Network:",
         f'    """A freshly initialised `{network.name}`. `channels_last`: weights (and so',
         "    activations) in NHWC layout, which oneDNN and cuDNN often run faster; `compile`:",
-        '    torch.compile (on CPU it needs a C++ compiler). Neither changes the state_dict."""',
+        "    torch.compile (on CPU it needs a C++ compiler); `fuse`: `Network.fuse` (CPU",
+        '    inference; not with compile). None changes the state_dict."""',
+        "    if fuse and compile:",
+        "        raise ValueError(\"fuse and compile exclude each other (compile fuses on its \"",
+        "                         \"own)\")",
         "    net = Network()",
         "    if channels_last:",
         "        net = net.to(memory_format=torch.channels_last)",
+        "    if fuse:",
+        "        net.fuse()",
         "    if compile:",
         "        net.compile()",
         "    return net",

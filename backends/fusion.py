@@ -12,15 +12,25 @@ order inside the kernel differs), so they serve forward passes without gradients
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from attrs import frozen
 
 from spacelang.ir import Graph
+from spacelang.primitives import Args
 
 #: Convolutions the fused kernels compute (plain and depthwise; not transposed).
 FUSABLE_CONVS = frozenset({"conv", "dwconv"})
 
-#: Activations a convolution may apply in its kernel.
-FUSABLE_ACTIVATIONS = frozenset({"relu", "lrelu", "sigmoid", "tanh"})
+#: Activations a convolution may apply in its kernel → oneDNN's post-op name and its
+#: scalars, from the primitive's arguments.
+POST_OPS: dict[str, Callable[[Args], tuple[str, list[float]]]] = {
+    "relu": lambda args: ("relu", []),
+    "lrelu": lambda args: ("leaky_relu", [float(args["slope"])]),
+    "sigmoid": lambda args: ("sigmoid", []),
+    "tanh": lambda args: ("tanh", []),
+}
+FUSABLE_ACTIVATIONS = frozenset(POST_OPS)
 
 #: Activations a convolution may apply after adding a residual in its kernel.
 FUSABLE_AFTER_ADD = frozenset({"relu"})

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from spacelang.backends.fusion import POST_OPS
 from torch import nn
 
 from spacelang.primitives import Args, Implementations
@@ -210,19 +211,10 @@ INPLACE: dict[str, Any] = {
 
 # --------------------------------------------------------------------------- fused (oneDNN)
 
-#: oneDNN's post-op name and scalars of each activation of `backends.fusion`.
-ONEDNN_ACTIVATIONS: dict[str, Any] = {
-    "relu": lambda args: ("relu", []),
-    "lrelu": lambda args: ("leaky_relu", [args["slope"]]),
-    "sigmoid": lambda args: ("sigmoid", []),
-    "tanh": lambda args: ("tanh", []),
-}
-
-
 class OneDNNConv:
     """``conv``'s step as one oneDNN call (CPU, float32, no autograd): ``x → conv(x)``, then
     ``+ residual`` (a second argument; with ``into_residual`` written into it), then
-    ``activation`` (a primitive of `ONEDNN_ACTIVATIONS` with its ``args``).
+    ``activation`` (a primitive of `backends.fusion.POST_OPS` with its ``args``).
 
     The weight is handed to oneDNN in the blocked layout its kernel reads, reordered once
     per input shape and kept until the weight changes (its version counter or storage) or
@@ -234,8 +226,7 @@ class OneDNNConv:
                  args: Args | None = None, residual: bool = False,
                  into_residual: bool = False):
         self.conv = conv
-        self.attr, self.scalars = (ONEDNN_ACTIVATIONS[activation](args) if activation
-                                   else ("none", []))
+        self.attr, self.scalars = POST_OPS[activation](args) if activation else ("none", [])
         self.residual, self.into_residual = residual, into_residual
         self._packed: tuple | None = None  # (input shape, weight version, data pointer, tensor)
 

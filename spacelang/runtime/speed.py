@@ -103,7 +103,7 @@ def fusion_problem(model: nn.Module, device: torch.device | str = "cpu",
         return "fuse and compile exclude each other (compile fuses on its own); choose one"
     if not isinstance(model, GraphModule):
         return (f"fuse applies to networks spacelang builds, not to {type(model).__name__} "
-                "(an emitted module: use channels_last or compile)")
+                "(an emitted module fuses through its own build(fuse=True))")
     if model.has_masks:
         return "fuse applies to fixed networks, not to a width supernet"
     return None

@@ -132,3 +132,51 @@ def test_emitting_a_search_space_is_refused():
     space = spacelang.load(SPACES / "dlsr.space", C=16)
     with pytest.raises(ValueError, match="choice or pick"):
         emit_python(space.network)
+
+
+FUSED_SPECS = [("imdn", {"C": 16}), ("dlsr_derived", {"C": 16}),
+               ("rfdn", {"C": 16, "scale": 3, "cells": 2}), ("carn_m", {"C": 8}),
+               ("pan", {"C": 8, "U": 4, "blocks": 2, "scale": 4, "r": 2, "steps": 2}),
+               ("edsr", {"C": 8, "blocks": 2})]
+
+
+@pytest.mark.skipif(not hasattr(torch.ops.mkldnn, "_convolution_pointwise"),
+                    reason="this torch has no oneDNN fused convolutions")
+@pytest.mark.parametrize(("name", "overrides"), FUSED_SPECS)
+def test_the_fused_emitted_module_computes_what_the_network_computes(name, overrides):
+    """`build(fuse=True)`: without gradients each conv is one oneDNN call (values equal to
+    float32 rounding, as spacelang's fused network), in either memory layout; with gradients
+    the plain forward, bit for bit; the input is never written; copies run their own
+    weights."""
+    import copy
+
+    space = spacelang.load(SPACES / f"{name}.space", **overrides)
+    namespace = exec_source(emit_python(space.network))
+    torch.manual_seed(0)
+    fixed = space.fixed()
+    for channels_last in (False, True):
+        net = namespace["build"](fuse=True, channels_last=channels_last)
+        net.load_state_dict(fixed.state_dict())
+        x = torch.rand(1, space.network.in_channels, 24, 20) * space.network.rgb_range
+        before = x.clone()
+        with torch.no_grad():
+            expected = fixed(x)
+            got = net(x)
+        assert torch.equal(x, before)
+        assert got.shape == expected.shape
+        assert float((got - expected).abs().max()) <= 1e-5 * float(expected.abs().max())
+        if not channels_last:  # with gradients: the plain forward (same kernels)
+            assert torch.equal(net(x).detach(), fixed(x).detach())
+    twin = copy.deepcopy(net)
+    with torch.no_grad():
+        for parameter in twin.parameters():
+            parameter.zero_()
+        assert float((net(x) - expected).abs().max()) <= 1e-5 * float(expected.abs().max())
+        twin(x)
+
+
+def test_the_emitted_module_refuses_fuse_with_compile():
+    space = spacelang.load(SPACES / "dlsr_derived.space", C=8)
+    namespace = exec_source(emit_python(space.network))
+    with pytest.raises(ValueError, match="fuse and compile"):
+        namespace["build"](fuse=True, compile=True)
