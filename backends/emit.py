@@ -15,8 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from spacelang.backends.fusion import FUSABLE_CONVS, POST_OPS, conv_epilogues
-from spacelang.backends.inplace import IN_PLACE_OPS, in_place_inputs, writable_inputs
+from spacelang.backends.fusion import FUSABLE_CONVS, POST_OPS, ConvEpilogue, conv_epilogues
+from spacelang.backends.inplace import (
+    IN_PLACE_OPS,
+    in_place_inputs,
+    last_readers,
+    writable_inputs,
+)
 
 from spacelang.ir import Graph, Network, Node, input_channels, module_path
 from spacelang.primitives import PRIMITIVES, Args, Implementations
@@ -191,21 +196,33 @@ def _fused_forward(graph: Graph, names: dict[int, str],
     plan = conv_epilogues(graph)
     writable = writable_inputs(graph, autograd=False)
     absorbed = {n for epilogue in plan.values() for n in epilogue.absorbed}
-    steps: list[str] = []
-    rows: list[tuple[Node, tuple[int, ...], str]] = []
+    order: list[tuple[Node, ConvEpilogue | None, tuple[int, ...]]] = []
     for node in graph.nodes:
         if node.op == "input" or node.id in absorbed:
             continue
         epilogue = plan.get(node.id)
+        sources = node.inputs
+        if epilogue is not None:
+            sources = nodes[epilogue.conv].inputs
+            if epilogue.residual is not None:
+                sources = (*sources, epilogue.residual)
+        order.append((node, epilogue, sources))
+    last = last_readers([sources for *_, sources in order], graph.output)
+
+    def written_here(node: Node, index: int) -> list[int]:
+        return [p for p in writable.get(node.id, ()) if last.get(node.inputs[p]) == index]
+
+    steps: list[str] = []
+    rows: list[tuple[Node, tuple[int, ...], str]] = []
+    for index, (node, epilogue, sources) in enumerate(order):
         xs = [names[s] for s in node.inputs]
         if epilogue is None and node.op not in FUSABLE_CONVS:
             if PRIMITIVES[node.op].module:
-                index = index_of[node.weights or module_path(node)]
-                call = f"m[{index}]({', '.join(xs)})"
+                call = f"m[{index_of[node.weights or module_path(node)]}]({', '.join(xs)})"
             else:
-                positions = writable.get(node.id)
+                positions = written_here(node, index)
                 call = _expression(node, xs, positions[0] if positions else None)
-            rows.append((node, node.inputs, f"{names[node.id]} = {call}"))
+            rows.append((node, sources, f"{names[node.id]} = {call}"))
             continue
         conv = nodes[epilogue.conv] if epilogue is not None else node
         options = [f"m[{index_of[conv.weights or module_path(conv)]}]"]
@@ -213,14 +230,11 @@ def _fused_forward(graph: Graph, names: dict[int, str],
             activation = nodes[epilogue.activation]
             name, scalars = POST_OPS[activation.op](activation.args)
             options.append(f"{_string(name)}, {scalars!r}")
-        sources = conv.inputs
         if epilogue is not None and epilogue.residual is not None:
-            sources = (*conv.inputs, epilogue.residual)
             add = nodes[epilogue.add]
             # never into the conv's own input: the kernel would read what it wrote
             into = epilogue.residual not in conv.inputs and any(
-                add.inputs[position] == epilogue.residual
-                for position in writable.get(add.id, ()))
+                add.inputs[p] == epilogue.residual for p in written_here(add, index))
             options.append("residual=True" + (", into_residual=True" if into else ""))
         steps.append(f"_FusedConv({', '.join(options)})")
         call = f"f[{len(steps) - 1}]({', '.join(names[s] for s in sources)})"

@@ -13,7 +13,7 @@ lives on). The torch backend (`backends/torch/graph.py`) and the emitted source
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from spacelang.ir import Graph
 
@@ -80,3 +80,18 @@ def writable_inputs(graph: Graph, *, autograd: bool,
         if writable:
             plan[node.id] = writable
     return plan
+
+
+def last_readers(order: Sequence[Sequence[int]], output: int) -> dict[int, int]:
+    """Value id → the index of the last step that reads it when steps run in ``order``
+    (each step given by the ids it reads); ``output`` is read after the last step.
+
+    A plan that runs steps in another order than the graph's (fused convolutions run
+    where their epilogue was) may write an input in place only at that input's last
+    reader in its own order, besides `writable_inputs`' conditions."""
+    last: dict[int, int] = {}
+    for index, sources in enumerate(order):
+        for source in sources:
+            last[source] = index
+    last[output] = len(order)
+    return last

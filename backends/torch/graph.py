@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from spacelang.backends.fusion import FUSABLE_CONVS, conv_epilogues
-from spacelang.backends.inplace import in_place_inputs, writable_inputs
+from spacelang.backends.fusion import FUSABLE_CONVS, ConvEpilogue, conv_epilogues
+from spacelang.backends.inplace import in_place_inputs, last_readers, writable_inputs
 from spacelang.backends.torch.ops import INPLACE, LOWERINGS, OneDNNConv
 from torch import nn
 
@@ -136,33 +136,49 @@ class GraphModule(nn.Module):
         nodes = {node.id: node for node in graph.nodes}
         plan = conv_epilogues(graph)
         skipped = {n for epilogue in plan.values() for n in epilogue.absorbed}
-        rows: list[tuple[int, Callable, tuple[int, ...]]] = []
+        order: list[tuple[Node, ConvEpilogue | None, tuple[int, ...]]] = []
         for node in graph.nodes:
             if node.op == "input" or node.id in skipped:
                 continue
             epilogue = plan.get(node.id)
+            sources = node.inputs
             if epilogue is not None:
-                conv_node = nodes[epilogue.conv]
-                conv = self._runs[conv_node.id]
-                activation = nodes[epilogue.activation] if epilogue.activation is not None \
-                    else None
-                sources = conv_node.inputs
-                into = False
+                sources = nodes[epilogue.conv].inputs
                 if epilogue.residual is not None:
                     sources = (*sources, epilogue.residual)
+            order.append((node, epilogue, sources))
+        last = last_readers([sources for *_, sources in order], graph.output)
+        writable = self._without_grad_writable
+
+        def written_here(node: Node, index: int) -> list[int]:
+            return [p for p in writable.get(node.id, ()) if last.get(node.inputs[p]) == index]
+
+        rows: list[tuple[int, Callable, tuple[int, ...]]] = []
+        for index, (node, epilogue, sources) in enumerate(order):
+            if epilogue is not None:
+                conv_node = nodes[epilogue.conv]
+                activation = nodes[epilogue.activation] if epilogue.activation is not None \
+                    else None
+                into = False
+                if epilogue.residual is not None:
                     add = nodes[epilogue.add]
                     # never into the conv's own input: the kernel would read what it wrote
                     into = epilogue.residual not in conv_node.inputs and any(
-                        add.inputs[position] == epilogue.residual
-                        for position in self._without_grad_writable.get(add.id, ()))
-                run = OneDNNConv(conv, activation.op if activation else None,
+                        add.inputs[p] == epilogue.residual for p in written_here(add, index))
+                run = OneDNNConv(self._runs[conv_node.id],
+                                 activation.op if activation else None,
                                  activation.args if activation else None,
                                  residual=epilogue.residual is not None, into_residual=into)
-                rows.append((node.id, run, sources))
             elif node.op in FUSABLE_CONVS:
-                rows.append((node.id, OneDNNConv(self._runs[node.id]), node.inputs))
+                run = OneDNNConv(self._runs[node.id])
+            elif node.id in writable:
+                positions = written_here(node, index)
+                run = (_in_place_step(node, positions[0]) if positions else
+                       _function_step(LOWERINGS[node.op], node.args, node.output_index,
+                                      PRIMITIVES[node.op].outputs_many))
             else:
-                rows.append((node.id, self._runs[node.id], node.inputs))
+                run = self._runs[node.id]
+            rows.append((node.id, run, sources))
         last_use: dict[int, int] = {}
         for node_id, _, sources in rows:
             for source in sources:

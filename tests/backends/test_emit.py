@@ -180,3 +180,20 @@ def test_the_emitted_module_refuses_fuse_with_compile():
     namespace = exec_source(emit_python(space.network))
     with pytest.raises(ValueError, match="fuse and compile"):
         namespace["build"](fuse=True, compile=True)
+
+
+@pytest.mark.skipif(not hasattr(torch.ops.mkldnn, "_convolution_pointwise"),
+                    reason="this torch has no oneDNN fused convolutions")
+def test_the_fused_emitted_module_reads_inputs_before_anything_overwrites_them():
+    from tests.backends.test_fusion import DELAYED_READS
+
+    space = spacelang.loads(DELAYED_READS)
+    namespace = exec_source(emit_python(space.network))
+    torch.manual_seed(0)
+    fixed = space.fixed().eval()
+    net = namespace["build"](fuse=True)
+    net.load_state_dict(fixed.state_dict())
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        expected, got = fixed(x), net(x)
+    assert float((got - expected).abs().max()) <= 1e-5 * float(expected.abs().max())

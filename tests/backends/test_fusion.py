@@ -175,3 +175,28 @@ def test_a_copy_of_a_fused_network_runs_its_own_weights():
             parameter.zero_()
         _close(net(x), before)
         assert float(twin(x).abs().max()) == 0.0
+
+
+#: A conv whose fused step runs where its residual add was, after another reader of its
+#: input (a ReLU, its last reader in graph order) and of the residual: neither may have
+#: been overwritten by then.
+DELAYED_READS = """
+network delayed(C = 8, scale = 1) {
+    x = conv(input, C, k=3)
+    c = conv(x, C, k=3)
+    r = relu(x)
+    y = lrelu(conv(r, C, k=1) + sigmoid(r))
+    z = c + r
+    return conv(z + y, 3, k=3)
+}
+"""
+
+
+def test_a_fused_step_reads_its_inputs_before_anything_overwrites_them():
+    torch.manual_seed(0)
+    net = spacelang.loads(DELAYED_READS).fixed().eval()
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        ref = net(x)
+        optimise(net, fuse=True)
+        _close(net(x), ref)
