@@ -166,11 +166,11 @@ def _attempt_store() -> dist.Store:
 def shutdown() -> None:
     """Leave the process group (at the end of a command).
 
-    Then collect garbage: objects left in reference cycles (a stopped run's exception and
-    its frames, with tensors gloo handled) were otherwise freed during interpreter
-    shutdown, where gloo's teardown now and then aborted the process (SIGABRT, "terminate
-    called without an active exception") after its work was done: 2 of 19 runs of the
-    NaN-stop scenario of `tests/runtime/distributed_worker.py`, none of 44 with this.
+    Then collect garbage: objects still held in reference cycles were otherwise freed
+    during interpreter shutdown, where gloo's teardown now and then aborted the process
+    (SIGABRT, "terminate called without an active exception") after its work was done:
+    2 of 19 runs of the NaN-stop scenario of `tests/runtime/distributed_worker.py`, none
+    of 44 with this.
     """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
