@@ -15,13 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from spacelang.backends.fusion import FUSABLE_CONVS, POST_OPS, ConvEpilogue, conv_epilogues
-from spacelang.backends.inplace import (
-    IN_PLACE_OPS,
-    in_place_inputs,
-    last_readers,
-    writable_inputs,
-)
+from spacelang.backends.fusion import FUSABLE_CONVS, POST_OPS, fused_steps
+from spacelang.backends.inplace import IN_PLACE_OPS, in_place_inputs
 
 from spacelang.ir import Graph, Network, Node, input_channels, module_path
 from spacelang.primitives import PRIMITIVES, Args, Implementations
@@ -189,40 +184,20 @@ def _lines(graph: Graph, names: dict[int, str],
 def _fused_forward(graph: Graph, names: dict[int, str],
                    index_of: dict[str, int]) -> tuple[list[str], list[str]]:
     """The fused conv steps (constructor calls over ``m``, the forward-order module list)
-    and the body of ``_forward_fused``: `backends.fusion`'s plan, as the torch backend's
-    `GraphModule.fuse_convolutions` runs it, with steps in place as `backends.inplace`
-    plans them for passes without gradients."""
+    and the body of ``_forward_fused``: the steps of `backends.fusion.fused_steps`, as the
+    torch backend's `GraphModule.fuse_convolutions` runs them."""
     nodes = {node.id: node for node in graph.nodes}
-    plan = conv_epilogues(graph)
-    writable = writable_inputs(graph, autograd=False)
-    absorbed = {n for epilogue in plan.values() for n in epilogue.absorbed}
-    order: list[tuple[Node, ConvEpilogue | None, tuple[int, ...]]] = []
-    for node in graph.nodes:
-        if node.op == "input" or node.id in absorbed:
-            continue
-        epilogue = plan.get(node.id)
-        sources = node.inputs
-        if epilogue is not None:
-            sources = nodes[epilogue.conv].inputs
-            if epilogue.residual is not None:
-                sources = (*sources, epilogue.residual)
-        order.append((node, epilogue, sources))
-    last = last_readers([sources for *_, sources in order], graph.output)
-
-    def written_here(node: Node, index: int) -> list[int]:
-        return [p for p in writable.get(node.id, ()) if last.get(node.inputs[p]) == index]
-
     steps: list[str] = []
     rows: list[tuple[Node, tuple[int, ...], str]] = []
-    for index, (node, epilogue, sources) in enumerate(order):
-        xs = [names[s] for s in node.inputs]
+    for step in fused_steps(graph):
+        node, epilogue = step.node, step.epilogue
         if epilogue is None and node.op not in FUSABLE_CONVS:
+            xs = [names[s] for s in node.inputs]
             if PRIMITIVES[node.op].module:
                 call = f"m[{index_of[node.weights or module_path(node)]}]({', '.join(xs)})"
             else:
-                positions = written_here(node, index)
-                call = _expression(node, xs, positions[0] if positions else None)
-            rows.append((node, sources, f"{names[node.id]} = {call}"))
+                call = _expression(node, xs, step.written)
+            rows.append((node, step.sources, f"{names[node.id]} = {call}"))
             continue
         conv = nodes[epilogue.conv] if epilogue is not None else node
         options = [f"m[{index_of[conv.weights or module_path(conv)]}]"]
@@ -231,14 +206,11 @@ def _fused_forward(graph: Graph, names: dict[int, str],
             name, scalars = POST_OPS[activation.op](activation.args)
             options.append(f"{_string(name)}, {scalars!r}")
         if epilogue is not None and epilogue.residual is not None:
-            add = nodes[epilogue.add]
-            # never into the conv's own input: the kernel would read what it wrote
-            into = epilogue.residual not in conv.inputs and any(
-                add.inputs[p] == epilogue.residual for p in written_here(add, index))
-            options.append("residual=True" + (", into_residual=True" if into else ""))
+            options.append("residual=True" + (", into_residual=True" if step.into_residual
+                                              else ""))
         steps.append(f"_FusedConv({', '.join(options)})")
-        call = f"f[{len(steps) - 1}]({', '.join(names[s] for s in sources)})"
-        rows.append((node, sources, f"{names[node.id]} = {call}"))
+        call = f"f[{len(steps) - 1}]({', '.join(names[s] for s in step.sources)})"
+        rows.append((node, step.sources, f"{names[node.id]} = {call}"))
     return steps, _lines(graph, names, rows)
 
 

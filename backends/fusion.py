@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from attrs import frozen
+from spacelang.backends.inplace import last_readers, writable_inputs
 
-from spacelang.ir import Graph
+from spacelang.ir import Graph, Node
 from spacelang.primitives import Args
 
 #: Convolutions the fused kernels compute (plain and depthwise; not transposed).
@@ -93,3 +94,58 @@ def conv_epilogues(graph: Graph) -> dict[int, ConvEpilogue]:
                 plan[user.id] = ConvEpilogue(conv.id, add=user.id, residual=other.id)
                 claimed.update((conv.id, user.id, other.id))
     return plan
+
+
+@frozen
+class FusedStep:
+    """One step of the fused plan: the value of ``node``, read from ``sources``.
+
+    With an ``epilogue`` it is that fused convolution (``into_residual``: adding the
+    residual into the residual's own memory); else ``node``'s own step, in place into its
+    input at position ``written`` when that is not None. In-place writes are decided in
+    the order these steps run, in which a fused conv reads its input where its epilogue
+    was, later than in the graph."""
+
+    node: Node
+    sources: tuple[int, ...]
+    epilogue: ConvEpilogue | None = None
+    written: int | None = None
+    into_residual: bool = False
+
+
+def fused_steps(graph: Graph) -> list[FusedStep]:
+    """The steps of a pass without gradients that runs `conv_epilogues`' plan, in order."""
+    nodes = {node.id: node for node in graph.nodes}
+    plan = conv_epilogues(graph)
+    absorbed = {n for epilogue in plan.values() for n in epilogue.absorbed}
+    order: list[tuple[Node, ConvEpilogue | None, tuple[int, ...]]] = []
+    for node in graph.nodes:
+        if node.op == "input" or node.id in absorbed:
+            continue
+        epilogue = plan.get(node.id)
+        sources = node.inputs
+        if epilogue is not None:
+            sources = nodes[epilogue.conv].inputs
+            if epilogue.residual is not None:
+                sources = (*sources, epilogue.residual)
+        order.append((node, epilogue, sources))
+    last = last_readers([sources for *_, sources in order], graph.output)
+    writable = writable_inputs(graph, autograd=False)
+
+    def written_here(node: Node, index: int) -> list[int]:
+        return [p for p in writable.get(node.id, ()) if last.get(node.inputs[p]) == index]
+
+    steps: list[FusedStep] = []
+    for index, (node, epilogue, sources) in enumerate(order):
+        if epilogue is None:
+            positions = written_here(node, index)
+            steps.append(FusedStep(node, sources, written=positions[0] if positions else None))
+            continue
+        into = False
+        if epilogue.residual is not None:
+            add = nodes[epilogue.add]
+            # never into the conv's own input: the kernel would read what it wrote
+            into = epilogue.residual not in nodes[epilogue.conv].inputs and any(
+                add.inputs[p] == epilogue.residual for p in written_here(add, index))
+        steps.append(FusedStep(node, sources, epilogue, into_residual=into))
+    return steps

@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from spacelang.backends.fusion import FUSABLE_CONVS, ConvEpilogue, conv_epilogues
-from spacelang.backends.inplace import in_place_inputs, last_readers, writable_inputs
+from spacelang.backends.fusion import FUSABLE_CONVS, fused_steps
+from spacelang.backends.inplace import in_place_inputs
 from spacelang.backends.torch.ops import INPLACE, LOWERINGS, OneDNNConv
 from torch import nn
 
@@ -81,7 +81,6 @@ class GraphModule(nn.Module):
         self.graph = graph
         steps = []
         self._runs: dict[int, Callable] = {}
-        self._without_grad_writable: dict[int, tuple[int, ...]] = {}
         self._fused: list[tuple] | None = None
         last_use: dict[int, int] = {}
         for node in graph.nodes:
@@ -91,10 +90,8 @@ class GraphModule(nn.Module):
         masks = {} if mask is None else {n.id: mask(n) for n in graph.nodes if n.op != "input"}
         masked = {node_id for node_id, m in masks.items() if m is not None}
         with_grad_plan = in_place_inputs(graph, autograd=True, excluded=masked) if inplace else {}
-        without_grad_writable = (writable_inputs(graph, autograd=False, excluded=masked)
-                                 if inplace else {})
-        without_grad_plan = {node_id: positions[0]
-                             for node_id, positions in without_grad_writable.items()}
+        without_grad_plan = (in_place_inputs(graph, autograd=False, excluded=masked)
+                             if inplace else {})
         for node in graph.nodes:
             if node.op == "input":
                 continue
@@ -123,7 +120,7 @@ class GraphModule(nn.Module):
                           masks.get(node.id)))
             self._runs[node.id] = without_grad
         self._steps = steps
-        self._without_grad_writable = without_grad_writable
+        self._inplace = inplace
         self.has_masks = bool(masked)  # a width supernet's channel masks
 
     def fuse_convolutions(self) -> None:
@@ -134,51 +131,27 @@ class GraphModule(nn.Module):
             raise ValueError("a network with channel masks cannot fuse its convolutions")
         graph = self.graph
         nodes = {node.id: node for node in graph.nodes}
-        plan = conv_epilogues(graph)
-        skipped = {n for epilogue in plan.values() for n in epilogue.absorbed}
-        order: list[tuple[Node, ConvEpilogue | None, tuple[int, ...]]] = []
-        for node in graph.nodes:
-            if node.op == "input" or node.id in skipped:
-                continue
-            epilogue = plan.get(node.id)
-            sources = node.inputs
-            if epilogue is not None:
-                sources = nodes[epilogue.conv].inputs
-                if epilogue.residual is not None:
-                    sources = (*sources, epilogue.residual)
-            order.append((node, epilogue, sources))
-        last = last_readers([sources for *_, sources in order], graph.output)
-        writable = self._without_grad_writable
-
-        def written_here(node: Node, index: int) -> list[int]:
-            return [p for p in writable.get(node.id, ()) if last.get(node.inputs[p]) == index]
-
         rows: list[tuple[int, Callable, tuple[int, ...]]] = []
-        for index, (node, epilogue, sources) in enumerate(order):
+        for step in fused_steps(graph):
+            node, epilogue = step.node, step.epilogue
             if epilogue is not None:
-                conv_node = nodes[epilogue.conv]
                 activation = nodes[epilogue.activation] if epilogue.activation is not None \
                     else None
-                into = False
-                if epilogue.residual is not None:
-                    add = nodes[epilogue.add]
-                    # never into the conv's own input: the kernel would read what it wrote
-                    into = epilogue.residual not in conv_node.inputs and any(
-                        add.inputs[p] == epilogue.residual for p in written_here(add, index))
-                run = OneDNNConv(self._runs[conv_node.id],
+                run = OneDNNConv(self._runs[epilogue.conv],
                                  activation.op if activation else None,
                                  activation.args if activation else None,
-                                 residual=epilogue.residual is not None, into_residual=into)
+                                 residual=epilogue.residual is not None,
+                                 into_residual=step.into_residual and self._inplace)
             elif node.op in FUSABLE_CONVS:
                 run = OneDNNConv(self._runs[node.id])
-            elif node.id in writable:
-                positions = written_here(node, index)
-                run = (_in_place_step(node, positions[0]) if positions else
-                       _function_step(LOWERINGS[node.op], node.args, node.output_index,
-                                      PRIMITIVES[node.op].outputs_many))
+            elif step.written is not None and self._inplace:
+                run = _in_place_step(node, step.written)
+            elif node.op in INPLACE:  # its in-place plan may differ in the fused order
+                run = _function_step(LOWERINGS[node.op], node.args, node.output_index,
+                                     PRIMITIVES[node.op].outputs_many)
             else:
                 run = self._runs[node.id]
-            rows.append((node.id, run, sources))
+            rows.append((node.id, run, step.sources))
         last_use: dict[int, int] = {}
         for node_id, _, sources in rows:
             for source in sources:
