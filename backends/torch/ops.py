@@ -9,7 +9,6 @@ says `outputs_many`).
 
 from __future__ import annotations
 
-from copy import deepcopy
 from typing import Any
 
 import torch
@@ -256,11 +255,5 @@ class OneDNNConv:
             x, other, weight, conv.bias, conv.padding, conv.stride, conv.dilation,
             conv.groups, "add", 1.0, unary, self.scalars, None)
 
-    def __deepcopy__(self, memo: dict) -> OneDNNConv:
-        copy = OneDNNConv.__new__(OneDNNConv)
-        memo[id(self)] = copy
-        copy.__dict__.update({key: value for key, value in self.__dict__.items()
-                              if key not in ("conv", "_packed")})
-        copy.conv = deepcopy(self.conv, memo)
-        copy._packed = None
-        return copy
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_packed": None}

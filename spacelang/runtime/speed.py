@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import importlib.util
 import os
 import shutil
@@ -172,6 +173,7 @@ _M_MMAP_MAX = -4  # how many blocks may be mapped at once
 _TRIM_THRESHOLD = 2**31 - 1
 
 
+@functools.cache
 def retain_freed_memory() -> bool:
     """Make this process keep the memory freed tensors return, for the tensors that follow.
 
@@ -186,8 +188,8 @@ def retain_freed_memory() -> bool:
     64 MiB heaps) and trims nothing below 2 GiB of free heap, so repeated passes reuse the
     same pages. The process keeps up to its peak heap until it exits.
 
-    Process-wide and not undone; the CLI calls it for every command that runs a network.
-    Returns whether it applied: False where the C library is not glibc.
+    Process-wide and not undone (a second call does nothing); the CLI calls it for every
+    command that runs a network. Returns whether it applied: False where the C library is not glibc.
     """
     name = ctypes.util.find_library("c")
     try:

@@ -66,8 +66,6 @@ def _records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-
-
 @pytest.fixture(scope="module")
 def image_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("images")
